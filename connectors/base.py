@@ -1,0 +1,120 @@
+"""The connector interface every adapter implements.
+
+A connector turns one *step* of an approved action into one idempotent external write.
+It is stateless: everything it needs arrives in the :class:`StepCall` (one versioned input
+object, Temporal-style) and in the injected ``httpx.Client`` / storage handles it was built
+with. It never decides whether an action should happen; it only fulfils it.
+
+Lifecycle of a step, as driven by ``flows/execute_intent.py``::
+
+    steps(action_type, params)   -> ["create_opportunity", "create_follow_up_task"]
+    validate(action_type, params)   pure, no I/O; raises ValidationRejected naming the field
+    execute(call)                -> StepResult  (retried on TransientError with the SAME key)
+    lookup(call)                 -> StepResult | None   (did an earlier attempt commit?)
+    compensate(call, result)        undo a committed step (delete / restore / void)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ExternalRef(BaseModel):
+    """Where an effect lives in the external (or internal) system."""
+
+    model_config = ConfigDict(frozen=True)
+
+    system: str = Field(description="salesforce, hubspot, google_calendar, internal, object_storage")
+    object: str = Field(description="Provider object type, e.g. Task, Opportunity, deal, event")
+    id: str = Field(description="Provider id of the object")
+    url: str | None = Field(default=None, description="A link a person can open, when there is one")
+
+
+class StepCall(BaseModel):
+    """Everything one step needs. Versioned so persisted calls stay readable."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: Literal[1] = 1
+    action_intent_id: str
+    tenant_id: str
+    account_id: str
+    action_type: str
+    step: str
+    idempotency_key: str = Field(description="Deterministic per (intent, step, generation); reused on retries")
+    params: dict[str, Any]
+    prior: dict[str, ExternalRef] = Field(
+        default_factory=dict, description="Results of earlier steps of the same action, by step name"
+    )
+
+
+class StepResult(BaseModel):
+    """What a committed step produced, persisted so it can be shown and compensated."""
+
+    ref: ExternalRef
+    created: bool = Field(description="False when an earlier attempt's write was found and reused")
+    undo: dict[str, Any] = Field(
+        default_factory=dict, description="What compensate() needs, e.g. the value before an update"
+    )
+    summary: str = Field(description="Seller-readable sentence, e.g. 'Created the task “X” in Salesforce.'")
+
+
+class Connector(ABC):
+    """Base class of every adapter. Subclasses are stateless apart from injected clients."""
+
+    system: ClassVar[str]
+    action_types: ClassVar[frozenset[str]]
+
+    def supports(self, action_type: str) -> bool:
+        """Whether this connector fulfils ``action_type``."""
+        return action_type in self.action_types
+
+    @abstractmethod
+    def steps(self, action_type: str, params: Mapping[str, Any]) -> list[str]:
+        """The ordered step names for this action (its plan). Pure.
+
+        Args:
+            action_type: One of the contract's action types that this connector supports.
+            params: The intent's validated parameters.
+
+        Returns:
+            Step names; each becomes one checkpoint and one idempotency key.
+        """
+
+    @abstractmethod
+    def validate(self, action_type: str, params: Mapping[str, Any]) -> None:
+        """Provider-specific checks beyond the contract schema. Pure, no I/O.
+
+        Raises:
+            ValidationRejected: naming the offending field.
+        """
+
+    @abstractmethod
+    def execute(self, call: StepCall) -> StepResult:
+        """Perform one step idempotently: the same ``call.idempotency_key`` never makes two objects.
+
+        Raises:
+            ConnectorError: classified transient or permanent.
+        """
+
+    @abstractmethod
+    def lookup(self, call: StepCall) -> StepResult | None:
+        """Find the effect of an earlier attempt of ``call`` (for reconciliation after a lost response)."""
+
+    @abstractmethod
+    def compensate(self, call: StepCall, result: StepResult) -> None:
+        """Undo a committed step. Must be idempotent: undoing twice is not an error."""
+
+
+def idempotency_key(action_intent_id: str, step: str, generation: int = 0) -> str:
+    """The deterministic key of one step.
+
+    Generation 0 is ``"{intent}:{step}"``; after a compensated failure a rerun uses a new
+    generation so it does not find the objects it deliberately undid.
+    """
+    base = f"{action_intent_id}:{step}"
+    return base if generation == 0 else f"{base}:g{generation}"
