@@ -1,0 +1,619 @@
+"""The execution state machine: register, claim (lease), checkpoint, fenced finish, cancel.
+
+Every function here runs inside the caller's transaction (``fulfill.db.transaction``) and
+writes its ledger row in that same transaction, so a state change and its audit fact commit
+together or not at all.
+
+States: PENDING → EXECUTING → SUCCEEDED | FAILED | EXPIRED | CANCELLED.
+SUCCEEDED, EXPIRED and CANCELLED never run again; FAILED may be rerun (finished steps are skipped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import rfc8785
+import sqlalchemy as sa
+from sqlmodel import Session, select
+
+from connectors.base import StepCall, StepResult
+from fulfill import ledger
+from fulfill.db import db_now, insert_ignore, lock_clause
+from fulfill.intent import ActionIntentV1
+from fulfill.tables import Execution, Outcome, Signal, StepRecord
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"})
+NEVER_AGAIN = frozenset({"SUCCEEDED", "EXPIRED", "CANCELLED"})
+FINISH_EVENT = {
+    "SUCCEEDED": "ACTION_EXECUTED",
+    "FAILED": "ACTION_FAILED",
+    "EXPIRED": "ACTION_EXPIRED",
+    "CANCELLED": "ACTION_CANCELLED",
+}
+SIGNAL_NAMESPACE = uuid.UUID("6f1c8f5e-3d0a-4c55-9a51-0c7e4c1f2a10")
+DEFAULT_LEASE_SECONDS = 300
+
+
+class IntentConflict(Exception):
+    """The same ``action_intent_id`` arrived with different content."""
+
+
+class ExecutionNotFound(Exception):
+    """No such intent for this tenant (another tenant's id looks exactly the same)."""
+
+
+class AlreadyFinished(Exception):
+    """The execution is terminal; the requested change is refused."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the execution is already {status}")
+        self.status = status
+
+
+class LeaseLost(Exception):
+    """This executor no longer owns the execution (cancelled, taken over, or finished)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"lease lost: execution is {status}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof of ownership used to fence every later write of this attempt."""
+
+    action_intent_id: str
+    tenant_id: str
+    owner: str
+    attempt: int
+    generation: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The contract's failure object (status API §5)."""
+
+    code: str
+    message: str
+    needs_human: bool = False
+    compensation: str = "NONE"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "needs_human": self.needs_human,
+            "compensation": self.compensation,
+        }
+
+
+def intent_digest(raw: dict[str, Any]) -> str:
+    """SHA-256 of the intent's canonical JSON: equal digests mean the same content."""
+    return hashlib.sha256(rfc8785.dumps(raw)).hexdigest()
+
+
+def _locked(session: Session, action_intent_id: str) -> Execution | None:
+    query = select(Execution).where(Execution.action_intent_id == action_intent_id)
+    if lock_clause(session):
+        query = query.with_for_update()
+    row = session.exec(query).first()
+    if row is not None:
+        session.refresh(row)
+    return row
+
+
+def get(session: Session, tenant_id: str | None, action_intent_id: str) -> Execution:
+    """An execution, tenant-scoped (``tenant_id=None`` only for admins and the engine itself).
+
+    Raises:
+        ExecutionNotFound: unknown id, or an id of another tenant.
+    """
+    row = session.get(Execution, action_intent_id)
+    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+        raise ExecutionNotFound(action_intent_id)
+    return row
+
+
+def register(
+    session: Session, raw: dict[str, Any], intent: ActionIntentV1, *, flow_run_id: str | None = None
+) -> tuple[Execution, bool]:
+    """Record an admitted intent once (PENDING). Returns ``(execution, created)``.
+
+    Raises:
+        IntentConflict: the id exists with different content (or for another tenant).
+    """
+    digest = intent_digest(raw)
+    now = db_now(session)
+    inserted = insert_ignore(
+        session,
+        Execution,
+        {
+            "action_intent_id": intent.action_intent_id,
+            "tenant_id": intent.tenant_id,
+            "account_id": intent.account_id,
+            "decision_id": intent.decision_id,
+            "action_type": intent.action_type,
+            "status": "PENDING",
+            "explanation": "Approved and waiting to be executed.",
+            "needs_human": False,
+            "compensation": "NONE",
+            "approved_by": intent.approval.approved_by,
+            "approved_at": intent.approval.approved_at,
+            "expires_at_epoch": intent.expires_at_epoch,
+            "flow_run_id": flow_run_id,
+            "intent_json": raw,
+            "intent_sha256": digest,
+            "attempt": 0,
+            "generation": 0,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    execution = _locked(session, intent.action_intent_id)
+    assert execution is not None
+    if execution.intent_sha256 != digest:
+        raise IntentConflict(
+            f"action_intent_id {intent.action_intent_id!r} was already received with different content"
+        )
+    if inserted:
+        ledger.append(
+            session,
+            tenant_id=intent.tenant_id,
+            action_intent_id=intent.action_intent_id,
+            event_type="INTENT_RECEIVED",
+            actor=intent.approval.approved_by,
+            details={
+                "decision_id": intent.decision_id,
+                "account_id": intent.account_id,
+                "action_type": intent.action_type,
+                "approval_id": intent.approval.approval_id,
+                "approved_by": intent.approval.approved_by,
+                "approved_at": intent.approval.approved_at,
+                "edited": intent.approval.edited,
+                "key_id": intent.approval.key_id,
+                "created_at": intent.created_at,
+                "expires_at_epoch": intent.expires_at_epoch,
+                "intent_sha256": digest,
+            },
+        )
+    elif flow_run_id and not execution.flow_run_id:
+        execution.flow_run_id = flow_run_id
+        session.add(execution)
+    return execution, inserted
+
+
+def record_rejection(
+    session: Session, raw: Any, *, code: str, field: str | None, reason: str, actor: str = "system"
+) -> None:
+    """Ledger a rejected intent. No execution row is created, so a forgery cannot block the real intent."""
+    document = raw if isinstance(raw, dict) else {}
+    claimed_tenant = document.get("tenant_id")
+    tenant_id = (
+        claimed_tenant
+        if isinstance(claimed_tenant, str) and claimed_tenant.replace("-", "").replace("_", "").isalnum()
+        else "_unknown"
+    )[:64]
+    intent_id = document.get("action_intent_id")
+    ledger.append(
+        session,
+        tenant_id=tenant_id,
+        action_intent_id=intent_id[:128] if isinstance(intent_id, str) else None,
+        event_type="INTENT_REJECTED",
+        actor=actor,
+        details={"code": code, "field": field, "reason": reason[:500]},
+    )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a claim did not start an attempt; ``execution`` is the current state."""
+
+    reason: str  # ALREADY_FINISHED | BUSY | EXPIRED | KILL_SWITCH
+    execution: Execution
+
+
+def claim(
+    session: Session,
+    action_intent_id: str,
+    *,
+    owner: str,
+    blocked: str | None,
+    lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    flow_run_id: str | None = None,
+) -> Lease | Refusal:
+    """Take the execution for one attempt, or say why not — in one transaction.
+
+    Args:
+        session: Open transaction.
+        action_intent_id: The intent.
+        owner: Unique id of this executor (e.g. the flow run id plus a nonce).
+        blocked: A kill-switch reason computed in the same transaction, or None.
+        lease_seconds: How long the lease lasts without renewal.
+        flow_run_id: The Prefect flow run doing the work.
+    """
+    execution = _locked(session, action_intent_id)
+    if execution is None:
+        raise ExecutionNotFound(action_intent_id)
+    now = db_now(session)
+    if execution.status in NEVER_AGAIN:
+        return Refusal("ALREADY_FINISHED", execution)
+    if execution.status == "EXECUTING" and execution.lease_until and execution.lease_until > now:
+        return Refusal("BUSY", execution)
+    if now.timestamp() >= execution.expires_at_epoch:
+        _terminal(
+            session,
+            execution,
+            status="EXPIRED",
+            explanation="The approval expired before the action could start; nothing was done.",
+            failure=None,
+            refs=[],
+            attempt=execution.attempt,
+        )
+        return Refusal("EXPIRED", execution)
+    if blocked:
+        ledger.append(
+            session,
+            tenant_id=execution.tenant_id,
+            action_intent_id=action_intent_id,
+            event_type="EXECUTION_HALTED",
+            details={"reason": blocked, "before_step": None},
+        )
+        execution.attempt += 1
+        _terminal(
+            session,
+            execution,
+            status="FAILED",
+            explanation="Execution is paused by an operator; nothing was done. It can be rerun later.",
+            failure=Failure("KILL_SWITCH", "Execution is paused by an operator; nothing was changed."),
+            refs=[],
+            attempt=execution.attempt,
+        )
+        return Refusal("KILL_SWITCH", execution)
+    taken_over = execution.status == "EXECUTING"
+    execution.status = "EXECUTING"
+    execution.attempt += 1
+    execution.lease_owner = owner
+    execution.lease_until = now + timedelta(seconds=lease_seconds)
+    execution.updated_at = now
+    execution.finished_at = None
+    execution.explanation = "Executing."
+    if flow_run_id:
+        execution.flow_run_id = flow_run_id
+    session.add(execution)
+    ledger.append(
+        session,
+        tenant_id=execution.tenant_id,
+        action_intent_id=action_intent_id,
+        event_type="EXECUTION_STARTED",
+        details={
+            "attempt": execution.attempt,
+            "generation": execution.generation,
+            "flow_run_id": flow_run_id,
+            "took_over_expired_lease": taken_over,
+        },
+    )
+    return Lease(action_intent_id, execution.tenant_id, owner, execution.attempt, execution.generation)
+
+
+def fence(session: Session, lease: Lease, *, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> Execution:
+    """Re-check ownership (and extend the lease) before a write of this attempt.
+
+    Raises:
+        LeaseLost: cancelled, finished, or taken over by another executor.
+    """
+    execution = _locked(session, lease.action_intent_id)
+    assert execution is not None
+    if (
+        execution.status != "EXECUTING"
+        or execution.lease_owner != lease.owner
+        or execution.attempt != lease.attempt
+    ):
+        raise LeaseLost(execution.status)
+    now = db_now(session)
+    execution.lease_until = now + timedelta(seconds=lease_seconds)
+    execution.updated_at = now
+    session.add(execution)
+    return execution
+
+
+def steps_of(session: Session, action_intent_id: str, generation: int | None = None) -> list[StepRecord]:
+    """Step records of an intent (one generation, or all), in plan order."""
+    query = select(StepRecord).where(StepRecord.action_intent_id == action_intent_id)
+    if generation is not None:
+        query = query.where(StepRecord.generation == generation)
+    return list(session.exec(query.order_by(sa.asc(StepRecord.generation), sa.asc(StepRecord.seq))))  # type: ignore[arg-type]
+
+
+def _step(session: Session, lease: Lease, step: str) -> StepRecord | None:
+    return session.exec(
+        select(StepRecord).where(
+            StepRecord.action_intent_id == lease.action_intent_id,
+            StepRecord.generation == lease.generation,
+            StepRecord.step == step,
+        )
+    ).first()
+
+
+def checkpoint(session: Session, lease: Lease, *, seq: int, system: str, call: StepCall) -> StepRecord:
+    """Record CALL_STARTED (with the deterministic key) before the first external call of a step."""
+    fence(session, lease)
+    record = _step(session, lease, call.step)
+    if record is None:
+        record = StepRecord(
+            tenant_id=lease.tenant_id,
+            action_intent_id=lease.action_intent_id,
+            generation=lease.generation,
+            seq=seq,
+            step=call.step,
+            system=system,
+            idempotency_key=call.idempotency_key,
+            status="CALL_STARTED",
+            call_json=call.model_dump(mode="json"),
+            started_at=db_now(session),
+        )
+        session.add(record)
+        session.flush()
+        ledger.append(
+            session,
+            tenant_id=lease.tenant_id,
+            action_intent_id=lease.action_intent_id,
+            event_type="STEP_STARTED",
+            details={"step": call.step, "system": system, "idempotency_key": call.idempotency_key},
+        )
+    return record
+
+
+def count_attempt(session: Session, lease: Lease, step: str) -> int:
+    """Fence and count one provider call attempt of ``step``; returns the attempt number."""
+    fence(session, lease)
+    record = _step(session, lease, step)
+    assert record is not None, "checkpoint() must precede the first call"
+    record.attempts += 1
+    session.add(record)
+    return record.attempts
+
+
+def step_succeeded(
+    session: Session, lease: Lease, step: str, result: StepResult, *, write_ledger: bool = True
+) -> StepRecord:
+    """Mark a step SUCCEEDED with its result (idempotent: a second call changes nothing)."""
+    fence(session, lease)
+    record = _step(session, lease, step)
+    assert record is not None
+    if record.status == "SUCCEEDED":
+        return record
+    record.status = "SUCCEEDED"
+    record.result_json = result.model_dump(mode="json")
+    record.finished_at = db_now(session)
+    session.add(record)
+    if write_ledger:
+        append_step_succeeded(session, lease.tenant_id, lease.action_intent_id, record, result)
+    return record
+
+
+def append_step_succeeded(
+    session: Session, tenant_id: str, action_intent_id: str, record: StepRecord, result: StepResult
+) -> None:
+    """The STEP_SUCCEEDED ledger fact (also written by connectors that commit in our database)."""
+    ledger.append(
+        session,
+        tenant_id=tenant_id,
+        action_intent_id=action_intent_id,
+        event_type="STEP_SUCCEEDED",
+        details={
+            "step": record.step,
+            "attempts": max(record.attempts, 1),
+            "external_ref": result.ref.model_dump(mode="json"),
+            "created": result.created,
+            "summary": result.summary,
+            "idempotency_key": record.idempotency_key,
+        },
+    )
+
+
+def step_failed(session: Session, lease: Lease, step: str, error: dict[str, Any]) -> None:
+    """Mark a step FAILED (the error dict is already secret-free)."""
+    record = _step(session, lease, step)
+    if record is None:
+        return
+    record.status = "FAILED"
+    record.error_json = error
+    record.finished_at = db_now(session)
+    session.add(record)
+    ledger.append(
+        session,
+        tenant_id=lease.tenant_id,
+        action_intent_id=lease.action_intent_id,
+        event_type="STEP_FAILED",
+        details={"step": step, "attempts": record.attempts, "error": error},
+    )
+
+
+def step_retry_scheduled(
+    session: Session, tenant_id: str, action_intent_id: str, step: str, attempt: int, error: dict[str, Any]
+) -> None:
+    """Ledger that a transient failure will be retried (written from the retry condition)."""
+    ledger.append(
+        session,
+        tenant_id=tenant_id,
+        action_intent_id=action_intent_id,
+        event_type="STEP_RETRY_SCHEDULED",
+        details={"step": step, "attempt": attempt, "error": error},
+    )
+
+
+def step_compensated(
+    session: Session, tenant_id: str, record_id: int, *, ok: bool, error: dict[str, Any] | None = None
+) -> None:
+    """Record the outcome of undoing one step."""
+    record = session.get(StepRecord, record_id)
+    assert record is not None and record.tenant_id == tenant_id
+    record.status = "COMPENSATED" if ok else "COMPENSATION_FAILED"
+    record.error_json = error if not ok else record.error_json
+    session.add(record)
+    ledger.append(
+        session,
+        tenant_id=tenant_id,
+        action_intent_id=record.action_intent_id,
+        event_type="COMPENSATED" if ok else "COMPENSATION_FAILED",
+        details={
+            "step": record.step,
+            "external_ref": (record.result_json or {}).get("ref"),
+            **({"error": error} if error else {}),
+        },
+    )
+
+
+def finish(
+    session: Session,
+    lease: Lease,
+    *,
+    status: str,
+    explanation: str,
+    failure: Failure | None,
+    refs: list[dict[str, Any]],
+    next_generation: bool = False,
+) -> Execution:
+    """Fenced terminal transition: execution row, outcome, ledger fact and outbox signal together.
+
+    A cancellation that raced the attempt is honoured: the row stays CANCELLED and only its
+    compensation outcome is updated.
+    """
+    execution = _locked(session, lease.action_intent_id)
+    assert execution is not None
+    if execution.status == "CANCELLED" and execution.attempt == lease.attempt:
+        if failure is not None:
+            execution.compensation = failure.compensation
+            execution.needs_human = failure.needs_human
+            execution.explanation = explanation
+            session.add(execution)
+            outcome = session.exec(
+                select(Outcome).where(
+                    Outcome.action_intent_id == lease.action_intent_id, Outcome.attempt == lease.attempt
+                )
+            ).first()
+            if outcome is not None and outcome.failure_json is not None:
+                outcome.failure_json = {**outcome.failure_json, "compensation": failure.compensation}
+                outcome.explanation = explanation
+                session.add(outcome)
+        return execution
+    fence(session, lease)
+    if next_generation:
+        execution.generation += 1
+    _terminal(
+        session,
+        execution,
+        status=status,
+        explanation=explanation,
+        failure=failure,
+        refs=refs,
+        attempt=lease.attempt,
+    )
+    return execution
+
+
+def _terminal(
+    session: Session,
+    execution: Execution,
+    *,
+    status: str,
+    explanation: str,
+    failure: Failure | None,
+    refs: list[dict[str, Any]],
+    attempt: int,
+    actor: str = "system",
+) -> None:
+    now = db_now(session)
+    execution.status = status
+    execution.explanation = explanation
+    execution.failure_code = failure.code if failure else None
+    execution.failure_message = failure.message if failure else None
+    execution.needs_human = failure.needs_human if failure else False
+    execution.compensation = failure.compensation if failure else "NONE"
+    execution.lease_owner = None
+    execution.lease_until = None
+    execution.updated_at = now
+    execution.finished_at = now
+    session.add(execution)
+    failure_json = failure.as_dict() if failure else None
+    session.add(
+        Outcome(
+            tenant_id=execution.tenant_id,
+            action_intent_id=execution.action_intent_id,
+            attempt=attempt,
+            status=status,
+            explanation=explanation,
+            failure_json=failure_json,
+            external_refs=refs,
+            created_at=now,
+        )
+    )
+    event = FINISH_EVENT[status]
+    ledger.append(
+        session,
+        tenant_id=execution.tenant_id,
+        action_intent_id=execution.action_intent_id,
+        event_type=event,
+        actor=actor,
+        details={"attempt": attempt, "explanation": explanation, "failure": failure_json, "external_refs": refs},
+    )
+    kind = "ACTION_EXECUTED" if status == "SUCCEEDED" else "ACTION_FAILED"
+    signal_id = str(uuid.uuid5(SIGNAL_NAMESPACE, f"{execution.action_intent_id}:{attempt}:{status}"))
+    session.add(
+        Signal(
+            signal_id=signal_id,
+            tenant_id=execution.tenant_id,
+            action_intent_id=execution.action_intent_id,
+            kind=kind,
+            payload={
+                "signal_id": signal_id,
+                "type": kind,
+                "action_intent_id": execution.action_intent_id,
+                "tenant_id": execution.tenant_id,
+                "account_id": execution.account_id,
+                "decision_id": execution.decision_id,
+                "action_type": execution.action_type,
+                "status": status,
+                "reason": failure_json["code"] if failure_json else (None if status == "SUCCEEDED" else status),
+                "explanation": explanation,
+                "external_refs": refs,
+                "at": now.isoformat(),
+            },
+            created_at=now,
+        )
+    )
+
+
+def cancel(session: Session, tenant_id: str | None, action_intent_id: str, *, actor: str) -> Execution:
+    """Cancel a PENDING or EXECUTING intent; no further external call starts.
+
+    Raises:
+        ExecutionNotFound: unknown or another tenant's id.
+        AlreadyFinished: the execution is terminal.
+    """
+    execution = _locked(session, action_intent_id)
+    if execution is None or (tenant_id is not None and execution.tenant_id != tenant_id):
+        raise ExecutionNotFound(action_intent_id)
+    if execution.status in TERMINAL:
+        raise AlreadyFinished(execution.status)
+    was_executing = execution.status == "EXECUTING"
+    _terminal(
+        session,
+        execution,
+        status="CANCELLED",
+        explanation=(
+            "Cancelled while executing; completed steps are being undone."
+            if was_executing
+            else "Cancelled before it started; nothing was done."
+        ),
+        failure=Failure("CANCELLED_BY_USER", f"Cancelled by {actor}.", needs_human=False),
+        refs=[],
+        attempt=execution.attempt,
+        actor=actor,
+    )
+    return execution

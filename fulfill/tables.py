@@ -1,0 +1,242 @@
+"""SQLModel tables, in Base / table / Public families.
+
+``XBase`` holds the fields an integrator may see, ``X(XBase, table=True)`` adds storage-only
+columns (leases, hashes, raw JSON), and ``XPublic`` is what the API and CLI serialise — table
+rows are never serialised directly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: fulfill stores UTC-aware datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(nullable: bool = True, **kwargs: Any) -> Any:
+    return Field(default=None, sa_type=UtcDateTime, nullable=nullable, **kwargs)
+
+
+JSONText = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+
+
+# --- tenants -------------------------------------------------------------------------------
+class TenantBase(SQLModel):
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(default="", max_length=255)
+    crm_provider: str | None = Field(default=None, max_length=32, description="salesforce | hubspot")
+    crm_block: str | None = Field(default=None, max_length=255, description="Prefect block document name")
+    calendar_provider: str | None = Field(default=None, max_length=32, description="google_calendar")
+    calendar_block: str | None = Field(default=None, max_length=255)
+    storage_block: str | None = Field(
+        default=None, max_length=255, description="prefect-aws S3Bucket block for briefs; none = local directory"
+    )
+
+
+class Tenant(TenantBase, table=True):
+    __tablename__ = "tenants"
+    created_at: datetime | None = _ts()
+
+
+class TenantPublic(TenantBase):
+    created_at: datetime | None = None
+
+
+# --- executions ----------------------------------------------------------------------------
+class ExecutionBase(SQLModel):
+    action_intent_id: str = Field(primary_key=True, max_length=128)
+    tenant_id: str = Field(index=True, max_length=64)
+    account_id: str = Field(max_length=128)
+    decision_id: str = Field(max_length=128)
+    action_type: str = Field(max_length=64)
+    status: str = Field(max_length=16, description="PENDING EXECUTING SUCCEEDED FAILED EXPIRED CANCELLED")
+    explanation: str = Field(default="", sa_type=sa.Text)
+    failure_code: str | None = Field(default=None, max_length=32)
+    failure_message: str | None = Field(default=None, sa_type=sa.Text)
+    needs_human: bool = False
+    compensation: str = Field(default="NONE", max_length=24)
+    approved_by: str = Field(max_length=320)
+    approved_at: str = Field(max_length=64)
+    expires_at_epoch: int = Field(sa_type=sa.BigInteger)
+    flow_run_id: str | None = Field(default=None, max_length=64)
+
+
+class Execution(ExecutionBase, table=True):
+    __tablename__ = "executions"
+    __table_args__ = (sa.Index("ix_executions_account_created", "tenant_id", "account_id", "created_at"),)
+
+    intent_json: dict[str, Any] = Field(sa_type=JSONText)
+    intent_sha256: str = Field(max_length=64)
+    attempt: int = 0
+    generation: int = 0
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _ts()
+    created_at: datetime | None = _ts(nullable=False)
+    updated_at: datetime | None = _ts(nullable=False)
+    finished_at: datetime | None = _ts()
+
+
+# --- steps (checkpoints) -------------------------------------------------------------------
+class StepRecord(SQLModel, table=True):
+    __tablename__ = "steps"
+    __table_args__ = (sa.UniqueConstraint("action_intent_id", "generation", "step", name="uq_steps_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(index=True, max_length=64)
+    action_intent_id: str = Field(index=True, max_length=128)
+    generation: int = 0
+    seq: int
+    step: str = Field(max_length=64)
+    system: str = Field(max_length=32)
+    idempotency_key: str = Field(max_length=255)
+    status: str = Field(max_length=24, description="CALL_STARTED SUCCEEDED FAILED COMPENSATED …")
+    attempts: int = 0
+    call_json: dict[str, Any] = Field(sa_type=JSONText)
+    result_json: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
+    error_json: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+
+
+# --- outcomes ------------------------------------------------------------------------------
+class Outcome(SQLModel, table=True):
+    __tablename__ = "outcomes"
+    __table_args__ = (sa.UniqueConstraint("action_intent_id", "attempt", name="uq_outcomes_attempt"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(index=True, max_length=64)
+    action_intent_id: str = Field(index=True, max_length=128)
+    attempt: int
+    status: str = Field(max_length=16)
+    explanation: str = Field(sa_type=sa.Text)
+    failure_json: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
+    external_refs: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONText)
+    created_at: datetime | None = _ts(nullable=False)
+
+
+# --- ledger --------------------------------------------------------------------------------
+class LedgerBase(SQLModel):
+    tenant_id: str = Field(max_length=64)
+    seq: int
+    action_intent_id: str | None = Field(default=None, max_length=128, index=True)
+    event_type: str = Field(max_length=32)
+    at: str = Field(max_length=40, description="RFC 3339 UTC with microseconds, database clock")
+    actor: str = Field(max_length=320)
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JSONText)
+
+
+class LedgerEntry(LedgerBase, table=True):
+    __tablename__ = "ledger"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "seq", name="uq_ledger_tenant_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    prev_hash: str = Field(max_length=64)
+    row_hash: str = Field(max_length=64)
+
+
+class LedgerPublic(LedgerBase):
+    row_hash: str
+
+
+class LedgerHead(SQLModel, table=True):
+    """The tip of each tenant's chain; its row lock serialises appends per tenant."""
+
+    __tablename__ = "ledger_heads"
+
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    seq: int = 0
+    row_hash: str = Field(max_length=64)
+
+
+# --- controls (kill switches) --------------------------------------------------------------
+class ControlBase(SQLModel):
+    scope: str = Field(primary_key=True, max_length=16, description="tenant | action_type")
+    key: str = Field(primary_key=True, max_length=64)
+    enabled: bool = True
+    reason: str = Field(default="", max_length=1000)
+    changed_by: str = Field(default="system", max_length=320)
+
+
+class Control(ControlBase, table=True):
+    __tablename__ = "controls"
+    changed_at: datetime | None = _ts()
+
+
+class ControlPublic(ControlBase):
+    changed_at: datetime | None = None
+
+
+# --- signals outbox ------------------------------------------------------------------------
+class Signal(SQLModel, table=True):
+    __tablename__ = "signals"
+
+    signal_id: str = Field(primary_key=True, max_length=64)
+    tenant_id: str = Field(index=True, max_length=64)
+    action_intent_id: str = Field(index=True, max_length=128)
+    kind: str = Field(max_length=32, description="ACTION_EXECUTED | ACTION_FAILED")
+    payload: dict[str, Any] = Field(sa_type=JSONText)
+    created_at: datetime | None = _ts(nullable=False)
+    delivered_at: datetime | None = _ts()
+    delivery_attempts: int = 0
+
+
+# --- internal systems (the internal adapter's own records) ---------------------------------
+class InternalRecordBase(SQLModel):
+    tenant_id: str = Field(index=True, max_length=64)
+    account_id: str = Field(max_length=128)
+    action_intent_id: str = Field(max_length=128)
+    idempotency_key: str = Field(unique=True, max_length=255)
+    title: str = Field(default="", max_length=255)
+
+
+class InternalTask(InternalRecordBase, table=True):
+    __tablename__ = "internal_tasks"
+    id: int | None = Field(default=None, primary_key=True)
+    assignee: str | None = Field(default=None, max_length=255)
+    due_date: str | None = Field(default=None, max_length=10)
+    description: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime | None = _ts()
+    voided_at: datetime | None = _ts()
+
+
+class InternalNote(InternalRecordBase, table=True):
+    __tablename__ = "internal_notes"
+    id: int | None = Field(default=None, primary_key=True)
+    body: str = Field(sa_type=sa.Text)
+    created_at: datetime | None = _ts()
+    voided_at: datetime | None = _ts()
+
+
+class InternalAttachment(InternalRecordBase, table=True):
+    __tablename__ = "internal_attachments"
+    id: int | None = Field(default=None, primary_key=True)
+    content_type: str = Field(max_length=255)
+    storage: str = Field(max_length=16, description="local | s3")
+    object_key: str = Field(max_length=1024)
+    size_bytes: int
+    sha256: str = Field(max_length=64)
+    created_at: datetime | None = _ts()
+    voided_at: datetime | None = _ts()
