@@ -1,0 +1,113 @@
+"""Credentials for drafting meetings in Google Calendar, one block document per tenant.
+
+Two ways to authorise, both documented by Google:
+
+* ``service_account`` — a service account with domain-wide delegation: a JWT signed (RS256) with the
+  account's private key, ``sub`` set to the user whose calendar is written, exchanged at ``token_uri``
+  (https://developers.google.com/identity/protocols/oauth2/service-account#httprest).
+* ``oauth_refresh_token`` — an installed/web OAuth client's refresh token, exchanged at ``token_uri``
+  (https://developers.google.com/identity/protocols/oauth2/web-server#offline).
+
+``api_base_url`` and ``token_uri`` can point at the local emulator (``fulfill.sandbox.google_calendar``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+CALENDAR_EVENTS_SCOPE = "https://www.googleapis.com/auth/calendar.events"
+
+
+class GoogleCalendarCredentials(Block):
+    """How fulfill reaches one tenant's Google Calendar to draft meetings (no invitation is ever sent)."""
+
+    _block_type_name: ClassVar[str] = "Fulfill Google Calendar Credentials"
+    _block_type_slug: ClassVar[str] = "fulfill-google-calendar-credentials"
+    _description: ClassVar[str] = (
+        "Service-account (domain-wide delegation) or OAuth refresh-token credentials that fulfill uses to "
+        "draft meetings in Google Calendar without notifying anyone."
+    )
+
+    auth_mode: Literal["service_account", "oauth_refresh_token"] = Field(
+        default="service_account",
+        title="Authentication mode",
+        description="'service_account' (JWT bearer with domain-wide delegation) or 'oauth_refresh_token'.",
+    )
+    service_account_email: str | None = Field(
+        default=None,
+        title="Service account email",
+        description="The service account's client_email (the JWT 'iss'). Service-account mode only.",
+    )
+    private_key: SecretStr | None = Field(
+        default=None,
+        title="Private key (PEM)",
+        description="The service account's RSA private key in PEM form, as in its JSON key file.",
+    )
+    private_key_id: str | None = Field(
+        default=None,
+        title="Private key id",
+        description="The key file's private_key_id, sent as the JWT 'kid' header. Optional.",
+    )
+    subject: str | None = Field(
+        default=None,
+        title="Impersonated user",
+        description="User to act as (the JWT 'sub'); empty = the intent's organizer. Service accounts only.",
+    )
+    client_id: str | None = Field(
+        default=None,
+        title="OAuth client id",
+        description="OAuth client id. Refresh-token mode only.",
+    )
+    client_secret: SecretStr | None = Field(
+        default=None,
+        title="OAuth client secret",
+        description="OAuth client secret. Refresh-token mode only.",
+    )
+    refresh_token: SecretStr | None = Field(
+        default=None,
+        title="OAuth refresh token",
+        description="Long-lived refresh token with the calendar.events scope. Refresh-token mode only.",
+    )
+    scope: str = Field(
+        default=CALENDAR_EVENTS_SCOPE,
+        title="OAuth scope",
+        description="Scope requested for the access token; calendar.events is the least that works.",
+    )
+    token_uri: str = Field(
+        default="https://oauth2.googleapis.com/token",
+        title="Token URI",
+        description="Google's OAuth 2.0 token endpoint, or the emulator's /token for local runs.",
+    )
+    api_base_url: str = Field(
+        default="https://www.googleapis.com",
+        title="API base URL",
+        description="Base URL of the Calendar API (without /calendar/v3), or the emulator's URL.",
+    )
+    draft_calendar_id: str | None = Field(
+        default=None,
+        title="Draft calendar id",
+        description="A dedicated calendar for drafts; empty = the intent's organizer's calendar.",
+    )
+
+    def missing_fields(self) -> list[str]:
+        """Names of the fields the chosen ``auth_mode`` needs but which are empty (never their values)."""
+        if self.auth_mode == "service_account":
+            required = {"service_account_email": self.service_account_email, "private_key": self.private_key}
+        else:
+            required = {
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+                "refresh_token": self.refresh_token,
+            }
+        return [name for name, value in required.items() if not _present(value)]
+
+
+def _present(value: str | SecretStr | None) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value().strip())
+    return bool(value.strip())

@@ -1,0 +1,116 @@
+"""Credentials for writing tasks, deals and field updates to HubSpot, one block document per tenant.
+
+Two ways to authorise, both documented by HubSpot:
+
+* ``private_app`` — a private app's access token, sent as ``Authorization: Bearer …``
+  (https://developers.hubspot.com/docs/guides/apps/private-apps/overview). It does not expire.
+* ``oauth`` — a public app's refresh token, exchanged for short-lived access tokens with a
+  form-encoded ``POST /oauth/v1/token`` (``grant_type=refresh_token``)
+  (https://developers.hubspot.com/docs/api-reference/legacy/authentication/oauth-tokens/v1/refresh-oauth-token).
+
+The portal must hold a custom property with "require unique values" (``hasUniqueValue: true``) named
+``intent_key_property`` on tasks and on deals: fulfill writes each step's idempotency key there, and
+HubSpot's uniqueness check is what makes a retried create return the first record instead of a copy.
+
+``api_base_url`` and ``token_url`` can point at the local emulator (``fulfill.sandbox.hubspot``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from prefect.blocks.core import Block
+from pydantic import Field, HttpUrl, SecretStr
+
+
+class HubSpotCredentials(Block):
+    """How fulfill reaches one tenant's HubSpot portal to create tasks and deals and update fields."""
+
+    _block_type_name: ClassVar[str] = "Fulfill HubSpot Credentials"
+    _block_type_slug: ClassVar[str] = "fulfill-hubspot-credentials"
+    _description: ClassVar[str] = (
+        "A HubSpot private-app token or OAuth refresh token that fulfill uses to create tasks and deals "
+        "and to update fields in one portal, exactly once per approved action."
+    )
+    _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
+        "https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide"
+    )
+
+    auth_mode: Literal["private_app", "oauth"] = Field(
+        default="private_app",
+        title="Authentication mode",
+        description="'private_app' (a private app's access token) or 'oauth' (a public app's refresh token).",
+    )
+    private_app_token: SecretStr | None = Field(
+        default=None,
+        title="Private app access token",
+        description="The private app's access token (pat-…). Private-app mode only.",
+    )
+    client_id: str | None = Field(
+        default=None,
+        title="OAuth client id",
+        description="The public app's client id. OAuth mode only.",
+    )
+    client_secret: SecretStr | None = Field(
+        default=None,
+        title="OAuth client secret",
+        description="The public app's client secret. OAuth mode only.",
+    )
+    refresh_token: SecretStr | None = Field(
+        default=None,
+        title="OAuth refresh token",
+        description="Refresh token from the app's installation in this portal. OAuth mode only.",
+    )
+    api_base_url: str = Field(
+        default="https://api.hubapi.com",
+        title="API base URL",
+        description="Base URL of the HubSpot API, or the emulator's URL for local runs.",
+    )
+    token_url: str = Field(
+        default="https://api.hubapi.com/oauth/v1/token",
+        title="Token URL",
+        description="HubSpot's OAuth token endpoint, or the emulator's /oauth/v1/token for local runs.",
+    )
+    app_url: str = Field(
+        default="https://app.hubspot.com",
+        title="App URL",
+        description="Base URL of the HubSpot web app, used to build links a seller can open "
+        "(https://app-eu1.hubspot.com for EU portals).",
+    )
+    portal_id: str | None = Field(
+        default=None,
+        title="Portal (Hub) id",
+        description="The numeric HubSpot account id; needed for record links. Empty = no links.",
+    )
+    intent_key_property: str = Field(
+        default="fulfill_intent_key",
+        title="Idempotency key property",
+        description="Internal name of the custom single-line text property with 'require unique values' "
+        "on tasks and deals that holds each step's idempotency key.",
+    )
+    deal_pipeline: str = Field(
+        default="default",
+        title="Deal pipeline",
+        description="Internal id of the pipeline new deals go into; the stage must belong to it.",
+    )
+
+    def missing_fields(self) -> list[str]:
+        """Names of the fields the chosen ``auth_mode`` needs but which are empty (never their values)."""
+        required: dict[str, str | SecretStr | None]
+        if self.auth_mode == "private_app":
+            required = {"private_app_token": self.private_app_token}
+        else:
+            required = {
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+                "refresh_token": self.refresh_token,
+            }
+        return [name for name, value in required.items() if not _present(value)]
+
+
+def _present(value: str | SecretStr | None) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value().strip())
+    return bool(value.strip())

@@ -1,0 +1,123 @@
+"""Credentials for writing to one tenant's Salesforce org, one block document per tenant.
+
+Two server-to-server OAuth 2.0 flows, both documented by Salesforce (the username-password flow is
+deprecated and not offered):
+
+* ``client_credentials`` — a connected app / external client app with the client-credentials flow enabled
+  and a run-as integration user; ``client_id`` + ``client_secret`` are exchanged at
+  ``{login_url}/services/oauth2/token``. Salesforce requires the org's My Domain URL as ``login_url`` here
+  (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm).
+* ``jwt_bearer`` — a JWT (``iss`` = consumer key, ``sub`` = username, ``aud`` = ``jwt_audience``) signed
+  RS256 with ``private_key``, whose certificate is uploaded to the connected app
+  (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm).
+
+``login_url`` and ``instance_url`` can point at the local emulator (``fulfill.sandbox.salesforce``).
+The org needs one custom field per written object (Task, Opportunity): a Text field marked
+*External ID* and *Unique* named ``external_id_field`` — it holds each write's idempotency key.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from prefect.blocks.core import Block
+from pydantic import Field, HttpUrl, SecretStr
+
+DEFAULT_EXTERNAL_ID_FIELD = "Fulfill_Intent_Key__c"
+DEFAULT_API_VERSION = "62.0"
+
+
+class SalesforceCredentials(Block):
+    """How fulfill reaches one tenant's Salesforce org to create tasks and opportunities and update fields."""
+
+    _block_type_name: ClassVar[str] = "Fulfill Salesforce Credentials"
+    _block_type_slug: ClassVar[str] = "fulfill-salesforce-credentials"
+    _description: ClassVar[str] = (
+        "OAuth 2.0 client-credentials or JWT-bearer credentials of a Salesforce connected app that fulfill "
+        "uses to create Tasks and Opportunities and update fields, idempotently, in one org."
+    )
+    _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
+        "https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/intro_rest.htm"
+    )
+
+    auth_mode: Literal["client_credentials", "jwt_bearer"] = Field(
+        default="client_credentials",
+        title="Authentication mode",
+        description="'client_credentials' (consumer key + secret) or 'jwt_bearer' (consumer key + RSA key).",
+    )
+    login_url: str = Field(
+        default="https://login.salesforce.com",
+        title="Login URL",
+        description=(
+            "Where tokens are requested ({login_url}/services/oauth2/token): the org's My Domain URL "
+            "(required for client credentials), https://test.salesforce.com for sandboxes, or the emulator."
+        ),
+    )
+    instance_url: str | None = Field(
+        default=None,
+        title="Instance URL",
+        description="API base URL used only when the token response carries no instance_url. Optional.",
+    )
+    client_id: str | None = Field(
+        default=None,
+        title="Consumer key",
+        description="The connected app's consumer key (OAuth client id); the JWT 'iss' in JWT-bearer mode.",
+    )
+    client_secret: SecretStr | None = Field(
+        default=None,
+        title="Consumer secret",
+        description="The connected app's consumer secret. Client-credentials mode only.",
+    )
+    username: str | None = Field(
+        default=None,
+        title="Integration username",
+        description="The Salesforce username to act as (the JWT 'sub'). JWT-bearer mode only.",
+    )
+    private_key: SecretStr | None = Field(
+        default=None,
+        title="Private key (PEM)",
+        description="Unencrypted RSA private key (PEM) whose certificate is on the connected app. JWT only.",
+    )
+    jwt_audience: str = Field(
+        default="https://login.salesforce.com",
+        title="JWT audience",
+        description=(
+            "The JWT 'aud': https://login.salesforce.com, or https://test.salesforce.com for sandboxes."
+        ),
+    )
+    api_version: str = Field(
+        default=DEFAULT_API_VERSION,
+        title="API version",
+        description="REST API version used in /services/data/vXX.X/ paths, e.g. '62.0'.",
+        pattern=r"^\d{2,3}\.\d$",
+    )
+    external_id_field: str = Field(
+        default=DEFAULT_EXTERNAL_ID_FIELD,
+        title="External ID field",
+        description=(
+            "API name of the External ID + Unique text field on Task and Opportunity that holds each "
+            "write's idempotency key."
+        ),
+        pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$",
+    )
+
+    def missing_fields(self) -> list[str]:
+        """Names of the fields the chosen ``auth_mode`` needs but which are empty (never their values)."""
+        required: dict[str, str | SecretStr | None]
+        if self.auth_mode == "client_credentials":
+            required = {"client_id": self.client_id, "client_secret": self.client_secret}
+        else:
+            required = {
+                "client_id": self.client_id,
+                "username": self.username,
+                "private_key": self.private_key,
+            }
+        return [name for name, value in required.items() if not _present(value)]
+
+
+def _present(value: str | SecretStr | None) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value().strip())
+    return bool(value.strip())

@@ -1,0 +1,541 @@
+"""Google Calendar connector: ``calendar.draft_meeting`` as a DRAFT that notifies nobody.
+
+One step, ``draft_meeting``: ``events.insert`` on the draft calendar (the block's ``draft_calendar_id``,
+else the intent's organizer) with ``sendUpdates=none`` and WITHOUT ``attendees`` — the proposed attendees
+are written into the description and into ``extendedProperties.private``, so no invitation can go out.
+
+Idempotency by construction (ARCHITECTURE §2): the event ``id`` is chosen by us, base32hex of
+sha256(idempotency key) — Google allows client ids of base32hex characters (a-v, 0-9), 5–1024 long
+(https://developers.google.com/workspace/calendar/api/v3/reference/events#id). A repeated insert answers
+409 ``duplicate`` ("The requested identifier already exists."); we then GET the event and reuse it when
+its ``fulfill_intent_key`` matches. Google warns it "cannot guarantee that ID collisions will be detected
+at event creation time", so :meth:`lookup` always confirms with a GET by id.
+
+Deleted events stay readable with ``status: "cancelled"``; deleting one again answers 410 ``deleted``
+("Resource has been deleted") — both count as already undone.
+Errors: https://developers.google.com/workspace/calendar/api/guides/errors
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from blocks.google_calendar import GoogleCalendarCredentials
+from connectors.base import Connector, ExternalRef, StepCall, StepResult
+from connectors.errors import (
+    AuthenticationFailed,
+    Conflict,
+    ConnectorError,
+    Forbidden,
+    NetworkError,
+    NotConfigured,
+    NotFound,
+    OutcomeUnknown,
+    ProviderUnavailable,
+    RateLimitedError,
+    ValidationRejected,
+)
+
+ACTION_TYPE = "calendar.draft_meeting"
+STEP = "draft_meeting"
+MAX_ATTENDEES = 50
+KEY_PROPERTY = "fulfill_intent_key"
+INTENT_PROPERTY = "fulfill_action_intent_id"
+ATTENDEES_PROPERTY = "fulfill_proposed_attendees"
+# Extended property values are limited to 1024 characters each
+# (https://developers.google.com/workspace/calendar/api/guides/extended-properties#limits).
+PROPERTY_VALUE_LIMIT = 1024
+RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+TOKEN_LIFETIME_SECONDS = 3600
+TOKEN_EXPIRY_MARGIN_SECONDS = 60
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|z|[+-]\d{2}:\d{2})$")
+_EMAIL = re.compile(r"^[^@\s,;<>\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+_KNOWN_PARAMS = frozenset({"title", "start", "end", "organizer", "attendees", "description", "location"})
+
+
+def event_id_for(idempotency_key: str) -> str:
+    """The deterministic Google event id of one step: base32hex(sha256(key)), lowercase, unpadded.
+
+    Args:
+        idempotency_key: The step's idempotency key.
+
+    Returns:
+        52 characters from ``a-v0-9`` — a valid client-supplied event id.
+    """
+    digest = hashlib.sha256(idempotency_key.encode("utf-8")).digest()
+    return base64.b32hexencode(digest).decode("ascii").rstrip("=").lower()
+
+
+class GoogleCalendarConnector(Connector):
+    """Drafts meetings in Google Calendar without inviting anyone.
+
+    Args:
+        client: Injected HTTP client (tests pass one with a mock transport); URLs are absolute, taken
+            from the credentials block, so its ``base_url`` is not used.
+        credentials: The tenant's :class:`GoogleCalendarCredentials` block.
+        clock: Seconds since the epoch, injectable for token-expiry tests.
+    """
+
+    system: ClassVar[str] = "google_calendar"
+    action_types: ClassVar[frozenset[str]] = frozenset({ACTION_TYPE})
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        credentials: GoogleCalendarCredentials,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._credentials = credentials
+        self._clock = clock
+        self._tokens: dict[str, tuple[str, float]] = {}
+
+    # -- plan and validation ---------------------------------------------------------------
+    def steps(self, action_type: str, params: Mapping[str, Any]) -> list[str]:
+        """One step: ``draft_meeting``."""
+        _require_action(action_type)
+        return [STEP]
+
+    def validate(self, action_type: str, params: Mapping[str, Any]) -> None:
+        """Check a draft meeting's parameters without any I/O.
+
+        Raises:
+            ValidationRejected: naming the field, e.g. ``parameters.end: must be after parameters.start``.
+        """
+        _require_action(action_type)
+        for key in params:
+            if key not in _KNOWN_PARAMS:
+                raise ValidationRejected(f"parameters.{key}: unknown parameter")
+        title = params.get("title")
+        if not isinstance(title, str) or not title.strip():
+            raise ValidationRejected("parameters.title: must be a non-empty string")
+        start = _parse_rfc3339("start", params.get("start"))
+        end = _parse_rfc3339("end", params.get("end"))
+        if end <= start:
+            raise ValidationRejected("parameters.end: must be after parameters.start")
+        organizer = params.get("organizer")
+        if not isinstance(organizer, str) or not organizer.strip() or any(c.isspace() for c in organizer):
+            raise ValidationRejected("parameters.organizer: must be a calendar id or email address")
+        attendees = params.get("attendees")
+        if attendees is None:
+            attendees = []
+        if not isinstance(attendees, list):
+            raise ValidationRejected("parameters.attendees: must be a list of email addresses")
+        if len(attendees) > MAX_ATTENDEES:
+            raise ValidationRejected(f"parameters.attendees: at most {MAX_ATTENDEES} attendees")
+        for index, email in enumerate(attendees):
+            if not isinstance(email, str) or not _EMAIL.fullmatch(email):
+                raise ValidationRejected(f"parameters.attendees[{index}]: not a valid email address")
+        for field in ("description", "location"):
+            value = params.get(field)
+            if value is not None and not isinstance(value, str):
+                raise ValidationRejected(f"parameters.{field}: must be a string")
+
+    # -- the step --------------------------------------------------------------------------
+    def execute(self, call: StepCall) -> StepResult:
+        """Insert the draft event with our deterministic id; a 409 duplicate is reconciled by GET.
+
+        Raises:
+            ConnectorError: classified transient or permanent.
+        """
+        _require_step(call)
+        calendar_id = self._calendar_id(call.params)
+        event_id = event_id_for(call.idempotency_key)
+        # https://developers.google.com/workspace/calendar/api/v3/reference/events/insert
+        response = self._request(
+            "POST",
+            self._events_url(calendar_id),
+            subject=self._subject(call.params),
+            params={"sendUpdates": "none"},
+            body=self._event_body(call, event_id),
+            write=True,
+        )
+        if response.status_code == 409:
+            existing = self._get_event(calendar_id, event_id, subject=self._subject(call.params))
+            if existing is None:
+                raise Conflict(
+                    "Google Calendar reported the draft's id as taken but the event cannot be read",
+                    status_code=409,
+                    provider_code="duplicate",
+                )
+            if _intent_key(existing) != call.idempotency_key:
+                raise Conflict(
+                    "another event already holds this draft's id", status_code=409, provider_code="duplicate"
+                )
+            if existing.get("status") == "cancelled":
+                raise Conflict(
+                    "this draft was created and then deleted; a new generation is needed",
+                    status_code=409,
+                    provider_code="deleted",
+                )
+            return self._result(call, calendar_id, existing, created=False)
+        _raise_for_status(response)
+        return self._result(call, calendar_id, _json(response), created=True)
+
+    def lookup(self, call: StepCall) -> StepResult | None:
+        """GET the event by its deterministic id; a missing, deleted or foreign event is ``None``/Conflict.
+
+        Raises:
+            Conflict: an event with this id exists but was not made by this step.
+        """
+        _require_step(call)
+        calendar_id = self._calendar_id(call.params)
+        event = self._get_event(
+            calendar_id, event_id_for(call.idempotency_key), subject=self._subject(call.params)
+        )
+        if event is None or event.get("status") == "cancelled":
+            return None
+        if _intent_key(event) != call.idempotency_key:
+            raise Conflict("an event holds this draft's id but was not made by this step", status_code=200)
+        return self._result(call, calendar_id, event, created=False)
+
+    def compensate(self, call: StepCall, result: StepResult) -> None:
+        """Delete the draft with ``sendUpdates=none``; 404/410 mean it is already gone."""
+        calendar_id = str(result.undo.get("calendar_id") or self._calendar_id(call.params))
+        # https://developers.google.com/workspace/calendar/api/v3/reference/events/delete
+        response = self._request(
+            "DELETE",
+            f"{self._events_url(calendar_id)}/{quote(result.ref.id, safe='')}",
+            subject=str(result.undo.get("subject") or self._subject(call.params)),
+            params={"sendUpdates": "none"},
+            write=True,
+        )
+        if response.status_code in (404, 410):
+            return
+        _raise_for_status(response)
+
+    # -- building blocks -------------------------------------------------------------------
+    def _calendar_id(self, params: Mapping[str, Any]) -> str:
+        return self._credentials.draft_calendar_id or str(params["organizer"])
+
+    def _subject(self, params: Mapping[str, Any]) -> str:
+        return self._credentials.subject or str(params["organizer"])
+
+    def _events_url(self, calendar_id: str) -> str:
+        base = self._credentials.api_base_url.rstrip("/")
+        return f"{base}/calendar/v3/calendars/{quote(calendar_id, safe='')}/events"
+
+    def _event_body(self, call: StepCall, event_id: str) -> dict[str, Any]:
+        params = call.params
+        attendees = [str(a) for a in params.get("attendees") or []]
+        private = {KEY_PROPERTY: call.idempotency_key, INTENT_PROPERTY: call.action_intent_id}
+        private.update(_chunked(ATTENDEES_PROPERTY, ", ".join(attendees)))
+        body: dict[str, Any] = {
+            "id": event_id,
+            "summary": params["title"],
+            "description": _description(params.get("description"), attendees),
+            "start": {"dateTime": params["start"]},
+            "end": {"dateTime": params["end"]},
+            # No "attendees" key: a draft invites nobody.
+            "extendedProperties": {"private": private},
+        }
+        if params.get("location"):
+            body["location"] = params["location"]
+        return body
+
+    def _get_event(self, calendar_id: str, event_id: str, *, subject: str) -> dict[str, Any] | None:
+        # https://developers.google.com/workspace/calendar/api/v3/reference/events/get
+        response = self._request(
+            "GET", f"{self._events_url(calendar_id)}/{quote(event_id, safe='')}", subject=subject, write=False
+        )
+        if response.status_code in (404, 410):
+            return None
+        _raise_for_status(response)
+        return _json(response)
+
+    def _result(
+        self, call: StepCall, calendar_id: str, event: Mapping[str, Any], *, created: bool
+    ) -> StepResult:
+        event_id = str(event.get("id") or event_id_for(call.idempotency_key))
+        link = event.get("htmlLink")
+        title = str(call.params["title"])
+        when = _when(str(call.params["start"]))
+        return StepResult(
+            ref=ExternalRef(system=self.system, object="event", id=event_id, url=str(link) if link else None),
+            created=created,
+            undo={"calendar_id": calendar_id, "subject": self._subject(call.params)},
+            summary=f"Drafted the meeting “{title}” ({when}) in Google Calendar; nobody was invited.",
+        )
+
+    # -- HTTP with auth --------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        subject: str,
+        write: bool,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> httpx.Response:
+        """Send with a bearer token; on 401 fetch a fresh token once, then give up."""
+        for attempt in range(2):
+            token = self._access_token(subject, force=attempt > 0)
+            try:
+                response = self._client.request(
+                    method,
+                    url,
+                    params=params,
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                raise _network_error(exc, write=write, what=f"{method} event") from None
+            if response.status_code != 401:
+                return response
+            self._tokens.pop(subject, None)
+        raise AuthenticationFailed(
+            "Google Calendar refused the access token after one refresh",
+            status_code=401,
+            provider_code="authError",
+        )
+
+    def _access_token(self, subject: str, *, force: bool = False) -> str:
+        cached = self._tokens.get(subject)
+        if cached is not None and not force and cached[1] - TOKEN_EXPIRY_MARGIN_SECONDS > self._clock():
+            return cached[0]
+        token, expires_in = self._fetch_token(subject)
+        self._tokens[subject] = (token, self._clock() + expires_in)
+        return token
+
+    def _fetch_token(self, subject: str) -> tuple[str, float]:
+        creds = self._credentials
+        missing = creds.missing_fields()
+        if missing:
+            raise NotConfigured(
+                f"Google Calendar credentials lack {', '.join(missing)} for {creds.auth_mode}"
+            )
+        if creds.auth_mode == "service_account":
+            # https://developers.google.com/identity/protocols/oauth2/service-account#authorizingrequests
+            form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._assertion(subject)}
+        else:
+            # https://developers.google.com/identity/protocols/oauth2/web-server#offline
+            assert creds.client_secret is not None and creds.refresh_token is not None
+            form = {
+                "grant_type": "refresh_token",
+                "client_id": str(creds.client_id),
+                "client_secret": creds.client_secret.get_secret_value(),
+                "refresh_token": creds.refresh_token.get_secret_value(),
+            }
+        try:
+            response = self._client.post(creds.token_uri, data=form, headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise _network_error(exc, write=False, what="token request") from None
+        if response.status_code == 200:
+            body = _json(response)
+            token = body.get("access_token")
+            if not isinstance(token, str) or not token:
+                raise AuthenticationFailed(
+                    "the token endpoint answered without an access_token", status_code=200
+                )
+            return token, float(body.get("expires_in") or TOKEN_LIFETIME_SECONDS)
+        code = _oauth_error_code(response)
+        if response.status_code == 429:
+            raise RateLimitedError(
+                "token endpoint throttled us",
+                status_code=429,
+                provider_code=code,
+                retry_after=_retry_after(response),
+            )
+        if response.status_code >= 500:
+            raise ProviderUnavailable(
+                f"token endpoint answered {response.status_code}",
+                status_code=response.status_code,
+                provider_code=code,
+            )
+        raise AuthenticationFailed(
+            f"token endpoint refused the credentials ({code or response.status_code})",
+            status_code=response.status_code,
+            provider_code=code,
+        )
+
+    def _assertion(self, subject: str) -> str:
+        creds = self._credentials
+        assert creds.private_key is not None
+        try:
+            key = serialization.load_pem_private_key(
+                creds.private_key.get_secret_value().encode(), password=None
+            )
+        except (ValueError, TypeError):
+            raise NotConfigured(
+                "the service account private key is not a readable unencrypted PEM key"
+            ) from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise NotConfigured("the service account private key is not an RSA key")
+        header: dict[str, str] = {"alg": "RS256", "typ": "JWT"}
+        if creds.private_key_id:
+            header["kid"] = creds.private_key_id
+        now = int(self._clock())
+        claims = {
+            "iss": creds.service_account_email,
+            "sub": subject,
+            "scope": creds.scope,
+            "aud": creds.token_uri,
+            "iat": now,
+            "exp": now + TOKEN_LIFETIME_SECONDS,
+        }
+        signing_input = f"{_b64url_json(header)}.{_b64url_json(claims)}".encode("ascii")
+        signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input.decode('ascii')}.{_b64url(signature)}"
+
+
+# -- helpers (module-private) -------------------------------------------------------------------
+def _require_action(action_type: str) -> None:
+    if action_type != ACTION_TYPE:
+        raise ValidationRejected(f"action_type: {action_type!r} is not handled by Google Calendar")
+
+
+def _require_step(call: StepCall) -> None:
+    _require_action(call.action_type)
+    if call.step != STEP:
+        raise ValidationRejected(f"step: {call.step!r} is not a step of {ACTION_TYPE}")
+
+
+def _parse_rfc3339(field: str, value: Any) -> datetime:
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValidationRejected(f"parameters.{field}: must be an RFC 3339 date-time with an offset")
+    try:
+        return datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise ValidationRejected(f"parameters.{field}: not a valid date-time") from None
+
+
+def _when(start: str) -> str:
+    moment = datetime.fromisoformat(start.replace("z", "Z"))
+    return f"{moment:%b} {moment.day}, {moment:%H:%M}"
+
+
+def _description(description: Any, attendees: list[str]) -> str:
+    parts = [str(description).strip()] if description else []
+    note = "Draft created by fulfill. Nobody has been invited."
+    if attendees:
+        note += f"\nProposed attendees (not invited): {', '.join(attendees)}"
+    parts.append(note)
+    return "\n\n".join(parts)
+
+
+def _chunked(key: str, value: str) -> dict[str, str]:
+    """Split a long value over ``key``, ``key_2``, … so each stays within Google's value limit."""
+    if not value:
+        return {}
+    chunks = [value[i : i + PROPERTY_VALUE_LIMIT] for i in range(0, len(value), PROPERTY_VALUE_LIMIT)]
+    return {(key if n == 0 else f"{key}_{n + 1}"): chunk for n, chunk in enumerate(chunks)}
+
+
+def _intent_key(event: Mapping[str, Any]) -> str | None:
+    private = (event.get("extendedProperties") or {}).get("private") or {}
+    value = private.get(KEY_PROPERTY)
+    return value if isinstance(value, str) else None
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _b64url_json(value: Mapping[str, Any]) -> str:
+    return _b64url(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise ProviderUnavailable(
+            "Google answered with a body that is not JSON", status_code=response.status_code
+        ) from None
+    return body if isinstance(body, dict) else {}
+
+
+def _google_reason(response: httpx.Response) -> str | None:
+    """The first ``error.errors[].reason`` of Google's JSON error body, if any."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    errors = error.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        reason = errors[0].get("reason")
+        if isinstance(reason, str):
+            return reason[:64]
+    status = error.get("status")
+    return status[:64] if isinstance(status, str) else None
+
+
+def _oauth_error_code(response: httpx.Response) -> str | None:
+    """The ``error`` code of an OAuth token-endpoint error body (e.g. ``invalid_grant``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("error") if isinstance(body, dict) else None
+    return code[:64] if isinstance(code, str) else None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    """Map a non-2xx Calendar API answer to the error hierarchy (the 409 path is handled by the caller)."""
+    status = response.status_code
+    if status < 300:
+        return
+    reason = _google_reason(response)
+    detail = f"Google Calendar answered {status}" + (f" ({reason})" if reason else "")
+    error: type[ConnectorError]
+    if status == 429 or (status == 403 and reason in RATE_LIMIT_REASONS):
+        raise RateLimitedError(
+            detail, status_code=status, provider_code=reason, retry_after=_retry_after(response)
+        )
+    if status >= 500:
+        error = ProviderUnavailable
+    elif status == 400:
+        error = ValidationRejected
+    elif status == 401:
+        error = AuthenticationFailed
+    elif status == 403:
+        error = Forbidden
+    elif status in (404, 410):
+        error = NotFound
+    else:
+        error = Conflict
+    raise error(detail, status_code=status, provider_code=reason)
+
+
+def _network_error(exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError:
+    """Timeouts and broken connections; after a sent write the outcome is unknown."""
+    name = type(exc).__name__
+    not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+    if write and not not_sent:
+        return OutcomeUnknown(f"{what}: no answer from Google Calendar ({name}); the write may have happened")
+    return NetworkError(f"{what}: could not reach Google ({name})")

@@ -1,0 +1,809 @@
+"""HubSpot connector: CRM tasks, deals (the contract's opportunities) and single-field updates.
+
+Plans (one step = one idempotent external write)::
+
+    crm.create_task         -> ["create_task"]
+    crm.update_field        -> ["update_field"]
+    crm.create_opportunity  -> ["create_opportunity"] (+ ["create_follow_up_task"] with follow_up_task)
+
+Idempotency by construction (ARCHITECTURE §2): every task and deal we create carries the step's
+idempotency key in a custom property with ``hasUniqueValue: true`` (the block's
+``intent_key_property``, default ``fulfill_intent_key``). HubSpot refuses a second record with the
+same unique value, so a retried create cannot make a copy: when the create is refused we read the
+record by that key — ``GET /crm/v3/objects/{type}/{key}?idProperty={property}``
+(https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide "retrieve records by a
+unique identifier property") — and reuse it. We deliberately do NOT search before creating: the
+search index is eventually consistent. A refused create is read back on 409 (conflict) and also on
+400, because HubSpot reports some unique-value violations as validation errors; if no record holds
+our key the original error stands.
+
+Associations travel in the create body (``associations: [{to: {id}, types: [{associationCategory:
+"HUBSPOT_DEFINED", associationTypeId}]}]``), so record and association are one write
+(https://developers.hubspot.com/docs/api-reference/latest/crm/activities/tasks/guide). Type ids:
+task→company 192, task→deal 216, task→contact 204, deal→company (primary) 5.
+
+``update_field`` maps the contract's objects to HubSpot object types: Account→companies,
+Opportunity→deals, Contact→contacts and Lead→contacts (HubSpot keeps leads as contacts; the
+``field`` is a HubSpot internal property name). It reads the property first (``previous_value``
+guard and the value kept for compensation), then ``PATCH /crm/v3/objects/{type}/{id}``.
+
+Compensation archives (``DELETE /crm/v3/objects/{type}/{id}``, 204; 404 = already gone) or
+restores the previous value. Record links are ``{app_url}/contacts/{portal_id}/record/{objectTypeId}/{id}``
+(companies 0-2, deals 0-3, contacts 0-1); a task has no page of its own, so its link opens the
+record it is attached to.
+
+Errors follow HubSpot's JSON shape ``{"status": "error", "message", "correlationId", "category"}``;
+429 carries ``Retry-After`` and a ``policyName`` (``DAILY`` or the ten-secondly burst policy)
+(https://developers.hubspot.com/docs/api/usage-details). The last ``X-HubSpot-RateLimit-*``
+headers seen are kept on :attr:`HubSpotConnector.rate_limit`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import date
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+
+from blocks.hubspot import HubSpotCredentials
+from connectors.base import Connector, ExternalRef, StepCall, StepResult
+from connectors.errors import (
+    AuthenticationFailed,
+    Conflict,
+    ConnectorError,
+    Forbidden,
+    NetworkError,
+    NotConfigured,
+    NotFound,
+    OutcomeUnknown,
+    PermanentError,
+    ProviderUnavailable,
+    RateLimitedError,
+    StalePrecondition,
+    ValidationRejected,
+)
+
+CREATE_TASK = "crm.create_task"
+UPDATE_FIELD = "crm.update_field"
+CREATE_OPPORTUNITY = "crm.create_opportunity"
+
+STEP_CREATE_TASK = "create_task"
+STEP_UPDATE_FIELD = "update_field"
+STEP_CREATE_OPPORTUNITY = "create_opportunity"
+STEP_FOLLOW_UP = "create_follow_up_task"
+
+# The contract's CRM objects -> HubSpot object type (plural path name), singular name, objectTypeId.
+OBJECT_TYPES: dict[str, str] = {
+    "Account": "companies",
+    "Opportunity": "deals",
+    "Contact": "contacts",
+    "Lead": "contacts",
+}
+SINGULAR: dict[str, str] = {"companies": "company", "deals": "deal", "contacts": "contact", "tasks": "task"}
+OBJECT_TYPE_IDS: dict[str, str] = {"contacts": "0-1", "companies": "0-2", "deals": "0-3", "tasks": "0-27"}
+# HUBSPOT_DEFINED association type ids from a new task / deal to an existing record.
+TASK_ASSOCIATION: dict[str, int] = {"companies": 192, "deals": 216, "contacts": 204}
+DEAL_TO_COMPANY_PRIMARY = 5
+PRIORITIES: dict[str, str] = {"Low": "LOW", "Normal": "MEDIUM", "High": "HIGH"}
+# Dates become noon UTC so the day reads the same in every timezone from UTC-11 to UTC+11.
+DUE_TIME = "T12:00:00Z"
+TOKEN_LIFETIME_SECONDS = 1800
+TOKEN_EXPIRY_MARGIN_SECONDS = 60
+RATE_LIMIT_HEADER_PREFIX = "x-hubspot-ratelimit-"
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NUMERIC_ID = re.compile(r"^[0-9]{1,30}$")
+_PROPERTY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_OBJECT_NAMES = "Account, Opportunity, Contact, Lead"
+_KNOWN_PARAMS: dict[str, frozenset[str]] = {
+    CREATE_TASK: frozenset({"subject", "due_date", "description", "priority", "related_to"}),
+    UPDATE_FIELD: frozenset({"object", "record_id", "field", "value", "previous_value"}),
+    CREATE_OPPORTUNITY: frozenset({"name", "stage", "close_date", "amount", "currency", "follow_up_task"}),
+}
+
+
+class HubSpotConnector(Connector):
+    """Fulfils CRM actions in one tenant's HubSpot portal.
+
+    Args:
+        client: Injected HTTP client (tests pass one with a mock transport). URLs are absolute,
+            built from the credentials block, so the client's ``base_url`` is not used.
+        credentials: The tenant's :class:`HubSpotCredentials` block.
+        clock: Seconds since the epoch, injectable for token-expiry tests.
+    """
+
+    system: ClassVar[str] = "hubspot"
+    action_types: ClassVar[frozenset[str]] = frozenset({CREATE_TASK, UPDATE_FIELD, CREATE_OPPORTUNITY})
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        credentials: HubSpotCredentials,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._credentials = credentials
+        self._clock = clock
+        self._token: tuple[str, float] | None = None
+        self.rate_limit: dict[str, str] = {}
+        """The ``X-HubSpot-RateLimit-*`` headers of the last HubSpot answer that carried them."""
+
+    # -- plan and validation ---------------------------------------------------------------
+    def steps(self, action_type: str, params: Mapping[str, Any]) -> list[str]:
+        """The step names of ``action_type``: one per write; a follow-up task adds a second step."""
+        _require_action(action_type)
+        if action_type == CREATE_TASK:
+            return [STEP_CREATE_TASK]
+        if action_type == UPDATE_FIELD:
+            return [STEP_UPDATE_FIELD]
+        steps = [STEP_CREATE_OPPORTUNITY]
+        if params.get("follow_up_task"):
+            steps.append(STEP_FOLLOW_UP)
+        return steps
+
+    def validate(self, action_type: str, params: Mapping[str, Any]) -> None:
+        """Check parameters against what HubSpot accepts, without any I/O.
+
+        Raises:
+            ValidationRejected: naming the field, e.g. ``parameters.record_id: …``.
+        """
+        _require_action(action_type)
+        for key in params:
+            if key not in _KNOWN_PARAMS[action_type]:
+                raise ValidationRejected(f"parameters.{key}: unknown parameter")
+        if action_type == CREATE_TASK:
+            _check_text(params, "subject", 255, required=True)
+            _check_date(params, "due_date")
+            _check_text(params, "description", 32000)
+            priority = params.get("priority", "Normal")
+            if priority not in PRIORITIES:
+                raise ValidationRejected("parameters.priority: must be one of Low, Normal, High")
+            related = params.get("related_to")
+            if related is not None:
+                _check_related(related)
+        elif action_type == UPDATE_FIELD:
+            if params.get("object") not in OBJECT_TYPES:
+                raise ValidationRejected(
+                    "parameters.object: must be one of Account, Opportunity, Contact, Lead"
+                )
+            _check_numeric_id(params.get("record_id"), "parameters.record_id")
+            field = params.get("field")
+            if not isinstance(field, str) or not _PROPERTY_NAME.fullmatch(field):
+                raise ValidationRejected("parameters.field: must be a HubSpot property internal name")
+            if field == self._credentials.intent_key_property:
+                raise ValidationRejected("parameters.field: the idempotency key property cannot be set")
+            if "value" not in params:
+                raise ValidationRejected("parameters.value: is required")
+            for name in ("value", "previous_value"):
+                value = params.get(name)
+                if value is not None and not isinstance(value, str | int | float | bool):
+                    raise ValidationRejected(f"parameters.{name}: must be a string, number, boolean or null")
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValidationRejected(f"parameters.{name}: must be a finite number")
+        else:
+            _check_text(params, "name", 255, required=True)
+            _check_text(params, "stage", 100, required=True)
+            _check_date(params, "close_date", required=True)
+            amount = params.get("amount")
+            if amount is not None and (
+                isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount)
+            ):
+                raise ValidationRejected("parameters.amount: must be a number")
+            currency = params.get("currency")
+            if currency is not None and (not isinstance(currency, str) or not _CURRENCY.fullmatch(currency)):
+                raise ValidationRejected("parameters.currency: must be an ISO 4217 code such as EUR")
+            follow_up = params.get("follow_up_task")
+            if follow_up is not None:
+                if not isinstance(follow_up, Mapping):
+                    raise ValidationRejected("parameters.follow_up_task: must be an object")
+                for key in follow_up:
+                    if key not in {"subject", "due_date"}:
+                        raise ValidationRejected(f"parameters.follow_up_task.{key}: unknown parameter")
+                _check_text(follow_up, "subject", 255, required=True, prefix="parameters.follow_up_task")
+                _check_date(follow_up, "due_date", prefix="parameters.follow_up_task")
+
+    # -- the steps -------------------------------------------------------------------------
+    def execute(self, call: StepCall) -> StepResult:
+        """Perform one step; a retried create returns the record of the first attempt.
+
+        Raises:
+            ConnectorError: classified transient or permanent.
+        """
+        step = _require_step(call)
+        if step == STEP_UPDATE_FIELD:
+            return self._update_field(call)
+        object_type, properties, associations = self._create_body(call)
+        body = {"properties": properties, "associations": associations}
+        # https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide (create a record)
+        response = self._request("POST", self._objects_url(object_type), json=body, write=True)
+        if response.status_code in (400, 409):
+            existing = self._get_by_key(object_type, call)
+            if existing is not None:
+                return self._created_result(call, existing, created=False)
+            if response.status_code == 409:
+                raise Conflict(
+                    "HubSpot refused the create as a duplicate but no record holds this step's key",
+                    status_code=409,
+                    provider_code=_category(response),
+                )
+        _raise_for_status(response)
+        return self._created_result(call, _json(response), created=True)
+
+    def lookup(self, call: StepCall) -> StepResult | None:
+        """Find the effect of an earlier attempt: the record holding the key, or the field already set."""
+        step = _require_step(call)
+        if step == STEP_UPDATE_FIELD:
+            object_type = OBJECT_TYPES[str(call.params["object"])]
+            field = str(call.params["field"])
+            current = self._read_property(object_type, str(call.params["record_id"]), field)
+            if not _same(current, call.params.get("value")):
+                return None
+            return self._already_set(call)
+        object_type = _created_type(step)
+        existing = self._get_by_key(object_type, call)
+        return None if existing is None else self._created_result(call, existing, created=False)
+
+    def compensate(self, call: StepCall, result: StepResult) -> None:
+        """Archive the created record, or restore the value a field had before; twice is harmless.
+
+        Raises:
+            Conflict: the field changed again since our update, so restoring would clobber someone.
+        """
+        step = _require_step(call)
+        if step != STEP_UPDATE_FIELD:
+            object_type = _created_type(step)
+            # https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide (archive: 204)
+            response = self._request(
+                "DELETE", f"{self._objects_url(object_type)}/{quote(result.ref.id, safe='')}", write=True
+            )
+            if response.status_code == 404:
+                return
+            _raise_for_status(response)
+            return
+        if not result.undo.get("restorable", False):
+            return
+        object_type = str(result.undo["object_type"])
+        field = str(result.undo["field"])
+        previous = result.undo.get("previous")
+        current = self._read_property(object_type, result.ref.id, field)
+        if _same(current, previous):
+            return
+        if not _same(current, result.undo.get("value")):
+            raise Conflict(
+                f"{field} changed again after the update; not restoring it", provider_code="CHANGED_SINCE"
+            )
+        self._patch(object_type, result.ref.id, {field: _to_hubspot(previous)})
+
+    # -- update_field ----------------------------------------------------------------------
+    def _update_field(self, call: StepCall) -> StepResult:
+        params = call.params
+        object_type = OBJECT_TYPES[str(params["object"])]
+        record_id = str(params["record_id"])
+        field = str(params["field"])
+        value = params.get("value")
+        current = self._read_property(object_type, record_id, field)
+        if _same(current, value):
+            # Already set: by an earlier attempt of this step whose answer was lost, or before we came.
+            return self._already_set(call)
+        if "previous_value" in params and not _same(current, params["previous_value"]):
+            raise StalePrecondition(
+                f"{field} on {SINGULAR[object_type]} {record_id} no longer holds the approved previous value",
+                provider_code="PREVIOUS_VALUE_MISMATCH",
+            )
+        self._patch(object_type, record_id, {field: _to_hubspot(value)})
+        return self._update_result(call, previous=current, created=True)
+
+    def _patch(self, object_type: str, record_id: str, properties: dict[str, str]) -> None:
+        # https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide (update a record)
+        response = self._request(
+            "PATCH",
+            f"{self._objects_url(object_type)}/{quote(record_id, safe='')}",
+            json={"properties": properties},
+            write=True,
+        )
+        _raise_for_status(response)
+
+    def _read_property(self, object_type: str, record_id: str, field: str) -> str | None:
+        response = self._request(
+            "GET",
+            f"{self._objects_url(object_type)}/{quote(record_id, safe='')}",
+            params={"properties": field},
+            write=False,
+        )
+        _raise_for_status(response)
+        value = (_json(response).get("properties") or {}).get(field)
+        return None if value is None else str(value)
+
+    def _already_set(self, call: StepCall) -> StepResult:
+        """The field already holds the value: restorable only to the approved ``previous_value``."""
+        if "previous_value" in call.params:
+            return self._update_result(call, previous=call.params["previous_value"], created=False)
+        return self._update_result(call, previous=None, created=False, restorable=False)
+
+    def _update_result(
+        self, call: StepCall, *, previous: Any, created: bool, restorable: bool = True
+    ) -> StepResult:
+        params = call.params
+        object_type = OBJECT_TYPES[str(params["object"])]
+        record_id = str(params["record_id"])
+        field = str(params["field"])
+        value = params.get("value")
+        shown = "empty" if value is None or value == "" else f"“{_to_hubspot(value)}”"
+        return StepResult(
+            ref=ExternalRef(
+                system=self.system,
+                object=SINGULAR[object_type],
+                id=record_id,
+                url=self._record_url(object_type, record_id),
+            ),
+            created=created,
+            undo={
+                "object_type": object_type,
+                "field": field,
+                "previous": previous if previous is None else _to_hubspot(previous),
+                "value": _to_hubspot(value),
+                "restorable": restorable,
+            },
+            summary=f"Set {field} on the HubSpot {SINGULAR[object_type]} {record_id} to {shown}.",
+        )
+
+    # -- creates ---------------------------------------------------------------------------
+    def _create_body(self, call: StepCall) -> tuple[str, dict[str, str], list[dict[str, Any]]]:
+        params = call.params
+        key_property = self._credentials.intent_key_property
+        company_id = _account_id(call)
+        if call.step == STEP_CREATE_OPPORTUNITY:
+            properties = {
+                "dealname": str(params["name"]),
+                "dealstage": str(params["stage"]),
+                "pipeline": self._credentials.deal_pipeline,
+                "closedate": f"{params['close_date']}{DUE_TIME}",
+                key_property: call.idempotency_key,
+            }
+            if params.get("amount") is not None:
+                properties["amount"] = _to_hubspot(params["amount"])
+            if params.get("currency"):
+                properties["deal_currency_code"] = str(params["currency"])
+            return "deals", properties, [_association(company_id, DEAL_TO_COMPANY_PRIMARY)]
+        if call.step == STEP_FOLLOW_UP:
+            follow_up = params["follow_up_task"]
+            deal = call.prior.get(STEP_CREATE_OPPORTUNITY)
+            if deal is None:
+                raise ValidationRejected(
+                    "prior.create_opportunity: the deal of this follow-up task is unknown"
+                )
+            properties = self._task_properties(
+                call, str(follow_up["subject"]), follow_up.get("due_date"), None, "Normal"
+            )
+            associations = [
+                _association(deal.id, TASK_ASSOCIATION["deals"]),
+                _association(company_id, TASK_ASSOCIATION["companies"]),
+            ]
+            return "tasks", properties, associations
+        target_type, target_id = self._task_target(call)
+        properties = self._task_properties(
+            call,
+            str(params["subject"]),
+            params.get("due_date"),
+            params.get("description"),
+            str(params.get("priority") or "Normal"),
+        )
+        return "tasks", properties, [_association(target_id, TASK_ASSOCIATION[target_type])]
+
+    def _task_properties(
+        self, call: StepCall, subject: str, due_date: Any, description: Any, priority: str
+    ) -> dict[str, str]:
+        # https://developers.hubspot.com/docs/api-reference/latest/crm/activities/tasks/guide (properties)
+        timestamp = f"{due_date}{DUE_TIME}" if due_date else str(int(self._clock() * 1000))
+        properties = {
+            "hs_task_subject": subject,
+            "hs_timestamp": timestamp,
+            "hs_task_priority": PRIORITIES[priority],
+            "hs_task_status": "NOT_STARTED",
+            self._credentials.intent_key_property: call.idempotency_key,
+        }
+        if description:
+            properties["hs_task_body"] = str(description)
+        return properties
+
+    def _task_target(self, call: StepCall) -> tuple[str, str]:
+        related = call.params.get("related_to")
+        if isinstance(related, Mapping):
+            return OBJECT_TYPES[str(related["object"])], str(related["id"])
+        return "companies", _account_id(call)
+
+    def _get_by_key(self, object_type: str, call: StepCall) -> dict[str, Any] | None:
+        # https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide
+        # (retrieve a record by a unique property value with ?idProperty=)
+        key_property = self._credentials.intent_key_property
+        response = self._request(
+            "GET",
+            f"{self._objects_url(object_type)}/{quote(call.idempotency_key, safe='')}",
+            params={"idProperty": key_property, "properties": _read_properties(object_type, key_property)},
+            write=False,
+        )
+        if response.status_code == 404:
+            return None
+        _raise_for_status(response)
+        record = _json(response)
+        if (record.get("properties") or {}).get(key_property) != call.idempotency_key:
+            raise Conflict("HubSpot returned a record that does not hold this step's key", status_code=200)
+        return record
+
+    def _created_result(self, call: StepCall, record: Mapping[str, Any], *, created: bool) -> StepResult:
+        record_id = str(record.get("id") or "")
+        if not record_id:
+            raise ProviderUnavailable("HubSpot answered a create without a record id")
+        step = call.step
+        object_type = _created_type(step)
+        if step == STEP_CREATE_OPPORTUNITY:
+            name = str(call.params["name"])
+            url = self._record_url("deals", record_id)
+            summary = f"Created the deal “{name}” in HubSpot."
+        elif step == STEP_FOLLOW_UP:
+            name = str(call.params["follow_up_task"]["subject"])
+            deal = call.prior.get(STEP_CREATE_OPPORTUNITY)
+            url = self._record_url("deals", deal.id) if deal is not None else None
+            summary = f"Created the follow-up task “{name}” on the deal in HubSpot."
+        else:
+            name = str(call.params["subject"])
+            target_type, target_id = self._task_target(call)
+            url = self._record_url(target_type, target_id)
+            summary = f"Created the task “{name}” in HubSpot."
+        return StepResult(
+            ref=ExternalRef(system=self.system, object=SINGULAR[object_type], id=record_id, url=url),
+            created=created,
+            undo={"object_type": object_type},
+            summary=summary,
+        )
+
+    # -- URLs ------------------------------------------------------------------------------
+    def _objects_url(self, object_type: str) -> str:
+        return f"{self._credentials.api_base_url.rstrip('/')}/crm/v3/objects/{object_type}"
+
+    def _record_url(self, object_type: str, record_id: str) -> str | None:
+        portal = self._credentials.portal_id
+        if not portal:
+            return None
+        app = self._credentials.app_url.rstrip("/")
+        return f"{app}/contacts/{portal}/record/{OBJECT_TYPE_IDS[object_type]}/{record_id}"
+
+    # -- HTTP with auth --------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        write: bool,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> httpx.Response:
+        """Send with a bearer token; on 401 fetch a fresh OAuth token once, then give up."""
+        attempts = 2 if self._credentials.auth_mode == "oauth" else 1
+        for attempt in range(attempts):
+            token = self._access_token(force=attempt > 0)
+            try:
+                response = self._client.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                what = f"{method} {SINGULAR.get(_type_of(url), 'record')}"
+                raise _network_error(exc, write=write, what=what) from None
+            self._remember_rate_limit(response)
+            if response.status_code != 401:
+                return response
+            self._token = None
+        raise AuthenticationFailed(
+            "HubSpot refused the access token" + (" after one refresh" if attempts == 2 else ""),
+            status_code=401,
+            provider_code=_category(response),
+        )
+
+    def _remember_rate_limit(self, response: httpx.Response) -> None:
+        seen = {
+            key: value
+            for key, value in response.headers.items()
+            if key.lower().startswith(RATE_LIMIT_HEADER_PREFIX)
+        }
+        if seen:
+            self.rate_limit = seen
+
+    def _access_token(self, *, force: bool = False) -> str:
+        creds = self._credentials
+        missing = creds.missing_fields()
+        if missing:
+            raise NotConfigured(f"HubSpot credentials lack {', '.join(missing)} for {creds.auth_mode}")
+        if creds.auth_mode == "private_app":
+            assert creds.private_app_token is not None
+            return creds.private_app_token.get_secret_value()
+        cached = self._token
+        if cached is not None and not force and cached[1] - TOKEN_EXPIRY_MARGIN_SECONDS > self._clock():
+            return cached[0]
+        token, expires_in = self._fetch_token()
+        self._token = (token, self._clock() + expires_in)
+        return token
+
+    def _fetch_token(self) -> tuple[str, float]:
+        creds = self._credentials
+        assert creds.client_secret is not None and creds.refresh_token is not None
+        # https://developers.hubspot.com/docs/api-reference/legacy/authentication/oauth-tokens/v1/refresh-oauth-token
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": str(creds.client_id),
+            "client_secret": creds.client_secret.get_secret_value(),
+            "refresh_token": creds.refresh_token.get_secret_value(),
+        }
+        try:
+            response = self._client.post(creds.token_url, data=form, headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise _network_error(exc, write=False, what="token request") from None
+        if response.status_code == 200:
+            body = _json(response)
+            token = body.get("access_token")
+            if not isinstance(token, str) or not token:
+                raise AuthenticationFailed(
+                    "the token endpoint answered without an access_token", status_code=200
+                )
+            expires_in = body.get("expires_in")
+            lifetime = float(expires_in) if isinstance(expires_in, int | float) else TOKEN_LIFETIME_SECONDS
+            return token, lifetime
+        code = _oauth_status(response)
+        if response.status_code == 429:
+            raise RateLimitedError(
+                "HubSpot's token endpoint throttled us",
+                status_code=429,
+                provider_code=code,
+                retry_after=_retry_after(response),
+            )
+        if response.status_code >= 500:
+            raise ProviderUnavailable(
+                f"HubSpot's token endpoint answered {response.status_code}",
+                status_code=response.status_code,
+                provider_code=code,
+            )
+        raise AuthenticationFailed(
+            f"HubSpot's token endpoint refused the credentials ({code or response.status_code})",
+            status_code=response.status_code,
+            provider_code=code,
+        )
+
+
+# -- helpers (module-private) -------------------------------------------------------------------
+def _require_action(action_type: str) -> None:
+    if action_type not in HubSpotConnector.action_types:
+        raise ValidationRejected(f"action_type: {action_type!r} is not handled by HubSpot")
+
+
+def _require_step(call: StepCall) -> str:
+    _require_action(call.action_type)
+    allowed = {
+        CREATE_TASK: {STEP_CREATE_TASK},
+        UPDATE_FIELD: {STEP_UPDATE_FIELD},
+        CREATE_OPPORTUNITY: {STEP_CREATE_OPPORTUNITY, STEP_FOLLOW_UP},
+    }[call.action_type]
+    if call.step not in allowed:
+        raise ValidationRejected(f"step: {call.step!r} is not a step of {call.action_type}")
+    return call.step
+
+
+def _created_type(step: str) -> str:
+    return "deals" if step == STEP_CREATE_OPPORTUNITY else "tasks"
+
+
+def _read_properties(object_type: str, key_property: str) -> str:
+    names = ["dealname", "dealstage"] if object_type == "deals" else ["hs_task_subject", "hs_timestamp"]
+    return ",".join([*names, key_property])
+
+
+def _account_id(call: StepCall) -> str:
+    if not _NUMERIC_ID.fullmatch(call.account_id):
+        raise ValidationRejected("account_id: a HubSpot company id is numeric")
+    return call.account_id
+
+
+def _association(to_id: str, type_id: int) -> dict[str, Any]:
+    return {
+        "to": {"id": to_id},
+        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}],
+    }
+
+
+def _check_text(
+    params: Mapping[str, Any], name: str, limit: int, *, required: bool = False, prefix: str = "parameters"
+) -> None:
+    value = params.get(name)
+    if value is None:
+        if required:
+            raise ValidationRejected(f"{prefix}.{name}: is required")
+        return
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ValidationRejected(f"{prefix}.{name}: must be a non-empty string")
+    if len(value) > limit:
+        raise ValidationRejected(f"{prefix}.{name}: at most {limit} characters")
+
+
+def _check_date(
+    params: Mapping[str, Any], name: str, *, required: bool = False, prefix: str = "parameters"
+) -> None:
+    value = params.get(name)
+    if value is None:
+        if required:
+            raise ValidationRejected(f"{prefix}.{name}: is required")
+        return
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise ValidationRejected(f"{prefix}.{name}: must be a date YYYY-MM-DD")
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValidationRejected(f"{prefix}.{name}: not a calendar date") from None
+
+
+def _check_related(related: Any) -> None:
+    if not isinstance(related, Mapping):
+        raise ValidationRejected("parameters.related_to: must be an object {object, id}")
+    if related.get("object") not in OBJECT_TYPES:
+        raise ValidationRejected(
+            "parameters.related_to.object: must be one of Account, Opportunity, Contact, Lead"
+        )
+    _check_numeric_id(related.get("id"), "parameters.related_to.id")
+
+
+def _check_numeric_id(value: Any, field: str) -> None:
+    if not isinstance(value, str) or not _NUMERIC_ID.fullmatch(value):
+        raise ValidationRejected(f"{field}: a HubSpot record id is numeric")
+
+
+def _to_hubspot(value: Any) -> str:
+    """A contract value as HubSpot stores property values: strings; null clears the property."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _same(current: str | None, wanted: Any) -> bool:
+    """Whether HubSpot's stored string ``current`` equals the contract value ``wanted``."""
+    if wanted is None or wanted == "":
+        return current is None or current == ""
+    if current is None:
+        return False
+    if isinstance(wanted, bool):
+        return current.strip().lower() == ("true" if wanted else "false")
+    if isinstance(wanted, int | float):
+        try:
+            return float(current) == float(wanted)
+        except ValueError:
+            return False
+    return current == str(wanted)
+
+
+def _type_of(url: str) -> str:
+    match = re.search(r"/crm/v3/objects/([^/?]+)", url)
+    return match.group(1) if match else ""
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise ProviderUnavailable(
+            "HubSpot answered with a body that is not JSON", status_code=response.status_code
+        ) from None
+    return body if isinstance(body, dict) else {}
+
+
+def _body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _category(response: httpx.Response) -> str | None:
+    """HubSpot's short error code: ``category`` (or ``errorType`` on 429), never the message."""
+    body = _body(response)
+    code = body.get("category") or body.get("errorType")
+    return code[:64] if isinstance(code, str) else None
+
+
+def _oauth_status(response: httpx.Response) -> str | None:
+    """The ``status`` code of a token-endpoint error (e.g. ``BAD_REFRESH_TOKEN``)."""
+    code = _body(response).get("status")
+    return code[:64] if isinstance(code, str) else None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    """Map a non-2xx HubSpot answer onto the error hierarchy (401 is handled by ``_request``)."""
+    status = response.status_code
+    if status < 300:
+        return
+    body = _body(response)
+    category = _category(response)
+    correlation = body.get("correlationId")
+    detail = f"HubSpot answered {status}" + (f" ({category})" if category else "")
+    if isinstance(correlation, str) and re.fullmatch(r"[A-Za-z0-9-]{1,64}", correlation):
+        detail += f", correlationId {correlation}"
+    if status == 429:
+        policy = body.get("policyName")
+        if isinstance(policy, str) and re.fullmatch(r"[A-Z_]{1,40}", policy):
+            detail += f", policy {policy}"
+        raise RateLimitedError(
+            detail,
+            status_code=status,
+            provider_code=policy if isinstance(policy, str) else category,
+            retry_after=_retry_after(response),
+        )
+    error: type[ConnectorError]
+    if status >= 500:
+        error = ProviderUnavailable
+    elif status in (400, 422):
+        error = ValidationRejected
+        field = _invalid_property(body)
+        if field:
+            detail += f", property {field}"
+    elif status == 404:
+        error = NotFound
+    elif status == 403:
+        error = Forbidden
+    elif status == 401:
+        error = AuthenticationFailed
+    elif status in (300, 409):
+        error = Conflict
+    else:
+        error = PermanentError
+    raise error(detail, status_code=status, provider_code=category)
+
+
+def _invalid_property(body: Mapping[str, Any]) -> str | None:
+    """The property name a validation error points at (``errors[].context.propertyName``), if any."""
+    errors = body.get("errors")
+    if not isinstance(errors, list):
+        return None
+    for item in errors:
+        context = item.get("context") if isinstance(item, dict) else None
+        names = context.get("propertyName") if isinstance(context, dict) else None
+        if isinstance(names, list) and names:
+            names = names[0]
+        if isinstance(names, str) and _PROPERTY_NAME.fullmatch(names):
+            return names
+    return None
+
+
+def _network_error(exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError:
+    """A transport failure: on a write whose request may have been sent, the outcome is unknown."""
+    name = type(exc).__name__
+    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    if write and not never_sent and isinstance(exc, httpx.TransportError):
+        return OutcomeUnknown(f"{what}: no answer from HubSpot ({name}); the write may have happened")
+    return NetworkError(f"{what}: HubSpot could not be reached ({name})")

@@ -1,0 +1,784 @@
+"""Salesforce connector: ``crm.create_task``, ``crm.update_field`` and ``crm.create_opportunity``.
+
+Plans (one idempotency key per step)::
+
+    crm.create_task          -> ["create_task"]
+    crm.update_field         -> ["update_field"]
+    crm.create_opportunity   -> ["create_opportunity"] (+ ["create_follow_up_task"] with follow_up_task)
+
+Creates are idempotent by construction (ARCHITECTURE §2): an *upsert* on a custom External ID + Unique
+field (the block's ``external_id_field``, default ``Fulfill_Intent_Key__c``),
+``PATCH /services/data/vXX.X/sobjects/{Object}/{ExternalIdField}/{value}`` — 201 created, 200/204 matched
+and updated, 300 several matches (https://developer.salesforce.com/docs/platform/api-rest/guide/dome-upsert.html).
+
+The external id *value* is not the raw key. Keys look like ``ai_7f3c:create_task`` and intent ids may hold
+``.``/``:``; in a URL path segment ``:`` needs care and Salesforce reads a trailing ``.json``/``.xml`` — or
+a TLD-like suffix — as a format extension (the upsert page warns that ``…@email.inc`` answers 404). So the
+value is ``sha256(key)`` in lowercase hex: 64 characters of ``[0-9a-f]``, safe in any path segment without
+encoding, deterministic, and within the 255 characters of a Text External ID field. See
+:func:`external_id_for`.
+
+``update_field`` reads the record first (``GET /sobjects/{Object}/{id}?fields={field}``): a differing
+``previous_value`` halts with :class:`StalePrecondition` before anything is written; a record that already
+holds the target value is an earlier attempt's effect and is reused. The write is ``PATCH
+/sobjects/{Object}/{id}`` (naturally idempotent); ``undo`` keeps the value before.
+
+Errors are JSON arrays ``[{"message", "errorCode", "fields"}]``
+(https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm). Note that
+``REQUEST_LIMIT_EXCEEDED`` arrives as **403** and is a rate limit, not a permission problem, and that
+``INSUFFICIENT_ACCESS_ON_CROSS_REFERENCE_ENTITY`` arrives as 400 but is a permission problem.
+
+Every REST response carries ``Sforce-Limit-Info: api-usage=used/max``
+(https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/headers_api_usage.htm); the last
+value seen is :attr:`SalesforceConnector.limit_info`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import date
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from blocks.salesforce import SalesforceCredentials
+from connectors.base import Connector, ExternalRef, StepCall, StepResult
+from connectors.errors import (
+    AuthenticationFailed,
+    Conflict,
+    ConnectorError,
+    Forbidden,
+    NetworkError,
+    NotConfigured,
+    NotFound,
+    OutcomeUnknown,
+    PermanentError,
+    ProviderUnavailable,
+    RateLimitedError,
+    StalePrecondition,
+    TransientError,
+    ValidationRejected,
+)
+
+CREATE_TASK = "crm.create_task"
+UPDATE_FIELD = "crm.update_field"
+CREATE_OPPORTUNITY = "crm.create_opportunity"
+
+STEP_CREATE_TASK = "create_task"
+STEP_UPDATE_FIELD = "update_field"
+STEP_CREATE_OPPORTUNITY = "create_opportunity"
+STEP_CREATE_FOLLOW_UP_TASK = "create_follow_up_task"
+
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# Salesforce rejects a JWT whose exp is more than 3 minutes away
+# (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm).
+JWT_LIFETIME_SECONDS = 180
+
+UPDATABLE_OBJECTS = frozenset({"Account", "Opportunity", "Contact", "Lead"})
+PRIORITIES = frozenset({"Low", "Normal", "High"})
+# Task.WhoId points at people (Contact, Lead); Task.WhatId at everything else.
+WHO_OBJECTS = frozenset({"Contact", "Lead"})
+SUBJECT_MAX = 255
+DESCRIPTION_MAX = 32000
+OPPORTUNITY_NAME_MAX = 120
+
+_RECORD_ID = re.compile(r"^[A-Za-z0-9]{1,18}$")
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
+_OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
+_CREATED_OBJECTS: dict[str, dict[str, str | None]] = {
+    CREATE_TASK: {STEP_CREATE_TASK: "Task"},
+    UPDATE_FIELD: {STEP_UPDATE_FIELD: None},
+    CREATE_OPPORTUNITY: {STEP_CREATE_OPPORTUNITY: "Opportunity", STEP_CREATE_FOLLOW_UP_TASK: "Task"},
+}
+_PARAMS: dict[str, frozenset[str]] = {
+    CREATE_TASK: frozenset({"subject", "due_date", "description", "priority", "related_to"}),
+    UPDATE_FIELD: frozenset({"object", "record_id", "field", "value", "previous_value"}),
+    CREATE_OPPORTUNITY: frozenset({"name", "stage", "close_date", "amount", "currency", "follow_up_task"}),
+}
+_NOT_WRITABLE_FIELDS = frozenset({"id", "isdeleted", "createddate", "createdbyid", "systemmodstamp"})
+
+
+def external_id_for(idempotency_key: str) -> str:
+    """The value stored in the External ID field for one step: lowercase hex sha256 of the key.
+
+    Args:
+        idempotency_key: The step's idempotency key, e.g. ``"ai_7f3c:create_task"``.
+
+    Returns:
+        64 characters of ``[0-9a-f]``: safe unencoded in a URL path segment, never read as a format
+        extension, and deterministic across retries and processes.
+    """
+    return hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
+
+
+class SalesforceConnector(Connector):
+    """Creates Tasks and Opportunities and updates fields in one Salesforce org, idempotently.
+
+    Args:
+        client: Injected HTTP client (tests pass one with a mock transport). URLs are absolute, built from
+            the credentials block and the token response's ``instance_url``.
+        credentials: The tenant's :class:`SalesforceCredentials` block.
+        clock: Seconds since the epoch, injectable for JWT tests.
+    """
+
+    system: ClassVar[str] = "salesforce"
+    action_types: ClassVar[frozenset[str]] = frozenset({CREATE_TASK, UPDATE_FIELD, CREATE_OPPORTUNITY})
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        credentials: SalesforceCredentials,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._credentials = credentials
+        self._clock = clock
+        self._token: str | None = None
+        self._instance_url: str | None = None
+        self.limit_info: tuple[int, int] | None = None
+        """The last ``Sforce-Limit-Info`` ``api-usage`` seen, as ``(used, max)``; ``None`` before any call."""
+
+    # -- plan and validation ---------------------------------------------------------------
+    def steps(self, action_type: str, params: Mapping[str, Any]) -> list[str]:
+        """The step names of ``action_type``; a follow-up task adds a second step to an opportunity."""
+        _require_action(action_type)
+        if action_type == CREATE_TASK:
+            return [STEP_CREATE_TASK]
+        if action_type == UPDATE_FIELD:
+            return [STEP_UPDATE_FIELD]
+        plan = [STEP_CREATE_OPPORTUNITY]
+        if params.get("follow_up_task"):
+            plan.append(STEP_CREATE_FOLLOW_UP_TASK)
+        return plan
+
+    def validate(self, action_type: str, params: Mapping[str, Any]) -> None:
+        """Check parameters against the contract and Salesforce's field limits, without any I/O.
+
+        Raises:
+            ValidationRejected: naming the field, e.g. ``parameters.subject: at most 255 characters``.
+        """
+        _require_action(action_type)
+        for key in params:
+            if key not in _PARAMS[action_type]:
+                raise ValidationRejected(f"parameters.{key}: unknown parameter")
+        if action_type == CREATE_TASK:
+            _validate_task(params, "parameters")
+        elif action_type == UPDATE_FIELD:
+            _validate_update(params)
+        else:
+            _validate_opportunity(params)
+
+    # -- the steps -------------------------------------------------------------------------
+    def execute(self, call: StepCall) -> StepResult:
+        """Perform one step; a repeated call with the same key reuses the earlier effect.
+
+        Raises:
+            ConnectorError: classified transient or permanent.
+        """
+        sobject = _created_object(call)
+        if sobject is None:
+            return self._update_field(call)
+        value = external_id_for(call.idempotency_key)
+        fields = self._fields(call, sobject)
+        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_sobject_upsert_patch.htm
+        response = self._request("PATCH", self._upsert_path(sobject, value), body=fields, write=True)
+        _raise_for_status(response, what=f"upsert {sobject}")
+        body = _json_object(response) if response.content else {}
+        record_id = body.get("id")
+        if not isinstance(record_id, str) or not record_id:
+            # 204 (older API versions answer an update without a body): read the id back.
+            found = self._get_by_external_id(sobject, value)
+            if found is None:
+                raise OutcomeUnknown(f"upsert {sobject} answered {response.status_code} without an id")
+            record_id = str(found["Id"])
+        created = response.status_code == 201 or body.get("created") is True
+        return self._created_result(call, sobject, record_id, created=created)
+
+    def lookup(self, call: StepCall) -> StepResult | None:
+        """Find an earlier attempt's effect: the record holding this step's external id, or the target value.
+
+        Raises:
+            Conflict: several records hold this step's external id.
+        """
+        sobject = _created_object(call)
+        if sobject is None:
+            params = call.params
+            current = self._current_value(params)
+            if not _same_value(current, params.get("value")):
+                return None
+            return self._update_result(call, before=self._assumed_before(params, current), created=False)
+        found = self._get_by_external_id(sobject, external_id_for(call.idempotency_key))
+        if found is None:
+            return None
+        return self._created_result(call, sobject, str(found["Id"]), created=False)
+
+    def compensate(self, call: StepCall, result: StepResult) -> None:
+        """Delete a created record, or restore an updated field; undoing twice is not an error.
+
+        Raises:
+            Conflict: the updated field changed again since our write; it is left as it is for a person.
+        """
+        if _created_object(call) is None:
+            self._restore_field(call, result)
+            return
+        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_delete_record.htm
+        path = f"{self._sobject_path(result.ref.object)}/{quote(result.ref.id, safe='')}"
+        response = self._request("DELETE", path, write=True)
+        if response.status_code == 404:  # NOT_FOUND or ENTITY_IS_DELETED: already gone
+            return
+        _raise_for_status(response, what=f"delete {result.ref.object}")
+
+    # -- update_field ----------------------------------------------------------------------
+    def _update_field(self, call: StepCall) -> StepResult:
+        params = call.params
+        current = self._current_value(params)
+        target = params.get("value")
+        if _same_value(current, target):
+            # Already holds the value: an earlier attempt committed (or nothing to change).
+            return self._update_result(call, before=self._assumed_before(params, current), created=False)
+        if "previous_value" in params and not _same_value(current, params["previous_value"]):
+            raise StalePrecondition(
+                f"{params['object']}.{params['field']} no longer holds the value the approver saw",
+                provider_code="STALE_PRECONDITION",
+            )
+        self._patch_field(params, target)
+        return self._update_result(call, before=current, created=True)
+
+    def _restore_field(self, call: StepCall, result: StepResult) -> None:
+        undo = result.undo
+        if "previous" not in undo:
+            raise PermanentError("no previous value was recorded; the field cannot be restored")
+        params = call.params
+        current = self._current_value(params)
+        previous = undo["previous"]
+        if _same_value(current, previous):
+            return
+        if not _same_value(current, undo.get("value", params.get("value"))):
+            raise Conflict(
+                f"{params['object']}.{params['field']} changed again after our update; not restoring it",
+                seller_message="The field was changed again after this action, so it was not reverted.",
+            )
+        self._patch_field(params, previous)
+
+    def _current_value(self, params: Mapping[str, Any]) -> Any:
+        sobject, field = str(params["object"]), str(params["field"])
+        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_get_field_values.htm
+        path = f"{self._sobject_path(sobject)}/{quote(str(params['record_id']), safe='')}"
+        response = self._request("GET", path, params={"fields": field}, write=False)
+        _raise_for_status(response, what=f"read {sobject}")
+        record = _json_object(response)
+        for key, value in record.items():  # Salesforce field names are case-insensitive
+            if key.lower() == field.lower():
+                return value
+        raise ValidationRejected(f"parameters.field: {field!r} is not readable on {sobject}")
+
+    def _patch_field(self, params: Mapping[str, Any], value: Any) -> None:
+        sobject = str(params["object"])
+        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_update_fields.htm
+        path = f"{self._sobject_path(sobject)}/{quote(str(params['record_id']), safe='')}"
+        response = self._request("PATCH", path, body={str(params["field"]): value}, write=True)
+        _raise_for_status(response, what=f"update {sobject}")
+
+    @staticmethod
+    def _assumed_before(params: Mapping[str, Any], current: Any) -> Any:
+        # When the record already holds the target, the value before our write is what the approver saw;
+        # without previous_value it cannot be known any more and the current value is recorded.
+        return params.get("previous_value", current)
+
+    def _update_result(self, call: StepCall, *, before: Any, created: bool) -> StepResult:
+        params = call.params
+        sobject, record_id, field = str(params["object"]), str(params["record_id"]), str(params["field"])
+        return StepResult(
+            ref=ExternalRef(
+                system=self.system, object=sobject, id=record_id, url=self._record_url(sobject, record_id)
+            ),
+            created=created,
+            undo={
+                "object": sobject,
+                "record_id": record_id,
+                "field": field,
+                "previous": before,
+                "value": params.get("value"),
+            },
+            summary=(
+                f"Changed {field} on the {sobject} from {_shown(before)} to {_shown(params.get('value'))} "
+                "in Salesforce."
+            ),
+        )
+
+    # -- creates ---------------------------------------------------------------------------
+    def _fields(self, call: StepCall, sobject: str) -> dict[str, Any]:
+        params = call.params
+        if call.step == STEP_CREATE_TASK:
+            return _task_fields(params, call.account_id)
+        if call.step == STEP_CREATE_FOLLOW_UP_TASK:
+            opportunity = call.prior.get(STEP_CREATE_OPPORTUNITY)
+            if opportunity is None:
+                raise ValidationRejected(
+                    "prior.create_opportunity: the follow-up task needs the opportunity's id"
+                )
+            follow_up = dict(params.get("follow_up_task") or {})
+            fields = _task_fields(follow_up, call.account_id)
+            fields["WhatId"] = opportunity.id
+            return fields
+        fields = {
+            "Name": params["name"],
+            "StageName": params["stage"],
+            "CloseDate": params["close_date"],
+            "AccountId": call.account_id,
+        }
+        if params.get("amount") is not None:
+            fields["Amount"] = params["amount"]
+        if params.get("currency"):
+            # Only multi-currency orgs have CurrencyIsoCode; never send it unasked.
+            fields["CurrencyIsoCode"] = params["currency"]
+        return fields
+
+    def _created_result(self, call: StepCall, sobject: str, record_id: str, *, created: bool) -> StepResult:
+        params = call.params
+        if call.step == STEP_CREATE_OPPORTUNITY:
+            summary = (
+                f"Created the opportunity “{params['name']}” ({params['stage']}, closing "
+                f"{params['close_date']}) in Salesforce."
+            )
+        elif call.step == STEP_CREATE_FOLLOW_UP_TASK:
+            subject = (params.get("follow_up_task") or {}).get("subject", "")
+            summary = f"Created the follow-up task “{subject}” on the opportunity in Salesforce."
+        else:
+            summary = f"Created the task “{params['subject']}” in Salesforce."
+        return StepResult(
+            ref=ExternalRef(
+                system=self.system, object=sobject, id=record_id, url=self._record_url(sobject, record_id)
+            ),
+            created=created,
+            undo={"object": sobject, "id": record_id},
+            summary=summary,
+        )
+
+    def _get_by_external_id(self, sobject: str, value: str) -> dict[str, Any] | None:
+        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm
+        response = self._request(
+            "GET", self._upsert_path(sobject, value), params={"fields": "Id"}, write=False
+        )
+        if response.status_code == 404 and not _missing_external_id_field(response):
+            return None
+        _raise_for_status(response, what=f"read {sobject} by external id")
+        record = _json_object(response)
+        if not isinstance(record.get("Id"), str):
+            raise ProviderUnavailable(f"{sobject} read by external id answered without an Id")
+        return record
+
+    # -- URLs ------------------------------------------------------------------------------
+    def _sobject_path(self, sobject: str) -> str:
+        return f"/services/data/v{self._credentials.api_version}/sobjects/{quote(sobject, safe='')}"
+
+    def _upsert_path(self, sobject: str, value: str) -> str:
+        field = quote(self._credentials.external_id_field, safe="")
+        return f"{self._sobject_path(sobject)}/{field}/{value}"
+
+    def _record_url(self, sobject: str, record_id: str) -> str:
+        base = (self._instance_url or self._credentials.instance_url or self._credentials.login_url).rstrip(
+            "/"
+        )
+        return f"{base}/lightning/r/{quote(sobject, safe='')}/{quote(record_id, safe='')}/view"
+
+    # -- HTTP with auth --------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        write: bool,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> httpx.Response:
+        """Send to the instance with a bearer token; on 401 fetch a fresh token once, then give up."""
+        for attempt in range(2):
+            token = self._access_token(force=attempt > 0)
+            base = self._instance_url
+            assert base is not None
+            try:
+                response = self._client.request(
+                    method,
+                    f"{base.rstrip('/')}{path}",
+                    params=params,
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                raise _network_error(
+                    exc, write=write, what=f"{method} {path.rsplit('/sobjects/', 1)[-1]}"
+                ) from None
+            self._note_limits(response)
+            if response.status_code != 401:
+                return response
+            self._token = None
+        raise AuthenticationFailed(
+            "Salesforce refused the access token after one refresh",
+            status_code=401,
+            provider_code=_error_code(response) or "INVALID_SESSION_ID",
+        )
+
+    def _note_limits(self, response: httpx.Response) -> None:
+        header = response.headers.get("Sforce-Limit-Info")
+        match = _LIMIT_INFO.search(header) if header else None
+        if match is not None:
+            self.limit_info = (int(match.group(1)), int(match.group(2)))
+
+    def _access_token(self, *, force: bool = False) -> str:
+        if self._token is not None and not force:
+            return self._token
+        token, instance_url = self._fetch_token()
+        self._token = token
+        self._instance_url = instance_url
+        return token
+
+    def _fetch_token(self) -> tuple[str, str]:
+        creds = self._credentials
+        missing = creds.missing_fields()
+        if missing:
+            raise NotConfigured(f"Salesforce credentials lack {', '.join(missing)} for {creds.auth_mode}")
+        if creds.auth_mode == "client_credentials":
+            # https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm
+            assert creds.client_secret is not None
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": str(creds.client_id),
+                "client_secret": creds.client_secret.get_secret_value(),
+            }
+        else:
+            # https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm
+            form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._assertion()}
+        url = f"{creds.login_url.rstrip('/')}/services/oauth2/token"
+        try:
+            response = self._client.post(url, data=form, headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise _network_error(exc, write=False, what="token request") from None
+        if response.status_code == 200:
+            body = _json_object(response)
+            token = body.get("access_token")
+            if not isinstance(token, str) or not token:
+                raise AuthenticationFailed(
+                    "the token endpoint answered without an access_token", status_code=200
+                )
+            instance_url = body.get("instance_url") or creds.instance_url
+            if not isinstance(instance_url, str) or not instance_url:
+                raise NotConfigured("neither the token response nor the block gives an instance URL")
+            return token, instance_url
+        code = _oauth_error_code(response)
+        if response.status_code == 429:
+            raise RateLimitedError(
+                "token endpoint throttled us",
+                status_code=429,
+                provider_code=code,
+                retry_after=_retry_after(response),
+            )
+        if response.status_code >= 500:
+            raise ProviderUnavailable(
+                f"token endpoint answered {response.status_code}",
+                status_code=response.status_code,
+                provider_code=code,
+            )
+        raise AuthenticationFailed(
+            f"token endpoint refused the credentials ({code or response.status_code})",
+            status_code=response.status_code,
+            provider_code=code,
+        )
+
+    def _assertion(self) -> str:
+        creds = self._credentials
+        assert creds.private_key is not None
+        try:
+            key = serialization.load_pem_private_key(
+                creds.private_key.get_secret_value().encode(), password=None
+            )
+        except (ValueError, TypeError):
+            raise NotConfigured("the JWT private key is not a readable unencrypted PEM key") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise NotConfigured("the JWT private key is not an RSA key")
+        claims = {
+            "iss": creds.client_id,
+            "sub": creds.username,
+            "aud": creds.jwt_audience,
+            "exp": int(self._clock()) + JWT_LIFETIME_SECONDS,
+        }
+        signing_input = f"{_b64url_json({'alg': 'RS256'})}.{_b64url_json(claims)}".encode("ascii")
+        signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input.decode('ascii')}.{_b64url(signature)}"
+
+
+# -- validation (module-private) --------------------------------------------------------------
+def _require_action(action_type: str) -> None:
+    if action_type not in SalesforceConnector.action_types:
+        raise ValidationRejected(f"action_type: {action_type!r} is not handled by Salesforce")
+
+
+def _created_object(call: StepCall) -> str | None:
+    """The sObject a create step makes, or ``None`` for ``update_field``; rejects foreign steps."""
+    _require_action(call.action_type)
+    expected = _CREATED_OBJECTS[call.action_type]
+    if call.step not in expected:
+        raise ValidationRejected(f"step: {call.step!r} is not a step of {call.action_type}")
+    return expected[call.step]
+
+
+def _validate_task(params: Mapping[str, Any], prefix: str) -> None:
+    _text(params, "subject", prefix, required=True, limit=SUBJECT_MAX)
+    _date(params, "due_date", prefix, required=False)
+    _text(params, "description", prefix, required=False, limit=DESCRIPTION_MAX)
+    priority = params.get("priority")
+    if priority is not None and priority not in PRIORITIES:
+        raise ValidationRejected(f"{prefix}.priority: must be one of Low, Normal, High")
+    related = params.get("related_to")
+    if related is None:
+        return
+    if not isinstance(related, Mapping) or set(related) - {"object", "id"}:
+        raise ValidationRejected(f"{prefix}.related_to: must be an object with 'object' and 'id'")
+    if not isinstance(related.get("object"), str) or not _OBJECT_NAME.fullmatch(related["object"]):
+        raise ValidationRejected(f"{prefix}.related_to.object: must be a Salesforce object name")
+    if not isinstance(related.get("id"), str) or not _RECORD_ID.fullmatch(related["id"]):
+        raise ValidationRejected(f"{prefix}.related_to.id: must be a Salesforce record id")
+
+
+def _validate_update(params: Mapping[str, Any]) -> None:
+    sobject = params.get("object")
+    if sobject not in UPDATABLE_OBJECTS:
+        raise ValidationRejected("parameters.object: must be one of Account, Opportunity, Contact, Lead")
+    record_id = params.get("record_id")
+    if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id):
+        raise ValidationRejected("parameters.record_id: must be a Salesforce record id")
+    field = params.get("field")
+    if not isinstance(field, str) or not _FIELD_NAME.fullmatch(field):
+        raise ValidationRejected("parameters.field: must be a field API name, e.g. StageName")
+    if field.lower() in _NOT_WRITABLE_FIELDS:
+        raise ValidationRejected(f"parameters.field: {field} cannot be written")
+    if "value" not in params:
+        raise ValidationRejected("parameters.value: is required (null clears the field)")
+    for name in ("value", "previous_value"):
+        if name in params and not _is_scalar(params[name]):
+            raise ValidationRejected(f"parameters.{name}: must be a string, number, boolean or null")
+
+
+def _validate_opportunity(params: Mapping[str, Any]) -> None:
+    _text(params, "name", "parameters", required=True, limit=OPPORTUNITY_NAME_MAX)
+    _text(params, "stage", "parameters", required=True, limit=255)
+    _date(params, "close_date", "parameters", required=True)
+    amount = params.get("amount")
+    if amount is not None and (
+        isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount)
+    ):
+        raise ValidationRejected("parameters.amount: must be a number")
+    currency = params.get("currency")
+    if currency is not None and (not isinstance(currency, str) or not _CURRENCY.fullmatch(currency)):
+        raise ValidationRejected("parameters.currency: must be an ISO 4217 code such as EUR")
+    follow_up = params.get("follow_up_task")
+    if follow_up is None:
+        return
+    if not isinstance(follow_up, Mapping) or set(follow_up) - {"subject", "due_date"}:
+        raise ValidationRejected("parameters.follow_up_task: must be an object with 'subject' and 'due_date'")
+    _text(follow_up, "subject", "parameters.follow_up_task", required=True, limit=SUBJECT_MAX)
+    _date(follow_up, "due_date", "parameters.follow_up_task", required=False)
+
+
+def _text(params: Mapping[str, Any], name: str, prefix: str, *, required: bool, limit: int) -> None:
+    value = params.get(name)
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise ValidationRejected(f"{prefix}.{name}: must be a non-empty string")
+    if len(value) > limit:
+        raise ValidationRejected(f"{prefix}.{name}: at most {limit} characters")
+
+
+def _date(params: Mapping[str, Any], name: str, prefix: str, *, required: bool) -> None:
+    value = params.get(name)
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        raise ValidationRejected(f"{prefix}.{name}: must be a date YYYY-MM-DD")
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValidationRejected(f"{prefix}.{name}: not a valid date") from None
+
+
+def _is_scalar(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int | bool)
+
+
+# -- request building -------------------------------------------------------------------------
+def _task_fields(params: Mapping[str, Any], account_id: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {"Subject": params["subject"], "Priority": params.get("priority") or "Normal"}
+    if params.get("due_date"):
+        fields["ActivityDate"] = params["due_date"]
+    if params.get("description"):
+        fields["Description"] = params["description"]
+    related = params.get("related_to")
+    if isinstance(related, Mapping) and related.get("object") in WHO_OBJECTS:
+        fields["WhoId"] = related["id"]
+        fields["WhatId"] = account_id
+    elif isinstance(related, Mapping):
+        fields["WhatId"] = related["id"]
+    else:
+        fields["WhatId"] = account_id
+    return fields
+
+
+def _same_value(current: Any, expected: Any) -> bool:
+    """Equality as an approver means it: 5 == 5.0, but True is not 1 and "5" is not 5."""
+    if isinstance(current, bool) or isinstance(expected, bool):
+        return type(current) is type(expected) and current == expected
+    if isinstance(current, int | float) and isinstance(expected, int | float):
+        return float(current) == float(expected)
+    return type(current) is type(expected) and bool(current == expected)
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"“{value}”"
+
+
+# -- responses ----------------------------------------------------------------------------------
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise ProviderUnavailable(
+            "Salesforce answered with a body that is not JSON", status_code=response.status_code
+        ) from None
+    return body if isinstance(body, dict) else {}
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """The first ``errorCode`` of Salesforce's error array ``[{"message", "errorCode", "fields"}]``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    first = body[0] if isinstance(body, list) and body else body
+    code = first.get("errorCode") if isinstance(first, dict) else None
+    return code[:64] if isinstance(code, str) else None
+
+
+def _error_fields(response: httpx.Response) -> list[str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    first = body[0] if isinstance(body, list) and body else None
+    fields = first.get("fields") if isinstance(first, dict) else None
+    return [str(f)[:80] for f in fields[:5]] if isinstance(fields, list) else []
+
+
+def _missing_external_id_field(response: httpx.Response) -> bool:
+    """Whether a 404 says the External ID field itself is missing (a setup problem, not a missing record)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    first = body[0] if isinstance(body, list) and body else None
+    message = first.get("message") if isinstance(first, dict) else None
+    return isinstance(message, str) and message.startswith("Provided external ID field does not exist")
+
+
+def _oauth_error_code(response: httpx.Response) -> str | None:
+    """The ``error`` code of an OAuth token-endpoint error body (e.g. ``invalid_grant``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("error") if isinstance(body, dict) else None
+    return code[:64] if isinstance(code, str) else None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _raise_for_status(response: httpx.Response, *, what: str) -> None:
+    """Map a non-2xx REST answer to the error hierarchy (401 is handled by the caller's refresh)."""
+    status = response.status_code
+    if status < 300:
+        return
+    code = _error_code(response)
+    fields = _error_fields(response)
+    detail = f"Salesforce answered {status} to {what}" + (f" ({code})" if code else "")
+    if fields:
+        detail += f" on {', '.join(fields)}"
+    error: type[ConnectorError]
+    if code == "NOT_FOUND" and _missing_external_id_field(response):
+        raise NotConfigured(
+            f"{what}: the org has no accessible External ID field of that name",
+            status_code=status,
+            provider_code=code,
+        )
+    if status == 429 or code == "REQUEST_LIMIT_EXCEEDED":
+        raise RateLimitedError(
+            detail, status_code=status, provider_code=code, retry_after=_retry_after(response)
+        )
+    if status >= 500 or code == "SERVER_UNAVAILABLE":
+        error = ProviderUnavailable
+    elif code == "UNABLE_TO_LOCK_ROW":  # record-lock contention: the same write succeeds later
+        error = TransientError
+    elif code is not None and code.startswith("INSUFFICIENT_ACCESS"):
+        error = Forbidden
+    elif code in ("ENTITY_IS_DELETED", "NOT_FOUND") or status == 404:
+        error = NotFound
+    elif status == 300 or status == 409:
+        error = Conflict
+    elif status == 400:
+        error = ValidationRejected
+    elif status == 401:
+        error = AuthenticationFailed
+    elif status == 403:
+        error = Forbidden
+    else:
+        error = PermanentError
+    raise error(detail, status_code=status, provider_code=code)
+
+
+def _network_error(exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError:
+    """Timeouts and broken connections; after a sent write the outcome is unknown."""
+    name = type(exc).__name__
+    not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    if write and not not_sent:
+        return OutcomeUnknown(f"{what}: no answer from Salesforce ({name}); the write may have happened")
+    return NetworkError(f"{what}: could not reach Salesforce ({name})")
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _b64url_json(value: Mapping[str, Any]) -> str:
+    return _b64url(json.dumps(value, separators=(",", ":")).encode("utf-8"))

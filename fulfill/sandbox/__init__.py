@@ -1,0 +1,1 @@
+"""Local emulators of the providers fulfill writes to."""

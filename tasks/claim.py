@@ -1,0 +1,36 @@
+"""Claim: one transaction takes the execution with a lease, or says why not."""
+
+from __future__ import annotations
+
+from prefect import task
+from pydantic import BaseModel
+
+from fulfill import executions
+from fulfill.controls import blocked_reason
+from fulfill.db import get_engine, transaction
+from fulfill.executions import Lease, Refusal
+
+
+class ClaimRefused(BaseModel):
+    """Why no attempt started, with the execution's current status."""
+
+    reason: str
+    status: str
+
+
+@task(name="claim")
+def claim(
+    action_intent_id: str, tenant_id: str, action_type: str, owner: str, flow_run_id: str | None
+) -> Lease | ClaimRefused:
+    """Kill switches, TTL (database clock) and the lease, decided in one transaction."""
+    with transaction(get_engine()) as session:
+        outcome = executions.claim(
+            session,
+            action_intent_id,
+            owner=owner,
+            blocked=blocked_reason(session, tenant_id, action_type),
+            flow_run_id=flow_run_id,
+        )
+        if isinstance(outcome, Refusal):
+            return ClaimRefused(reason=outcome.reason, status=outcome.execution.status)
+        return outcome

@@ -1,0 +1,87 @@
+"""Recording tasks: checkpoints, step outcomes and the fenced finish (each its own transaction)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from connectors.base import StepCall, StepResult
+from fulfill import executions
+from fulfill.db import get_engine, transaction
+from fulfill.executions import Failure, Lease
+
+
+@task(name="checkpoint")
+def checkpoint(lease: Lease, seq: int, system: str, call: StepCall) -> None:
+    """CALL_STARTED with the deterministic key, before the step's first external call."""
+    with transaction(get_engine()) as session:
+        executions.checkpoint(session, lease, seq=seq, system=system, call=call)
+
+
+@task(name="record-step-succeeded")
+def record_step_succeeded(lease: Lease, step: str, result: StepResult, write_ledger: bool) -> None:
+    """Mark the step SUCCEEDED (the ledger row is skipped when the connector already wrote it)."""
+    with transaction(get_engine()) as session:
+        executions.step_succeeded(session, lease, step, result, write_ledger=write_ledger)
+
+
+@task(name="record-step-failed")
+def record_step_failed(lease: Lease, step: str, error: dict[str, Any]) -> None:
+    """Mark the step FAILED."""
+    with transaction(get_engine()) as session:
+        executions.step_failed(session, lease, step, error)
+
+
+@task(name="record-compensation")
+def record_compensation(tenant_id: str, record_id: int, ok: bool, error: dict[str, Any] | None) -> None:
+    """Ledger COMPENSATED / COMPENSATION_FAILED for one step."""
+    with transaction(get_engine()) as session:
+        executions.step_compensated(session, tenant_id, record_id, ok=ok, error=error)
+
+
+@task(name="halt")
+def record_halt(lease: Lease, step: str, reason: str) -> None:
+    """Ledger EXECUTION_HALTED: an operator control stopped the run before ``step``."""
+    from fulfill import ledger
+
+    with transaction(get_engine()) as session:
+        ledger.append(
+            session,
+            tenant_id=lease.tenant_id,
+            action_intent_id=lease.action_intent_id,
+            event_type="EXECUTION_HALTED",
+            details={"reason": reason, "before_step": step},
+        )
+
+
+@task(name="finish")
+def finish(
+    lease: Lease,
+    status: str,
+    explanation: str,
+    failure: Failure | None,
+    refs: list[dict[str, Any]],
+    next_generation: bool = False,
+) -> str:
+    """Fenced terminal transition; returns the execution's final status."""
+    with transaction(get_engine()) as session:
+        execution = executions.finish(
+            session,
+            lease,
+            status=status,
+            explanation=explanation,
+            failure=failure,
+            refs=refs,
+            next_generation=next_generation,
+        )
+        return execution.status
+
+
+def step_records(action_intent_id: str, generation: int) -> list[dict[str, Any]]:
+    """The steps already recorded for this generation (so a rerun skips finished ones)."""
+    with transaction(get_engine()) as session:
+        return [
+            record.model_dump(mode="json")
+            for record in executions.steps_of(session, action_intent_id, generation)
+        ]
