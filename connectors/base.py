@@ -45,7 +45,9 @@ class StepCall(BaseModel):
     account_id: str
     action_type: str
     step: str
-    idempotency_key: str = Field(description="Deterministic per (intent, step, generation); reused on retries")
+    idempotency_key: str = Field(
+        description="Deterministic per (intent, step, generation); reused on retries"
+    )
     params: dict[str, Any]
     prior: dict[str, ExternalRef] = Field(
         default_factory=dict, description="Results of earlier steps of the same action, by step name"

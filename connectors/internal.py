@@ -36,7 +36,9 @@ OBJECT_NAMES = {"create_task": "task", "log_note": "note", "create_attachment": 
 def brief_object_key(call: StepCall) -> str:
     """Deterministic storage key of a brief: same intent step → same object."""
     digest = hashlib.sha256(call.idempotency_key.encode("utf-8")).hexdigest()[:24]
-    slug = re.sub(r"[^a-z0-9]+", "-", str(call.params.get("title", "brief")).lower()).strip("-")[:48] or "brief"
+    slug = (
+        re.sub(r"[^a-z0-9]+", "-", str(call.params.get("title", "brief")).lower()).strip("-")[:48] or "brief"
+    )
     extension = "md" if call.params.get("content_type", "text/markdown") == "text/markdown" else "bin"
     return f"briefs/{call.tenant_id}/{call.action_intent_id}/{digest}-{slug}.{extension}"
 
@@ -157,7 +159,9 @@ class InternalConnector(Connector):
         title = row.title or kind
         summaries = {
             "task": f"Created the internal task “{title}”.",
-            "note": f"Logged the note “{title}” on the account." if row.title else "Logged a note on the account.",
+            "note": f"Logged the note “{title}” on the account."
+            if row.title
+            else "Logged a note on the account.",
             "attachment": f"Attached the brief “{title}” to the account.",
         }
         return StepResult(
@@ -215,4 +219,3 @@ class InternalConnector(Connector):
             if row.voided_at is None:
                 row.voided_at = db_now(session)
                 session.add(row)
-

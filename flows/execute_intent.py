@@ -16,9 +16,9 @@ from prefect.runtime import flow_run as current_flow_run
 
 from connectors.base import StepCall, StepResult, idempotency_key
 from connectors.errors import ConnectorError, OutcomeUnknown
+from flows.hooks import record_flow_end
 from fulfill.executions import Failure, Lease, LeaseLost
 from fulfill.intent import parse_intent
-from flows.hooks import record_flow_end
 from tasks.admit import admit
 from tasks.claim import ClaimRefused, claim
 from tasks.connector_step import Halted, compensate_step, lookup_step, make_retry_condition, run_step
@@ -79,11 +79,17 @@ def execute_intent(intent: dict[str, Any]) -> dict[str, Any]:
 
 
 def _refused(action_intent_id: str, refusal: ClaimRefused) -> dict[str, Any]:
-    get_run_logger().info("Nothing to execute for %s: %s (%s)", action_intent_id, refusal.reason, refusal.status)
+    get_run_logger().info(
+        "Nothing to execute for %s: %s (%s)", action_intent_id, refusal.reason, refusal.status
+    )
     if refusal.reason == "KILL_SWITCH":
         raise ExecutionFailed("KILL_SWITCH", "Execution is paused by an operator; nothing was changed.")
-    return {"action_intent_id": action_intent_id, "status": refusal.status, "executed": False,
-            "reason": refusal.reason}
+    return {
+        "action_intent_id": action_intent_id,
+        "status": refusal.status,
+        "executed": False,
+        "reason": refusal.reason,
+    }
 
 
 def _fulfil(lease: Lease, raw: dict[str, Any]) -> dict[str, Any]:
@@ -141,9 +147,7 @@ def _call_with_reconcile(lease: Lease, call: StepCall, fingerprint: str) -> Step
 
 
 def _record_id(lease: Lease, step: str) -> int:
-    return next(
-        r["id"] for r in step_records(lease.action_intent_id, lease.generation) if r["step"] == step
-    )
+    return next(r["id"] for r in step_records(lease.action_intent_id, lease.generation) if r["step"] == step)
 
 
 def _compensate(lease: Lease, completed: list[tuple[int, StepCall, StepResult]]) -> str:
@@ -162,38 +166,57 @@ def _compensate(lease: Lease, completed: list[tuple[int, StepCall, StepResult]])
     return outcome
 
 
-def _failed(lease: Lease, error: ConnectorError, completed: list[tuple[int, StepCall, StepResult]]) -> dict[str, Any]:
+def _failed(
+    lease: Lease, error: ConnectorError, completed: list[tuple[int, StepCall, StepResult]]
+) -> dict[str, Any]:
     compensation = _compensate(lease, completed)
     ambiguous = isinstance(error, OutcomeUnknown)
-    code = "AMBIGUOUS_OUTCOME" if ambiguous else ("CONNECTOR_REJECTED" if error.code == "CONNECTOR_REJECTED" and not error.retryable else error.code)
+    code = (
+        "AMBIGUOUS_OUTCOME"
+        if ambiguous
+        else (
+            "CONNECTOR_REJECTED" if error.code == "CONNECTOR_REJECTED" and not error.retryable else error.code
+        )
+    )
     message = error.seller_message
     if compensation == "COMPENSATED":
         message += " Everything done before the failure was undone."
     elif compensation == "COMPENSATION_FAILED":
         message += " Undoing the earlier steps failed too; a person will check."
-    failure = Failure(code, message, needs_human=ambiguous or compensation == "COMPENSATION_FAILED",
-                      compensation=compensation)
+    failure = Failure(
+        code,
+        message,
+        needs_human=ambiguous or compensation == "COMPENSATION_FAILED",
+        compensation=compensation,
+    )
     return _end(lease, "FAILED", message, failure, [], next_generation=compensation != "NONE")
 
 
-def _halted(lease: Lease, step: str, halt: Halted,
-            completed: list[tuple[int, StepCall, StepResult]]) -> dict[str, Any]:
+def _halted(
+    lease: Lease, step: str, halt: Halted, completed: list[tuple[int, StepCall, StepResult]]
+) -> dict[str, Any]:
     if halt.kind == "EXPIRED":
         compensation = _compensate(lease, completed)
-        explanation = "The approval expired before the action could finish; nothing was changed." if (
-            compensation != "COMPENSATION_FAILED") else "The approval expired part-way and undoing failed."
+        explanation = (
+            "The approval expired before the action could finish; nothing was changed."
+            if (compensation != "COMPENSATION_FAILED")
+            else "The approval expired part-way and undoing failed."
+        )
         return _end(lease, "EXPIRED", explanation, None, [], next_generation=compensation != "NONE")
     record_halt(lease, step, halt.reason)
     partial = bool(completed)
     message = "Execution is paused by an operator; " + (
-        "some steps are done and the rest will run when it is resumed." if partial else "nothing was changed.")
+        "some steps are done and the rest will run when it is resumed." if partial else "nothing was changed."
+    )
     refs = [result.ref.model_dump(mode="json") for _, _, result in completed]
     return _end(lease, "FAILED", message, Failure("KILL_SWITCH", message, needs_human=partial), refs)
 
 
 def _lost(lease: Lease, lost: LeaseLost, completed: list[tuple[int, StepCall, StepResult]]) -> dict[str, Any]:
     if lost.status != "CANCELLED":
-        get_run_logger().warning("Lease lost (%s); another executor owns %s", lost.status, lease.action_intent_id)
+        get_run_logger().warning(
+            "Lease lost (%s); another executor owns %s", lost.status, lease.action_intent_id
+        )
         return {"action_intent_id": lease.action_intent_id, "status": lost.status, "executed": False}
     compensation = _compensate(lease, completed)
     explanation = {
@@ -201,17 +224,30 @@ def _lost(lease: Lease, lost: LeaseLost, completed: list[tuple[int, StepCall, St
         "COMPENSATED": "Cancelled while executing; the steps already done were undone.",
         "COMPENSATION_FAILED": "Cancelled while executing; undoing the steps already done failed.",
     }[compensation]
-    failure = Failure("CANCELLED_BY_USER", explanation, needs_human=compensation == "COMPENSATION_FAILED",
-                      compensation=compensation)
+    failure = Failure(
+        "CANCELLED_BY_USER",
+        explanation,
+        needs_human=compensation == "COMPENSATION_FAILED",
+        compensation=compensation,
+    )
     return _end(lease, "CANCELLED", explanation, failure, [])
 
 
-def _end(lease: Lease, status: str, explanation: str, failure: Failure | None, refs: list[dict[str, Any]],
-         next_generation: bool = False) -> dict[str, Any]:
+def _end(
+    lease: Lease,
+    status: str,
+    explanation: str,
+    failure: Failure | None,
+    refs: list[dict[str, Any]],
+    next_generation: bool = False,
+) -> dict[str, Any]:
     final = finish(lease, status, explanation, failure, refs, next_generation)
     if final == "FAILED" and failure is not None:
         raise ExecutionFailed(failure.code, failure.message)
-    return {"action_intent_id": lease.action_intent_id, "status": final, "executed": final == "SUCCEEDED",
-            "explanation": explanation, "external_refs": refs}
-
-
+    return {
+        "action_intent_id": lease.action_intent_id,
+        "status": final,
+        "executed": final == "SUCCEEDED",
+        "explanation": explanation,
+        "external_refs": refs,
+    }

@@ -126,5 +126,6 @@ def insert_ignore(session: Session, table: Any, values: dict[str, Any]) -> bool:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    result = session.execute(stmt)
-    return bool(result.rowcount)
+    # rowcount is not reliable for ON CONFLICT DO NOTHING across drivers; RETURNING is.
+    result = session.execute(stmt.returning(sa.literal_column("1")))
+    return result.first() is not None

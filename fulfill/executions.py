@@ -560,7 +560,12 @@ def _terminal(
         action_intent_id=execution.action_intent_id,
         event_type=event,
         actor=actor,
-        details={"attempt": attempt, "explanation": explanation, "failure": failure_json, "external_refs": refs},
+        details={
+            "attempt": attempt,
+            "explanation": explanation,
+            "failure": failure_json,
+            "external_refs": refs,
+        },
     )
     kind = "ACTION_EXECUTED" if status == "SUCCEEDED" else "ACTION_FAILED"
     signal_id = str(uuid.uuid5(SIGNAL_NAMESPACE, f"{execution.action_intent_id}:{attempt}:{status}"))
@@ -579,7 +584,9 @@ def _terminal(
                 "decision_id": execution.decision_id,
                 "action_type": execution.action_type,
                 "status": status,
-                "reason": failure_json["code"] if failure_json else (None if status == "SUCCEEDED" else status),
+                "reason": failure_json["code"]
+                if failure_json
+                else (None if status == "SUCCEEDED" else status),
                 "explanation": explanation,
                 "external_refs": refs,
                 "at": now.isoformat(),

@@ -52,7 +52,9 @@ class TenantBase(SQLModel):
     calendar_provider: str | None = Field(default=None, max_length=32, description="google_calendar")
     calendar_block: str | None = Field(default=None, max_length=255)
     storage_block: str | None = Field(
-        default=None, max_length=255, description="prefect-aws S3Bucket block for briefs; none = local directory"
+        default=None,
+        max_length=255,
+        description="prefect-aws S3Bucket block for briefs; none = local directory",
     )
 
 

@@ -74,7 +74,9 @@ def step_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return str(parameters["cache_key"])
 
 
-def make_retry_condition(lease: Lease, call: StepCall) -> Callable[[Task[..., Any], TaskRun, State[Any]], bool]:
+def make_retry_condition(
+    lease: Lease, call: StepCall
+) -> Callable[[Task[..., Any], TaskRun, State[Any]], bool]:
     """A ``retry_condition_fn`` that retries only retryable ConnectorErrors and ledgers each retry."""
 
     def should_retry(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -83,7 +85,12 @@ def make_retry_condition(lease: Lease, call: StepCall) -> Callable[[Task[..., An
             return False
         with transaction(get_engine()) as session:
             executions.step_retry_scheduled(
-                session, lease.tenant_id, lease.action_intent_id, call.step, task_run.run_count, error.as_dict()
+                session,
+                lease.tenant_id,
+                lease.action_intent_id,
+                call.step,
+                task_run.run_count,
+                error.as_dict(),
             )
         if error.retry_after:
             # Honour Retry-After on top of the configured backoff (bounded).

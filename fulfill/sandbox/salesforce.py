@@ -17,7 +17,8 @@ Behaviour follows Salesforce's documentation:
 * ``GET`` on the same path — the matching record (``?fields=`` honoured); 404 ``NOT_FOUND`` otherwise.
 * ``GET|PATCH|DELETE /services/data/vXX.X/sobjects/{Object}/{id}`` — read (``?fields=a,b``), update
   (204) and delete (204). A deleted record reads as 404 ``NOT_FOUND``; patching or deleting it again
-  answers 404 ``ENTITY_IS_DELETED``.
+  answers 404 ``ENTITY_IS_DELETED``. Deleting a record also deletes the Tasks whose ``WhatId`` is it, as
+  Salesforce deletes a record's activities with it.
 * Errors are JSON arrays ``[{"message", "errorCode", "fields"}]``; an unknown field is 400
   ``INVALID_FIELD``, a missing required one 400 ``REQUIRED_FIELD_MISSING``, a configured validation rule
   400 ``FIELD_CUSTOM_VALIDATION_EXCEPTION``, a bad token 401 ``INVALID_SESSION_ID``
@@ -341,6 +342,9 @@ class SalesforceEmulator(Emulator):
         if record["IsDeleted"]:
             return self._limited(sf_error(404, "ENTITY_IS_DELETED", "entity is deleted"))
         record["IsDeleted"] = True
+        for other in self.records.values():  # a deleted parent takes its activities with it
+            if other["attributes"]["type"] == "Task" and other.get("WhatId") == record_id:
+                other["IsDeleted"] = True
         return self._limited(json_response(204))
 
     def _get_by_external_id(

@@ -105,4 +105,3 @@ CASES = [
         prior=lambda env: env.stored_brief(),  # type: ignore[attr-defined]
     ),
 ]
-

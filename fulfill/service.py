@@ -1,0 +1,167 @@
+"""ExecutionService: the one entry point the CLI (and later the API) use.
+
+Reads are tenant-scoped: pass ``tenant_id`` for a tenant's view (another tenant's id raises
+``ExecutionNotFound`` exactly like an unknown id) or ``None`` for an admin/operator view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from fulfill import controls, executions, ledger
+from fulfill.db import get_engine, transaction
+from fulfill.executions import ExecutionNotFound
+from fulfill.tables import ControlPublic, Execution
+from fulfill.views import (
+    ExecutionPage,
+    ExecutionStatus,
+    ExecutionSummary,
+    Timeline,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    status_view,
+    timeline_view,
+)
+
+MAX_PAGE = 200
+
+
+class IntentRejected(Exception):
+    """Admission refused the intent; ``code`` is a contract failure code, ``field`` the culprit."""
+
+    def __init__(self, code: str, field: str | None, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.field = field
+        self.reason = reason
+
+
+class ExecutionService:
+    """Execute intents and read their state.
+
+    Args:
+        engine: The ledger database; default ``FULFILL_DATABASE_URL``.
+    """
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        """The database engine (resolved lazily so settings can change before first use)."""
+        if self._engine is None:
+            self._engine = get_engine()
+        return self._engine
+
+    def execute_action_intent(self, raw: dict[str, Any]) -> ExecutionStatus:
+        """Run the ``execute-intent`` flow in this process and return the resulting status.
+
+        A SUCCEEDED intent submitted again executes nothing and returns the first outcome.
+
+        Raises:
+            IntentRejected: invalid schema, approval signature, or conflicting content.
+        """
+        from flows.execute_intent import ExecutionFailed, execute_intent
+
+        intent_id = raw.get("action_intent_id") if isinstance(raw, dict) else None
+        try:
+            execute_intent(raw)
+        except ExecutionFailed as failed:
+            if failed.code in {"APPROVAL_INVALID", "VALIDATION_FAILED", "CONFLICT"}:
+                _, _, reason = str(failed).partition(": ")
+                raise IntentRejected(failed.code, None, reason) from None
+        if not isinstance(intent_id, str):
+            raise IntentRejected("VALIDATION_FAILED", "action_intent_id", "missing")
+        return self.get_execution_status(intent_id)
+
+    def get_execution_status(self, action_intent_id: str, tenant_id: str | None = None) -> ExecutionStatus:
+        """The contract status body. Raises ExecutionNotFound (also for another tenant's id)."""
+        with transaction(self.engine) as session:
+            execution = executions.get(session, tenant_id, action_intent_id)
+            return status_view(execution, executions.steps_of(session, action_intent_id))
+
+    def get_timeline(self, action_intent_id: str, tenant_id: str | None = None) -> Timeline:
+        """Decision → approval → execution → outcome from the ledger."""
+        with transaction(self.engine) as session:
+            execution = executions.get(session, tenant_id, action_intent_id)
+            rows = ledger.entries_for_intent(session, execution.tenant_id, action_intent_id)
+            return timeline_view(execution, rows)
+
+    def cancel_execution(
+        self, action_intent_id: str, tenant_id: str | None, *, actor: str
+    ) -> ExecutionStatus:
+        """Cancel a PENDING/EXECUTING intent (raises AlreadyFinished when terminal)."""
+        with transaction(self.engine) as session:
+            executions.cancel(session, tenant_id, action_intent_id, actor=actor)
+        return self.get_execution_status(action_intent_id, tenant_id)
+
+    def list_executions(
+        self,
+        *,
+        tenant_id: str | None,
+        account_id: str | None = None,
+        statuses: list[str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> ExecutionPage:
+        """Newest first, keyset-paginated, optionally filtered by account and status."""
+        limit = max(1, min(limit, MAX_PAGE))
+        query = select(Execution)
+        if tenant_id is not None:
+            query = query.where(Execution.tenant_id == tenant_id)
+        if account_id is not None:
+            query = query.where(Execution.account_id == account_id)
+        if statuses:
+            query = query.where(Execution.status.in_(statuses))  # type: ignore[attr-defined]
+        if cursor:
+            created, intent_id = decode_cursor(cursor)
+            query = query.where(
+                sa.or_(
+                    Execution.created_at < created,  # type: ignore[operator]
+                    sa.and_(Execution.created_at == created, Execution.action_intent_id < intent_id),  # type: ignore[arg-type]
+                )
+            )
+        query = query.order_by(sa.desc(Execution.created_at), sa.desc(Execution.action_intent_id)).limit(
+            limit + 1
+        )  # type: ignore[arg-type]
+        with transaction(self.engine) as session:
+            rows = list(session.exec(query))
+        page = rows[:limit]
+        next_cursor = (
+            encode_cursor(page[-1].created_at, page[-1].action_intent_id) if len(rows) > limit else None
+        )
+        return ExecutionPage(
+            items=[
+                ExecutionSummary(
+                    action_intent_id=row.action_intent_id,
+                    action_type=row.action_type,
+                    status=row.status,  # type: ignore[arg-type]
+                    explanation=row.explanation,
+                    created_at=iso(row.created_at) or "",
+                    finished_at=iso(row.finished_at),
+                )
+                for row in page
+            ],
+            next_cursor=next_cursor,
+        )
+
+    def set_kill_switch(
+        self, scope: str, key: str, *, enabled: bool, reason: str, actor: str
+    ) -> ControlPublic:
+        """Flip a tenant or action-type kill switch (ledgered)."""
+        with transaction(self.engine) as session:
+            row = controls.set_switch(session, scope, key, enabled=enabled, reason=reason, actor=actor)
+            return ControlPublic.model_validate(row, from_attributes=True)
+
+    def list_kill_switches(self, tenant_id: str | None = None) -> list[ControlPublic]:
+        """Switches visible to the tenant (or all)."""
+        with transaction(self.engine) as session:
+            return controls.list_switches(session, tenant_id)
+
+
+__all__ = ["ExecutionNotFound", "ExecutionService", "IntentRejected"]

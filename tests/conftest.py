@@ -1,0 +1,133 @@
+"""Shared fixtures: both databases, a session-wide Prefect test server, signed intents."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from fulfill.approval import sign_intent
+from fulfill.db import dispose_engines, get_engine
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_VECTORS = REPO.parent / "shared" / "spec" / "vectors"
+VECTORS = SHARED_VECTORS if SHARED_VECTORS.is_dir() else REPO / "tests" / "vectors"
+KEYS = json.loads((VECTORS / "keys.json").read_text())
+POSTGRES_ADMIN_URL = os.environ.get("FULFILL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session (dropped at the end)."""
+    name = f"fulfill_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    dispose_engines()
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Each test using this runs twice: on SQLite (a fresh file) and on PostgreSQL (shared, unique ids)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fulfill.db'}"
+    else:
+        url = request.getfixturevalue("postgres_database")
+    monkeypatch.setenv("FULFILL_DATABASE_URL", url)
+    monkeypatch.setenv("FULFILL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FULFILL_APPROVAL_KEYS", str(VECTORS / "keys.json"))
+    monkeypatch.delenv("FULFILL_EMERGENCY_STOP", raising=False)
+    get_engine(url)
+    yield url
+    from tasks.resolve import clear_cache
+
+    clear_cache()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Any:
+    return get_engine(database_url)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Prefect test server for the session; task results persist under a temporary path."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with (
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
+        prefect_test_harness(server_startup_timeout=60),
+    ):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def tenant(unique: str) -> str:
+    return f"t-{unique}"
+
+
+Signer = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def make_intent(tenant: str, unique: str) -> Signer:
+    """Build and sign an intent: ``make_intent("internal.create_task", {"title": "x"}, expires_in=3600)``."""
+    counter = iter(range(1, 10_000))
+
+    def build(
+        action_type: str,
+        parameters: dict[str, Any],
+        *,
+        expires_at_epoch: int = 4102444800,
+        key_index: int = 0,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        intent = {
+            "schema_version": "action_intent.v1",
+            "action_intent_id": f"ai_{unique}_{next(counter)}",
+            "tenant_id": tenant,
+            "account_id": "001Hs00002abcDEF",
+            "decision_id": f"dec_{unique}",
+            "action_type": action_type,
+            "parameters": copy.deepcopy(parameters),
+            "approval": {
+                "approval_id": f"apr_{unique}",
+                "approved_by": "jordan@acme.example",
+                "approved_at": "2026-11-27T15:02:11Z",
+                "edited": False,
+                "key_id": KEYS["keys"][key_index]["key_id"],
+            },
+            "created_at": "2026-11-27T15:00:00Z",
+            "expires_at_epoch": expires_at_epoch,
+        }
+        intent.update(overrides)
+        key = KEYS["keys"][key_index]
+        return sign_intent(intent, key_id=key["key_id"], seed_b64url=key["private_key_seed_b64url_TEST_ONLY"])
+
+    return build
+
+
+def load_vector(name: str) -> dict[str, Any]:
+    return json.loads((VECTORS / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]

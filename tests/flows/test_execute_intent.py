@@ -1,0 +1,267 @@
+"""The execute-intent flow end to end, on both databases, through a real Prefect server."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from connectors.base import StepCall, StepResult
+from connectors.errors import ProviderUnavailable, ValidationRejected
+from connectors.internal import InternalConnector
+from flows.execute_intent import ExecutionFailed, execute_intent
+from fulfill import controls, ledger
+from fulfill.db import transaction
+from fulfill.service import ExecutionService
+from fulfill.storage import LocalObjectStore
+from fulfill.tables import Execution, InternalAttachment, InternalTask, LedgerEntry, StepRecord
+from tasks import resolve
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+BRIEF = {"title": "Account brief", "content": "# Acme\n\nARR 1.2M", "content_type": "text/markdown"}
+
+
+def _events(engine: Any, tenant: str, intent_id: str) -> list[str]:
+    with transaction(engine) as session:
+        return [row.event_type for row in ledger.entries_for_intent(session, tenant, intent_id)]
+
+
+def _count(engine: Any, table: Any, intent_id: str) -> int:
+    with transaction(engine) as session:
+        return len(list(session.exec(select(table).where(table.action_intent_id == intent_id))))
+
+
+def _chain_ok(engine: Any, tenant: str) -> bool:
+    with transaction(engine) as session:
+        return all(report.ok for report in ledger.verify_chains(session, [tenant]))
+
+
+def test_success_then_duplicate_executes_once(engine: Any, make_intent: Any, tenant: str) -> None:
+    intent = make_intent(
+        "internal.create_task", {"title": "Prepare QBR deck", "assignee": "sam@acme.example"}
+    )
+    first = execute_intent(intent)
+    assert first["status"] == "SUCCEEDED" and first["executed"] is True
+    again = execute_intent(copy.deepcopy(intent))
+    assert again == {
+        "action_intent_id": intent["action_intent_id"],
+        "status": "SUCCEEDED",
+        "executed": False,
+        "reason": "ALREADY_FINISHED",
+    }
+    assert _count(engine, InternalTask, intent["action_intent_id"]) == 1
+    events = _events(engine, tenant, intent["action_intent_id"])
+    assert events.count("ACTION_EXECUTED") == 1
+    assert events[:2] == ["INTENT_RECEIVED", "EXECUTION_STARTED"]
+    status = ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant)
+    assert status.status == "SUCCEEDED"
+    assert status.external_refs[0].system == "internal"
+    assert "Prepare QBR deck" in status.explanation
+    assert _chain_ok(engine, tenant)
+
+
+def test_tampered_approval_executes_nothing(engine: Any, make_intent: Any, tenant: str) -> None:
+    intent = make_intent("internal.log_note", {"body": "hello"})
+    intent["parameters"]["body"] = "edited after approval"
+    with pytest.raises(ExecutionFailed, match="APPROVAL_INVALID"):
+        execute_intent(intent)
+    with transaction(engine) as session:
+        assert session.get(Execution, intent["action_intent_id"]) is None
+        rejected = session.exec(select(LedgerEntry).where(LedgerEntry.tenant_id == tenant)).all()
+    assert [r.event_type for r in rejected] == ["INTENT_REJECTED"]
+    assert rejected[0].details["code"] == "APPROVAL_INVALID"
+
+
+def test_invalid_schema_is_rejected_naming_the_field(engine: Any, make_intent: Any, tenant: str) -> None:
+    intent = make_intent("internal.log_note", {"body": "hello", "colour": "red"})
+    with pytest.raises(ExecutionFailed, match=r"VALIDATION_FAILED: parameters\.colour"):
+        execute_intent(intent)
+    assert _events(engine, tenant, intent["action_intent_id"]) == ["INTENT_REJECTED"]
+
+
+def test_expired_intent_never_runs(engine: Any, make_intent: Any, tenant: str) -> None:
+    intent = make_intent("internal.create_task", {"title": "Too late"}, expires_at_epoch=1_000_000_000)
+    assert execute_intent(intent)["status"] == "EXPIRED"
+    assert execute_intent(intent)["status"] == "EXPIRED"
+    assert _count(engine, InternalTask, intent["action_intent_id"]) == 0
+    assert _events(engine, tenant, intent["action_intent_id"]) == ["INTENT_RECEIVED", "ACTION_EXPIRED"]
+
+
+def test_kill_switch_holds_and_rerun_after_release(engine: Any, make_intent: Any, tenant: str) -> None:
+    service = ExecutionService(engine)
+    service.set_kill_switch("tenant", tenant, enabled=False, reason="incident 42", actor="ops@acme.example")
+    intent = make_intent("internal.create_task", {"title": "Held"})
+    with pytest.raises(ExecutionFailed, match="KILL_SWITCH"):
+        execute_intent(intent)
+    status = service.get_execution_status(intent["action_intent_id"], tenant)
+    assert status.status == "FAILED" and status.failure and status.failure.code == "KILL_SWITCH"
+    assert _count(engine, InternalTask, intent["action_intent_id"]) == 0
+    service.set_kill_switch("tenant", tenant, enabled=True, reason="resolved", actor="ops@acme.example")
+    assert execute_intent(intent)["status"] == "SUCCEEDED"
+    assert _count(engine, InternalTask, intent["action_intent_id"]) == 1
+
+
+def test_emergency_stop_env_holds_everything(engine: Any, make_intent: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("FULFILL_EMERGENCY_STOP", "1")
+    intent = make_intent("internal.create_task", {"title": "Held"})
+    with pytest.raises(ExecutionFailed, match="KILL_SWITCH"):
+        execute_intent(intent)
+    assert _count(engine, InternalTask, intent["action_intent_id"]) == 0
+
+
+class _Scripted(InternalConnector):
+    """The real internal connector, with scripted failures per step (an explicit test double)."""
+
+    def __init__(self, base: InternalConnector, failures: Mapping[str, list[Exception]]) -> None:
+        super().__init__(base.engine, base.store)
+        self.failures = {k: list(v) for k, v in failures.items()}
+        self.calls: list[str] = []
+        self.compensated: list[str] = []
+
+    def execute(self, call: StepCall) -> StepResult:
+        self.calls.append(call.step)
+        queue = self.failures.get(call.step)
+        if queue:
+            raise queue.pop(0)
+        return super().execute(call)
+
+    def compensate(self, call: StepCall, result: StepResult) -> None:
+        self.compensated.append(call.step)
+        super().compensate(call, result)
+
+
+@pytest.fixture
+def scripted(engine: Any, monkeypatch: Any, tmp_path: Any) -> Any:
+    def install(failures: Mapping[str, list[Exception]]) -> _Scripted:
+        connector = _Scripted(InternalConnector(engine, LocalObjectStore(tmp_path / "objects")), failures)
+        monkeypatch.setattr(resolve, "resolve_connector", lambda tenant_id, action_type: connector)
+        monkeypatch.setattr(
+            "tasks.connector_step.resolve_connector", lambda tenant_id, action_type: connector
+        )
+        monkeypatch.setattr("tasks.plan.resolve_connector", lambda tenant_id, action_type: connector)
+        return connector
+
+    return install
+
+
+def test_transient_failure_is_retried_and_collapsed_in_the_timeline(
+    engine: Any, make_intent: Any, tenant: str, scripted: Any
+) -> None:
+    connector = scripted({"create_task": [ProviderUnavailable("503 from provider")]})
+    intent = make_intent("internal.create_task", {"title": "Retry me"})
+    assert execute_intent(intent)["status"] == "SUCCEEDED"
+    assert connector.calls == ["create_task", "create_task"]
+    events = _events(engine, tenant, intent["action_intent_id"])
+    assert events.count("STEP_RETRY_SCHEDULED") == 1
+    timeline = ExecutionService(engine).get_timeline(intent["action_intent_id"], tenant)
+    assert [e.stage for e in timeline.events] == ["decision", "approval", "execution", "execution", "outcome"]
+    assert "succeeded after 2 attempts" in timeline.events[3].detail
+    assert ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant).attempts == 2
+
+
+def test_permanent_failure_compensates_earlier_steps_newest_first(
+    engine: Any, make_intent: Any, tenant: str, scripted: Any, tmp_path: Any
+) -> None:
+    connector = scripted(
+        {"create_attachment": [ValidationRejected("parameters.title: rejected by provider")]}
+    )
+    intent = make_intent("internal.attach_brief", BRIEF)
+    with pytest.raises(ExecutionFailed, match="VALIDATION_FAILED"):
+        execute_intent(intent)
+    assert connector.calls == ["store_brief", "create_attachment"], "permanent errors are not retried"
+    assert connector.compensated == ["store_brief"]
+    assert not list((tmp_path / "objects").rglob("*.md")), "the stored brief was deleted"
+    status = ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant)
+    assert status.status == "FAILED"
+    assert status.failure and status.failure.compensation == "COMPENSATED"
+    assert status.failure.code == "VALIDATION_FAILED"
+    events = _events(engine, tenant, intent["action_intent_id"])
+    assert events.index("STEP_FAILED") < events.index("COMPENSATED") < events.index("ACTION_FAILED")
+    # A rerun after a compensated failure starts a new generation: fresh keys, nothing reused.
+    assert execute_intent(intent)["status"] == "SUCCEEDED"
+    assert _count(engine, InternalAttachment, intent["action_intent_id"]) == 1
+    assert _chain_ok(engine, tenant)
+
+
+def test_rerun_of_a_failed_execution_skips_finished_steps(
+    engine: Any, make_intent: Any, tenant: str, scripted: Any
+) -> None:
+    """Kill switch flipped between two steps: the run halts; after release a rerun does only step 2."""
+    connector = scripted({})
+    original_execute = connector.execute
+
+    def flip_after_store(call: StepCall) -> StepResult:
+        result = original_execute(call)
+        if call.step == "store_brief":
+            with transaction(engine) as session:
+                controls.set_switch(session, "tenant", tenant, enabled=False, reason="mid-run", actor="ops")
+        return result
+
+    connector.execute = flip_after_store  # type: ignore[method-assign]
+    intent = make_intent("internal.attach_brief", BRIEF)
+    with pytest.raises(ExecutionFailed, match="KILL_SWITCH"):
+        execute_intent(intent)
+    status = ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant)
+    assert status.failure and status.failure.needs_human and status.failure.compensation == "NONE"
+    assert "EXECUTION_HALTED" in _events(engine, tenant, intent["action_intent_id"])
+    with transaction(engine) as session:
+        controls.set_switch(session, "tenant", tenant, enabled=True, reason="ok", actor="ops")
+    connector.calls.clear()
+    assert execute_intent(intent)["status"] == "SUCCEEDED"
+    assert connector.calls == ["create_attachment"], "the finished step was skipped"
+    with transaction(engine) as session:
+        steps = session.exec(
+            select(StepRecord).where(StepRecord.action_intent_id == intent["action_intent_id"])
+        )
+        assert sorted((s.step, s.status) for s in steps) == [
+            ("create_attachment", "SUCCEEDED"),
+            ("store_brief", "SUCCEEDED"),
+        ]
+
+
+def test_cancel_pending_then_the_flow_does_nothing(engine: Any, make_intent: Any, tenant: str) -> None:
+    from tasks.admit import verify_and_register
+
+    intent = make_intent("internal.create_task", {"title": "Cancel me"})
+    assert verify_and_register(intent).admitted
+    service = ExecutionService(engine)
+    assert (
+        service.cancel_execution(intent["action_intent_id"], tenant, actor="jordan@acme.example").status
+        == "CANCELLED"
+    )
+    assert execute_intent(intent)["status"] == "CANCELLED"
+    assert _count(engine, InternalTask, intent["action_intent_id"]) == 0
+    from fulfill.executions import AlreadyFinished
+
+    with pytest.raises(AlreadyFinished):
+        service.cancel_execution(intent["action_intent_id"], tenant, actor="jordan@acme.example")
+
+
+def test_other_tenants_cannot_see_the_execution(engine: Any, make_intent: Any, tenant: str) -> None:
+    from fulfill.executions import ExecutionNotFound
+
+    intent = make_intent("internal.create_task", {"title": "Private"})
+    execute_intent(intent)
+    service = ExecutionService(engine)
+    for call in (service.get_execution_status, service.get_timeline):
+        with pytest.raises(ExecutionNotFound):
+            call(intent["action_intent_id"], "someone-else")
+    with pytest.raises(ExecutionNotFound):
+        service.cancel_execution(intent["action_intent_id"], "someone-else", actor="x")
+    assert service.list_executions(tenant_id="someone-else").items == []
+    assert [i.action_intent_id for i in service.list_executions(tenant_id=tenant).items] == [
+        intent["action_intent_id"]
+    ]
+
+
+def test_same_id_different_content_conflicts(engine: Any, make_intent: Any, tenant: str) -> None:
+    intent = make_intent("internal.create_task", {"title": "One"})
+    execute_intent(intent)
+    other = make_intent("internal.create_task", {"title": "Two"}, action_intent_id=intent["action_intent_id"])
+    with pytest.raises(ExecutionFailed, match="CONFLICT"):
+        execute_intent(other)
+    assert _count(engine, InternalTask, intent["action_intent_id"]) == 1
