@@ -150,7 +150,8 @@ class InternalConnector(Connector):
     def _row(
         session: Session, table: type[InternalTask | InternalNote | InternalAttachment], key: str
     ) -> InternalTask | InternalNote | InternalAttachment | None:
-        return session.exec(select(table).where(table.idempotency_key == key)).first()
+        row = session.exec(select(table).where(table.idempotency_key == key)).first()
+        return row  # type: ignore[return-value]
 
     def _result(
         self, call: StepCall, row: InternalTask | InternalNote | InternalAttachment, *, created: bool

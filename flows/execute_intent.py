@@ -147,7 +147,9 @@ def _call_with_reconcile(lease: Lease, call: StepCall, fingerprint: str) -> Step
 
 
 def _record_id(lease: Lease, step: str) -> int:
-    return next(r["id"] for r in step_records(lease.action_intent_id, lease.generation) if r["step"] == step)
+    return int(
+        next(r["id"] for r in step_records(lease.action_intent_id, lease.generation) if r["step"] == step)
+    )
 
 
 def _compensate(lease: Lease, completed: list[tuple[int, StepCall, StepResult]]) -> str:

@@ -17,8 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import rfc8785
-import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from connectors.base import StepCall, StepResult
 from fulfill import ledger
@@ -326,7 +325,7 @@ def steps_of(session: Session, action_intent_id: str, generation: int | None = N
     query = select(StepRecord).where(StepRecord.action_intent_id == action_intent_id)
     if generation is not None:
         query = query.where(StepRecord.generation == generation)
-    return list(session.exec(query.order_by(sa.asc(StepRecord.generation), sa.asc(StepRecord.seq))))  # type: ignore[arg-type]
+    return list(session.exec(query.order_by(col(StepRecord.generation), col(StepRecord.seq))))
 
 
 def _step(session: Session, lease: Lease, step: str) -> StepRecord | None:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
-import sqlalchemy as sa
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from fulfill.db import db_now, insert_ignore, lock_clause
 from fulfill.redaction import redact
@@ -142,7 +141,7 @@ def entries_for_intent(session: Session, tenant_id: str, action_intent_id: str) 
     query = (
         select(LedgerEntry)
         .where(LedgerEntry.tenant_id == tenant_id, LedgerEntry.action_intent_id == action_intent_id)
-        .order_by(sa.asc(LedgerEntry.seq))  # type: ignore[arg-type]
+        .order_by(col(LedgerEntry.seq))
     )
     return list(session.exec(query))
 
@@ -174,7 +173,7 @@ def verify_chains(session: Session, tenant_ids: Iterable[str] | None = None) -> 
 
 def _verify_one(session: Session, tenant_id: str) -> ChainReport:
     rows = session.exec(
-        select(LedgerEntry).where(LedgerEntry.tenant_id == tenant_id).order_by(sa.asc(LedgerEntry.seq))  # type: ignore[arg-type]
+        select(LedgerEntry).where(LedgerEntry.tenant_id == tenant_id).order_by(col(LedgerEntry.seq))
     )
     prev = GENESIS
     count = 0

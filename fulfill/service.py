@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from fulfill import controls, executions, ledger
 from fulfill.db import get_engine, transaction
@@ -117,18 +117,19 @@ class ExecutionService:
         if account_id is not None:
             query = query.where(Execution.account_id == account_id)
         if statuses:
-            query = query.where(Execution.status.in_(statuses))  # type: ignore[attr-defined]
+            query = query.where(col(Execution.status).in_(statuses))
         if cursor:
             created, intent_id = decode_cursor(cursor)
             query = query.where(
                 sa.or_(
-                    Execution.created_at < created,  # type: ignore[operator]
-                    sa.and_(Execution.created_at == created, Execution.action_intent_id < intent_id),  # type: ignore[arg-type]
+                    col(Execution.created_at) < created,
+                    sa.and_(
+                        col(Execution.created_at) == created, col(Execution.action_intent_id) < intent_id
+                    ),
                 )
             )
-        query = query.order_by(sa.desc(Execution.created_at), sa.desc(Execution.action_intent_id)).limit(
-            limit + 1
-        )  # type: ignore[arg-type]
+        query = query.order_by(col(Execution.created_at).desc(), col(Execution.action_intent_id).desc())
+        query = query.limit(limit + 1)
         with transaction(self.engine) as session:
             rows = list(session.exec(query))
         page = rows[:limit]
@@ -140,7 +141,7 @@ class ExecutionService:
                 ExecutionSummary(
                     action_intent_id=row.action_intent_id,
                     action_type=row.action_type,
-                    status=row.status,  # type: ignore[arg-type]
+                    status=row.status,
                     explanation=row.explanation,
                     created_at=iso(row.created_at) or "",
                     finished_at=iso(row.finished_at),

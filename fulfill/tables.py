@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -40,7 +41,7 @@ def _ts(nullable: bool = True, **kwargs: Any) -> Any:
     return Field(default=None, sa_type=UtcDateTime, nullable=nullable, **kwargs)
 
 
-JSONText = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+JSONText = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
 # --- tenants -------------------------------------------------------------------------------

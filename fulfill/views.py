@@ -106,7 +106,7 @@ def status_view(execution: Execution, steps: list[StepRecord]) -> ExecutionStatu
             code=execution.failure_code,
             message=execution.failure_message or "",
             needs_human=execution.needs_human,
-            compensation=execution.compensation,  # type: ignore[arg-type]
+            compensation=execution.compensation,
         )
     return ExecutionStatus(
         action_intent_id=execution.action_intent_id,
@@ -114,7 +114,7 @@ def status_view(execution: Execution, steps: list[StepRecord]) -> ExecutionStatu
         account_id=execution.account_id,
         decision_id=execution.decision_id,
         action_type=execution.action_type,
-        status=execution.status,  # type: ignore[arg-type]
+        status=execution.status,
         explanation=execution.explanation,
         failure=failure,
         external_refs=refs,

@@ -18,6 +18,7 @@ Faults are injected per emulator (Python API or ``POST /__sandbox/faults``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -173,10 +174,8 @@ class Emulator:
                         response = emulator.handle(request)
                     except httpx.TimeoutException:
                         self.close_connection = True
-                        try:
+                        with contextlib.suppress(OSError):
                             self.connection.shutdown(2)
-                        except OSError:
-                            pass
                         return
                 payload = response.read()
                 self.send_response(response.status_code)
@@ -193,8 +192,8 @@ class Emulator:
         server.daemon_threads = True
         self._server = server
         threading.Thread(target=server.serve_forever, name=f"{self.name}-emulator", daemon=True).start()
-        bound_host, bound_port = server.server_address[:2]
-        return f"http://{bound_host}:{bound_port}"
+        bound_port = server.server_address[1]
+        return f"http://{host}:{bound_port}"
 
     def shutdown(self) -> None:
         """Stop the loopback server, if any."""
