@@ -212,7 +212,9 @@ class Approval(_Strict):
     approved_at: UtcTimestamp
     edited: StrictBool
     key_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
-    signature: Annotated[StrictStr, Field(min_length=1, max_length=256)]
+    # Optional in the schema so a missing signature is reported as APPROVAL_INVALID by the
+    # approval check (contract §3), not as a schema error.
+    signature: Annotated[StrictStr, Field(min_length=1, max_length=256)] | None = None
 
 
 class ActionIntentV1(_Strict):

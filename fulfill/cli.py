@@ -1,0 +1,458 @@
+"""The ``fulfill`` command line (typer + rich). Every read command takes ``--json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(help="fulfill: bounded execution of human-approved action intents.", no_args_is_help=True)
+intent_app = typer.Typer(help="Validate and sign ActionIntentV1 documents.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The append-only, hash-chained ledger.", no_args_is_help=True)
+controls_app = typer.Typer(help="Kill switches (tenant, action type; the global stop is FULFILL_EMERGENCY_STOP).", no_args_is_help=True)
+tenant_app = typer.Typer(help="Tenant connector configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="Local provider emulators on loopback.", no_args_is_help=True)
+blocks_app = typer.Typer(help="Prefect credential blocks.", no_args_is_help=True)
+app.add_typer(intent_app, name="intent")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(controls_app, name="controls")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(db_app, name="db")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(blocks_app, name="blocks")
+
+console = Console()
+err = Console(stderr=True)
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
+TENANT_OPTION = typer.Option(None, "--tenant", help="Scope to one tenant (default: operator view of all).")
+
+STATUS_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "EXPIRED": "yellow", "CANCELLED": "yellow",
+                "EXECUTING": "cyan", "PENDING": "cyan", "REJECTED": "red"}
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    return text
+
+
+def _status(value: str) -> str:
+    return f"[{STATUS_STYLE.get(value, 'white')}]{value}[/]"
+
+
+# --- intents -----------------------------------------------------------------------------
+@intent_app.command("verify")
+def intent_verify(file: Path = typer.Argument(..., help="Intent JSON file, or - for stdin.")) -> None:
+    """Check schema and approval signature against FULFILL_APPROVAL_KEYS; prints `valid` or the reason."""
+    from fulfill.approval import ApprovalInvalid, TrustedKeys
+    from fulfill.intent import IntentInvalid, parse_intent
+    from fulfill.settings import load_settings
+
+    text = _read_json(file)
+    try:
+        parse_intent(text)
+        keys = TrustedKeys.from_setting(load_settings().approval_keys)
+        if not keys.keys:
+            raise ApprovalInvalid("no trusted approval keys: set FULFILL_APPROVAL_KEYS")
+        keys.verify(json.loads(text))
+    except IntentInvalid as exc:
+        typer.echo(f"invalid: VALIDATION_FAILED: {exc}")
+        raise typer.Exit(1) from None
+    except ApprovalInvalid as exc:
+        typer.echo(f"invalid: APPROVAL_INVALID: {exc.reason}")
+        raise typer.Exit(1) from None
+    typer.echo("valid")
+
+
+@intent_app.command("sign")
+def intent_sign(
+    file: Path = typer.Argument(..., help="Intent JSON file, or - for stdin."),
+    key_seed: str = typer.Option(..., "--key-seed", help="Ed25519 private seed, base64url (TEST SET-UPS ONLY)."),
+    key_id: str = typer.Option(None, "--key-id", help="key_id to write (default: the intent's approval.key_id)."),
+) -> None:
+    """Sign an intent for integrators' test set-ups (production never holds a private key)."""
+    from fulfill.approval import sign_intent
+
+    document = json.loads(_read_json(file))
+    chosen = key_id or document.get("approval", {}).get("key_id")
+    if not chosen:
+        err.print("approval.key_id: missing; pass --key-id")
+        raise typer.Exit(2)
+    _print_json(sign_intent(document, key_id=chosen, seed_b64url=key_seed))
+
+
+@app.command("execute")
+def execute(file: Path = typer.Argument(..., help="Signed intent JSON file, or - for stdin."), as_json: bool = JSON_OPTION) -> None:
+    """Execute one intent through the execute-intent flow in this process."""
+    from fulfill.intent import IntentInvalid
+    from fulfill.service import ExecutionService, IntentRejected
+
+    text = _read_json(file)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        err.print(f"invalid: $: is not valid JSON ({exc})")
+        raise typer.Exit(1) from None
+    try:
+        status = ExecutionService().execute_action_intent(raw)
+    except (IntentRejected, IntentInvalid) as exc:
+        err.print(f"rejected: {exc}")
+        raise typer.Exit(1) from None
+    _show_status(status.model_dump(mode="json"), as_json)
+    if status.status != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+# --- status / timeline / list / cancel --------------------------------------------------
+def _show_status(data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(data)
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("action_intent_id", "tenant_id", "account_id", "action_type", "status", "explanation",
+                "attempts", "approved_by", "approved_at", "expires_at", "created_at", "finished_at"):
+        value = data.get(key)
+        table.add_row(f"[bold]{key}[/]", _status(str(value)) if key == "status" else str(value))
+    failure = data.get("failure")
+    if failure:
+        table.add_row("[bold]failure[/]", f"{failure['code']} — {failure['message']} "
+                      f"(needs human: {failure['needs_human']}, compensation: {failure['compensation']})")
+    for ref in data.get("external_refs", []):
+        table.add_row("[bold]external ref[/]", f"{ref['system']} {ref['object']} {ref['id']} {ref.get('url') or ''}")
+    console.print(table)
+
+
+@app.command("status")
+def status(
+    action_intent_id: str = typer.Argument(None, help="Intent id; omit to list the newest executions."),
+    tenant: str = TENANT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show one execution's status (or the newest executions)."""
+    from fulfill.executions import ExecutionNotFound
+    from fulfill.service import ExecutionService
+
+    service = ExecutionService()
+    if action_intent_id is None:
+        _list(service, tenant=tenant, account=None, statuses=None, limit=20, cursor=None, as_json=as_json)
+        return
+    try:
+        _show_status(service.get_execution_status(action_intent_id, tenant).model_dump(mode="json"), as_json)
+    except ExecutionNotFound:
+        err.print(f"not found: {action_intent_id}")
+        raise typer.Exit(1) from None
+
+
+def _list(service: Any, *, tenant: str | None, account: str | None, statuses: list[str] | None, limit: int,
+          cursor: str | None, as_json: bool) -> None:
+    page = service.list_executions(tenant_id=tenant, account_id=account, statuses=statuses, limit=limit, cursor=cursor)
+    if as_json:
+        _print_json(page.model_dump(mode="json"))
+        return
+    table = Table(title="Executions (newest first)")
+    for column in ("intent", "action", "status", "explanation", "created"):
+        table.add_column(column, overflow="fold")
+    for item in page.items:
+        table.add_row(item.action_intent_id, item.action_type, _status(item.status), item.explanation, item.created_at)
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"next page: --cursor {page.next_cursor}")
+
+
+@app.command("executions")
+def executions_cmd(
+    account: str = typer.Option(None, "--account", help="Account id."),
+    status_filter: list[str] = typer.Option(None, "--status", help="Filter by status (repeatable)."),
+    limit: int = typer.Option(50, "--limit"),
+    cursor: str = typer.Option(None, "--cursor"),
+    tenant: str = TENANT_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List executions, newest first (keyset pagination)."""
+    from fulfill.service import ExecutionService
+
+    _list(ExecutionService(), tenant=tenant, account=account, statuses=status_filter or None, limit=limit,
+          cursor=cursor, as_json=as_json)
+
+
+@app.command("timeline")
+def timeline(action_intent_id: str, tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Decision → approval → execution → outcome for one intent."""
+    from fulfill.executions import ExecutionNotFound
+    from fulfill.service import ExecutionService
+
+    try:
+        data = ExecutionService().get_timeline(action_intent_id, tenant)
+    except ExecutionNotFound:
+        err.print(f"not found: {action_intent_id}")
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json(data.model_dump(mode="json"))
+        return
+    _print_timeline(data)
+
+
+def _print_timeline(data: Any) -> None:
+    table = Table(title=f"Timeline of {data.action_intent_id}")
+    for column in ("at", "stage", "what", "detail"):
+        table.add_column(column, overflow="fold")
+    for event in data.events:
+        table.add_row(event.at, event.stage, event.title, event.detail)
+    console.print(table)
+
+
+@app.command("cancel")
+def cancel(action_intent_id: str, actor: str = typer.Option("operator", "--actor"), tenant: str = TENANT_OPTION) -> None:
+    """Cancel a PENDING/EXECUTING intent: no further external call starts."""
+    from fulfill.executions import AlreadyFinished, ExecutionNotFound
+    from fulfill.service import ExecutionService
+
+    try:
+        result = ExecutionService().cancel_execution(action_intent_id, tenant, actor=actor)
+    except ExecutionNotFound:
+        err.print(f"not found: {action_intent_id}")
+        raise typer.Exit(1) from None
+    except AlreadyFinished as exc:
+        err.print(f"conflict: {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"{action_intent_id}: {_status(result.status)}")
+
+
+@app.command("rerun")
+def rerun(action_intent_id: str, as_json: bool = JSON_OPTION) -> None:
+    """Rerun a FAILED execution in this process (finished steps are skipped)."""
+    from fulfill.db import transaction
+    from fulfill.executions import get
+    from fulfill.service import ExecutionService
+
+    with transaction() as session:
+        raw = get(session, None, action_intent_id).intent_json
+    service = ExecutionService()
+    service.execute_action_intent(raw)
+    _show_status(service.get_execution_status(action_intent_id).model_dump(mode="json"), as_json)
+
+
+# --- ledger ------------------------------------------------------------------------------
+@ledger_app.command("verify")
+def ledger_verify(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Recompute every tenant's hash chain; report the first broken row. Exit 1 if any is broken."""
+    from dataclasses import asdict
+
+    from fulfill import ledger
+    from fulfill.db import transaction
+
+    with transaction() as session:
+        reports = ledger.verify_chains(session, [tenant] if tenant else None)
+    if as_json:
+        _print_json([asdict(r) for r in reports])
+    else:
+        table = Table(title="Ledger chains")
+        for column in ("tenant", "rows", "ok", "first broken row", "reason"):
+            table.add_column(column)
+        for r in reports:
+            table.add_row(r.tenant_id, str(r.rows), "[green]yes[/]" if r.ok else "[red]NO[/]",
+                          "" if r.ok else f"seq {r.broken_seq} (id {r.broken_id})", r.reason or "")
+        console.print(table)
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+@ledger_app.command("show")
+def ledger_show(action_intent_id: str, tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """The raw ledger rows of one intent."""
+    from fulfill import ledger
+    from fulfill.db import transaction
+    from fulfill.executions import ExecutionNotFound, get
+    from fulfill.tables import LedgerPublic
+
+    with transaction() as session:
+        try:
+            owner = get(session, tenant, action_intent_id).tenant_id
+        except ExecutionNotFound:
+            err.print(f"not found: {action_intent_id}")
+            raise typer.Exit(1) from None
+        rows = [LedgerPublic.model_validate(r, from_attributes=True) for r in
+                ledger.entries_for_intent(session, owner, action_intent_id)]
+    if as_json:
+        _print_json([r.model_dump(mode="json") for r in rows])
+        return
+    table = Table(title=f"Ledger of {action_intent_id}")
+    for column in ("seq", "at", "event", "actor", "details", "hash"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(str(r.seq), r.at, r.event_type, r.actor, json.dumps(r.details, ensure_ascii=False)[:200], r.row_hash[:12])
+    console.print(table)
+
+
+# --- controls ----------------------------------------------------------------------------
+@controls_app.command("list")
+def controls_list(as_json: bool = JSON_OPTION) -> None:
+    """Show every kill switch, with the global emergency stop (read-only, from the environment)."""
+    from fulfill.service import ExecutionService
+    from fulfill.settings import emergency_stop_engaged
+
+    rows = ExecutionService().list_kill_switches()
+    if as_json:
+        _print_json({"emergency_stop": emergency_stop_engaged(), "switches": [r.model_dump(mode="json") for r in rows]})
+        return
+    console.print(f"global emergency stop: {'[red]ENGAGED[/]' if emergency_stop_engaged() else 'off'}")
+    table = Table(title="Kill switches")
+    for column in ("scope", "key", "enabled", "reason", "changed by", "changed at"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.scope, r.key, "yes" if r.enabled else "[red]NO (stopped)[/]", r.reason, r.changed_by, str(r.changed_at))
+    console.print(table)
+
+
+@controls_app.command("set")
+def controls_set(
+    scope: str = typer.Argument(..., help="tenant | action_type"),
+    key: str = typer.Argument(..., help="The tenant id or action type."),
+    enabled: bool = typer.Option(..., "--enabled/--disabled"),
+    reason: str = typer.Option("", "--reason"),
+    actor: str = typer.Option("operator", "--actor"),
+) -> None:
+    """Flip a kill switch; no new external call starts while disabled."""
+    from fulfill.service import ExecutionService
+
+    row = ExecutionService().set_kill_switch(scope, key, enabled=enabled, reason=reason, actor=actor)
+    console.print(f"{row.scope} {row.key}: {'enabled' if row.enabled else 'DISABLED'}")
+
+
+# --- tenants / db / blocks ----------------------------------------------------------------
+@tenant_app.command("set")
+def tenant_set(
+    tenant_id: str,
+    name: str = typer.Option(None, "--name"),
+    crm: str = typer.Option(None, "--crm", help="salesforce | hubspot"),
+    crm_block: str = typer.Option(None, "--crm-block", help="Name of the credentials block document."),
+    calendar: str = typer.Option(None, "--calendar", help="google_calendar"),
+    calendar_block: str = typer.Option(None, "--calendar-block"),
+    storage_block: str = typer.Option(None, "--storage-block", help="prefect-aws S3Bucket block for briefs."),
+    actor: str = typer.Option("operator", "--actor"),
+) -> None:
+    """Map a tenant to its CRM / calendar providers and credential blocks."""
+    from fulfill.db import transaction
+    from fulfill.tenants import configure
+
+    with transaction() as session:
+        row = configure(session, tenant_id, actor=actor, name=name, crm_provider=crm, crm_block=crm_block,
+                        calendar_provider=calendar, calendar_block=calendar_block, storage_block=storage_block)
+    _print_json(row.model_dump(mode="json"))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (also done automatically on first use)."""
+    from fulfill.db import get_engine, upgrade
+
+    upgrade(get_engine(migrate=False))
+    console.print("database is at the latest schema")
+
+
+@blocks_app.command("register")
+def blocks_register() -> None:
+    """Register fulfill's credential block types with the Prefect server."""
+    from blocks.google_calendar import GoogleCalendarCredentials
+    from blocks.hubspot import HubSpotCredentials
+    from blocks.salesforce import SalesforceCredentials
+
+    for block in (SalesforceCredentials, HubSpotCredentials, GoogleCalendarCredentials):
+        block.register_type_and_schema()
+        console.print(f"registered {block.get_block_type_slug()}")
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    salesforce_port: int = typer.Option(8771, "--salesforce-port"),
+    hubspot_port: int = typer.Option(8772, "--hubspot-port"),
+    google_port: int = typer.Option(8773, "--google-port"),
+    save_blocks_for: str = typer.Option(None, "--configure-tenant", help="Save sandbox blocks and point this tenant at them."),
+) -> None:
+    """Serve the Salesforce, HubSpot and Google Calendar emulators on loopback until Ctrl-C."""
+    from fulfill.sandbox.local import start_sandbox
+
+    sandbox = start_sandbox(ports={"salesforce": salesforce_port, "hubspot": hubspot_port, "google_calendar": google_port})
+    for name, url in sandbox.urls.items():
+        console.print(f"{name:16} {url}   (faults: POST {url}/__sandbox/faults)")
+    if save_blocks_for:
+        from fulfill.db import transaction
+        from fulfill.tenants import configure
+
+        for provider, block in sandbox.credentials().items():
+            block.save(f"sandbox-{provider.replace('_', '-')}", overwrite=True)
+        with transaction() as session:
+            configure(session, save_blocks_for, actor="sandbox", crm_provider="salesforce", crm_block="sandbox-salesforce",
+                      calendar_provider="google_calendar", calendar_block="sandbox-google-calendar")
+        console.print(f"tenant {save_blocks_for} now uses the sandbox blocks")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        sandbox.shutdown()
+
+
+# --- demo --------------------------------------------------------------------------------
+@app.command("demo")
+def demo(
+    as_json: bool = JSON_OPTION,
+    verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's flow and task run logs."),
+) -> None:
+    """Execute signed sample intents end to end on the embedded defaults and show the outcomes."""
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    from fulfill.demo import run_demo
+    from fulfill.service import ExecutionService
+
+    started = time.monotonic()
+    console.print("[bold]fulfill demo[/] — starting Prefect (ephemeral unless PREFECT_API_URL is set) and "
+                  "loopback emulators for Salesforce, HubSpot and Google Calendar…")
+    cases = run_demo(emit=lambda line: console.print(line, style="dim"))
+    if as_json:
+        _print_json([{"scenario": c.title, "expect": c.expect, **c.outcome} for c in cases])
+        return
+    table = Table(title="Outcomes")
+    for column in ("#", "scenario", "intent", "status", "explanation"):
+        table.add_column(column, overflow="fold")
+    for n, case in enumerate(cases, start=1):
+        outcome = case.outcome
+        failure = outcome.get("failure") or {}
+        explanation = outcome.get("explanation", "")
+        if failure.get("code"):
+            explanation = f"[{failure['code']}] {explanation}"
+        table.add_row(str(n), case.title, outcome.get("action_intent_id", ""), _status(outcome.get("status", "?")), explanation)
+    console.print(table)
+    compensated = next(c for c in cases if c.title.startswith("Salesforce opportunity"))
+    _print_timeline(ExecutionService().get_timeline(compensated.outcome["action_intent_id"]))
+    from fulfill import ledger
+    from fulfill.db import transaction
+
+    with transaction() as session:
+        chains_ok = all(r.ok for r in ledger.verify_chains(session))
+    console.print(f"ledger chains verify: {'[green]yes[/]' if chains_ok else '[red]NO[/]'}")
+    console.print(f"done in {time.monotonic() - started:.1f} s. Data: {os.environ.get('FULFILL_DATA_DIR', '~/.fulfill')}. "
+                  f"Try: [bold]fulfill status {cases[3].outcome.get('action_intent_id')}[/] or "
+                  f"[bold]fulfill timeline {cases[5].outcome.get('action_intent_id')}[/]")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
