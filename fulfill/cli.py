@@ -19,7 +19,10 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 app = typer.Typer(help="fulfill: bounded execution of human-approved action intents.", no_args_is_help=True)
 intent_app = typer.Typer(help="Validate and sign ActionIntentV1 documents.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The append-only, hash-chained ledger.", no_args_is_help=True)
-controls_app = typer.Typer(help="Kill switches (tenant, action type; the global stop is FULFILL_EMERGENCY_STOP).", no_args_is_help=True)
+controls_app = typer.Typer(
+    help="Kill switches (tenant, action type; the global stop is FULFILL_EMERGENCY_STOP).",
+    no_args_is_help=True,
+)
 tenant_app = typer.Typer(help="Tenant connector configuration.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 sandbox_app = typer.Typer(help="Local provider emulators on loopback.", no_args_is_help=True)
@@ -37,8 +40,15 @@ err = Console(stderr=True)
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
 TENANT_OPTION = typer.Option(None, "--tenant", help="Scope to one tenant (default: operator view of all).")
 
-STATUS_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "EXPIRED": "yellow", "CANCELLED": "yellow",
-                "EXECUTING": "cyan", "PENDING": "cyan", "REJECTED": "red"}
+STATUS_STYLE = {
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "EXPIRED": "yellow",
+    "CANCELLED": "yellow",
+    "EXECUTING": "cyan",
+    "PENDING": "cyan",
+    "REJECTED": "red",
+}
 
 
 def _print_json(data: Any) -> None:
@@ -81,8 +91,12 @@ def intent_verify(file: Path = typer.Argument(..., help="Intent JSON file, or - 
 @intent_app.command("sign")
 def intent_sign(
     file: Path = typer.Argument(..., help="Intent JSON file, or - for stdin."),
-    key_seed: str = typer.Option(..., "--key-seed", help="Ed25519 private seed, base64url (TEST SET-UPS ONLY)."),
-    key_id: str = typer.Option(None, "--key-id", help="key_id to write (default: the intent's approval.key_id)."),
+    key_seed: str = typer.Option(
+        ..., "--key-seed", help="Ed25519 private seed, base64url (TEST SET-UPS ONLY)."
+    ),
+    key_id: str = typer.Option(
+        None, "--key-id", help="key_id to write (default: the intent's approval.key_id)."
+    ),
 ) -> None:
     """Sign an intent for integrators' test set-ups (production never holds a private key)."""
     from fulfill.approval import sign_intent
@@ -96,7 +110,10 @@ def intent_sign(
 
 
 @app.command("execute")
-def execute(file: Path = typer.Argument(..., help="Signed intent JSON file, or - for stdin."), as_json: bool = JSON_OPTION) -> None:
+def execute(
+    file: Path = typer.Argument(..., help="Signed intent JSON file, or - for stdin."),
+    as_json: bool = JSON_OPTION,
+) -> None:
     """Execute one intent through the execute-intent flow in this process."""
     from fulfill.intent import IntentInvalid
     from fulfill.service import ExecutionService, IntentRejected
@@ -123,16 +140,33 @@ def _show_status(data: dict[str, Any], as_json: bool) -> None:
         _print_json(data)
         return
     table = Table(show_header=False, box=None)
-    for key in ("action_intent_id", "tenant_id", "account_id", "action_type", "status", "explanation",
-                "attempts", "approved_by", "approved_at", "expires_at", "created_at", "finished_at"):
+    for key in (
+        "action_intent_id",
+        "tenant_id",
+        "account_id",
+        "action_type",
+        "status",
+        "explanation",
+        "attempts",
+        "approved_by",
+        "approved_at",
+        "expires_at",
+        "created_at",
+        "finished_at",
+    ):
         value = data.get(key)
         table.add_row(f"[bold]{key}[/]", _status(str(value)) if key == "status" else str(value))
     failure = data.get("failure")
     if failure:
-        table.add_row("[bold]failure[/]", f"{failure['code']} — {failure['message']} "
-                      f"(needs human: {failure['needs_human']}, compensation: {failure['compensation']})")
+        table.add_row(
+            "[bold]failure[/]",
+            f"{failure['code']} — {failure['message']} "
+            f"(needs human: {failure['needs_human']}, compensation: {failure['compensation']})",
+        )
     for ref in data.get("external_refs", []):
-        table.add_row("[bold]external ref[/]", f"{ref['system']} {ref['object']} {ref['id']} {ref.get('url') or ''}")
+        table.add_row(
+            "[bold]external ref[/]", f"{ref['system']} {ref['object']} {ref['id']} {ref.get('url') or ''}"
+        )
     console.print(table)
 
 
@@ -157,9 +191,19 @@ def status(
         raise typer.Exit(1) from None
 
 
-def _list(service: Any, *, tenant: str | None, account: str | None, statuses: list[str] | None, limit: int,
-          cursor: str | None, as_json: bool) -> None:
-    page = service.list_executions(tenant_id=tenant, account_id=account, statuses=statuses, limit=limit, cursor=cursor)
+def _list(
+    service: Any,
+    *,
+    tenant: str | None,
+    account: str | None,
+    statuses: list[str] | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    page = service.list_executions(
+        tenant_id=tenant, account_id=account, statuses=statuses, limit=limit, cursor=cursor
+    )
     if as_json:
         _print_json(page.model_dump(mode="json"))
         return
@@ -167,7 +211,9 @@ def _list(service: Any, *, tenant: str | None, account: str | None, statuses: li
     for column in ("intent", "action", "status", "explanation", "created"):
         table.add_column(column, overflow="fold")
     for item in page.items:
-        table.add_row(item.action_intent_id, item.action_type, _status(item.status), item.explanation, item.created_at)
+        table.add_row(
+            item.action_intent_id, item.action_type, _status(item.status), item.explanation, item.created_at
+        )
     console.print(table)
     if page.next_cursor:
         console.print(f"next page: --cursor {page.next_cursor}")
@@ -185,8 +231,15 @@ def executions_cmd(
     """List executions, newest first (keyset pagination)."""
     from fulfill.service import ExecutionService
 
-    _list(ExecutionService(), tenant=tenant, account=account, statuses=status_filter or None, limit=limit,
-          cursor=cursor, as_json=as_json)
+    _list(
+        ExecutionService(),
+        tenant=tenant,
+        account=account,
+        statuses=status_filter or None,
+        limit=limit,
+        cursor=cursor,
+        as_json=as_json,
+    )
 
 
 @app.command("timeline")
@@ -216,7 +269,9 @@ def _print_timeline(data: Any) -> None:
 
 
 @app.command("cancel")
-def cancel(action_intent_id: str, actor: str = typer.Option("operator", "--actor"), tenant: str = TENANT_OPTION) -> None:
+def cancel(
+    action_intent_id: str, actor: str = typer.Option("operator", "--actor"), tenant: str = TENANT_OPTION
+) -> None:
     """Cancel a PENDING/EXECUTING intent: no further external call starts."""
     from fulfill.executions import AlreadyFinished, ExecutionNotFound
     from fulfill.service import ExecutionService
@@ -264,8 +319,13 @@ def ledger_verify(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> N
         for column in ("tenant", "rows", "ok", "first broken row", "reason"):
             table.add_column(column)
         for r in reports:
-            table.add_row(r.tenant_id, str(r.rows), "[green]yes[/]" if r.ok else "[red]NO[/]",
-                          "" if r.ok else f"seq {r.broken_seq} (id {r.broken_id})", r.reason or "")
+            table.add_row(
+                r.tenant_id,
+                str(r.rows),
+                "[green]yes[/]" if r.ok else "[red]NO[/]",
+                "" if r.ok else f"seq {r.broken_seq} (id {r.broken_id})",
+                r.reason or "",
+            )
         console.print(table)
     if not all(r.ok for r in reports):
         raise typer.Exit(1)
@@ -285,8 +345,10 @@ def ledger_show(action_intent_id: str, tenant: str = TENANT_OPTION, as_json: boo
         except ExecutionNotFound:
             err.print(f"not found: {action_intent_id}")
             raise typer.Exit(1) from None
-        rows = [LedgerPublic.model_validate(r, from_attributes=True) for r in
-                ledger.entries_for_intent(session, owner, action_intent_id)]
+        rows = [
+            LedgerPublic.model_validate(r, from_attributes=True)
+            for r in ledger.entries_for_intent(session, owner, action_intent_id)
+        ]
     if as_json:
         _print_json([r.model_dump(mode="json") for r in rows])
         return
@@ -294,7 +356,14 @@ def ledger_show(action_intent_id: str, tenant: str = TENANT_OPTION, as_json: boo
     for column in ("seq", "at", "event", "actor", "details", "hash"):
         table.add_column(column, overflow="fold")
     for r in rows:
-        table.add_row(str(r.seq), r.at, r.event_type, r.actor, json.dumps(r.details, ensure_ascii=False)[:200], r.row_hash[:12])
+        table.add_row(
+            str(r.seq),
+            r.at,
+            r.event_type,
+            r.actor,
+            json.dumps(r.details, ensure_ascii=False)[:200],
+            r.row_hash[:12],
+        )
     console.print(table)
 
 
@@ -307,14 +376,26 @@ def controls_list(as_json: bool = JSON_OPTION) -> None:
 
     rows = ExecutionService().list_kill_switches()
     if as_json:
-        _print_json({"emergency_stop": emergency_stop_engaged(), "switches": [r.model_dump(mode="json") for r in rows]})
+        _print_json(
+            {
+                "emergency_stop": emergency_stop_engaged(),
+                "switches": [r.model_dump(mode="json") for r in rows],
+            }
+        )
         return
     console.print(f"global emergency stop: {'[red]ENGAGED[/]' if emergency_stop_engaged() else 'off'}")
     table = Table(title="Kill switches")
     for column in ("scope", "key", "enabled", "reason", "changed by", "changed at"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r.scope, r.key, "yes" if r.enabled else "[red]NO (stopped)[/]", r.reason, r.changed_by, str(r.changed_at))
+        table.add_row(
+            r.scope,
+            r.key,
+            "yes" if r.enabled else "[red]NO (stopped)[/]",
+            r.reason,
+            r.changed_by,
+            str(r.changed_at),
+        )
     console.print(table)
 
 
@@ -350,8 +431,17 @@ def tenant_set(
     from fulfill.tenants import configure
 
     with transaction() as session:
-        row = configure(session, tenant_id, actor=actor, name=name, crm_provider=crm, crm_block=crm_block,
-                        calendar_provider=calendar, calendar_block=calendar_block, storage_block=storage_block)
+        row = configure(
+            session,
+            tenant_id,
+            actor=actor,
+            name=name,
+            crm_provider=crm,
+            crm_block=crm_block,
+            calendar_provider=calendar,
+            calendar_block=calendar_block,
+            storage_block=storage_block,
+        )
     _print_json(row.model_dump(mode="json"))
 
 
@@ -381,12 +471,16 @@ def sandbox_serve(
     salesforce_port: int = typer.Option(8771, "--salesforce-port"),
     hubspot_port: int = typer.Option(8772, "--hubspot-port"),
     google_port: int = typer.Option(8773, "--google-port"),
-    save_blocks_for: str = typer.Option(None, "--configure-tenant", help="Save sandbox blocks and point this tenant at them."),
+    save_blocks_for: str = typer.Option(
+        None, "--configure-tenant", help="Save sandbox blocks and point this tenant at them."
+    ),
 ) -> None:
     """Serve the Salesforce, HubSpot and Google Calendar emulators on loopback until Ctrl-C."""
     from fulfill.sandbox.local import start_sandbox
 
-    sandbox = start_sandbox(ports={"salesforce": salesforce_port, "hubspot": hubspot_port, "google_calendar": google_port})
+    sandbox = start_sandbox(
+        ports={"salesforce": salesforce_port, "hubspot": hubspot_port, "google_calendar": google_port}
+    )
     for name, url in sandbox.urls.items():
         console.print(f"{name:16} {url}   (faults: POST {url}/__sandbox/faults)")
     if save_blocks_for:
@@ -396,8 +490,15 @@ def sandbox_serve(
         for provider, block in sandbox.credentials().items():
             block.save(f"sandbox-{provider.replace('_', '-')}", overwrite=True)
         with transaction() as session:
-            configure(session, save_blocks_for, actor="sandbox", crm_provider="salesforce", crm_block="sandbox-salesforce",
-                      calendar_provider="google_calendar", calendar_block="sandbox-google-calendar")
+            configure(
+                session,
+                save_blocks_for,
+                actor="sandbox",
+                crm_provider="salesforce",
+                crm_block="sandbox-salesforce",
+                calendar_provider="google_calendar",
+                calendar_block="sandbox-google-calendar",
+            )
         console.print(f"tenant {save_blocks_for} now uses the sandbox blocks")
     try:
         while True:
@@ -419,8 +520,10 @@ def demo(
     from fulfill.service import ExecutionService
 
     started = time.monotonic()
-    console.print("[bold]fulfill demo[/] — starting Prefect (ephemeral unless PREFECT_API_URL is set) and "
-                  "loopback emulators for Salesforce, HubSpot and Google Calendar…")
+    console.print(
+        "[bold]fulfill demo[/] — starting Prefect (ephemeral unless PREFECT_API_URL is set) and "
+        "loopback emulators for Salesforce, HubSpot and Google Calendar…"
+    )
     cases = run_demo(emit=lambda line: console.print(line, style="dim"))
     if as_json:
         _print_json([{"scenario": c.title, "expect": c.expect, **c.outcome} for c in cases])
@@ -434,7 +537,13 @@ def demo(
         explanation = outcome.get("explanation", "")
         if failure.get("code"):
             explanation = f"[{failure['code']}] {explanation}"
-        table.add_row(str(n), case.title, outcome.get("action_intent_id", ""), _status(outcome.get("status", "?")), explanation)
+        table.add_row(
+            str(n),
+            case.title,
+            outcome.get("action_intent_id", ""),
+            _status(outcome.get("status", "?")),
+            explanation,
+        )
     console.print(table)
     compensated = next(c for c in cases if c.title.startswith("Salesforce opportunity"))
     _print_timeline(ExecutionService().get_timeline(compensated.outcome["action_intent_id"]))
@@ -444,9 +553,11 @@ def demo(
     with transaction() as session:
         chains_ok = all(r.ok for r in ledger.verify_chains(session))
     console.print(f"ledger chains verify: {'[green]yes[/]' if chains_ok else '[red]NO[/]'}")
-    console.print(f"done in {time.monotonic() - started:.1f} s. Data: {os.environ.get('FULFILL_DATA_DIR', '~/.fulfill')}. "
-                  f"Try: [bold]fulfill status {cases[3].outcome.get('action_intent_id')}[/] or "
-                  f"[bold]fulfill timeline {cases[5].outcome.get('action_intent_id')}[/]")
+    console.print(
+        f"done in {time.monotonic() - started:.1f} s. Data: {os.environ.get('FULFILL_DATA_DIR', '~/.fulfill')}. "
+        f"Try: [bold]fulfill status {cases[3].outcome.get('action_intent_id')}[/] or "
+        f"[bold]fulfill timeline {cases[5].outcome.get('action_intent_id')}[/]"
+    )
 
 
 def main() -> None:

@@ -54,11 +54,15 @@ def demo_keys(data_dir: Path) -> tuple[Path, str]:
         public = b64url_encode(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
         seed_path.write_text(seed)
         seed_path.chmod(0o600)
-        path.write_text(json.dumps({"keys": [{"key_id": DEMO_KEY_ID, "alg": "Ed25519", "public_key_b64url": public}]}))
+        path.write_text(
+            json.dumps({"keys": [{"key_id": DEMO_KEY_ID, "alg": "Ed25519", "public_key_b64url": public}]})
+        )
     return path, seed_path.read_text().strip()
 
 
-def _intent(run: str, n: int, tenant: str, account: str, action_type: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _intent(
+    run: str, n: int, tenant: str, account: str, action_type: str, params: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     intent: dict[str, Any] = {
         "schema_version": "action_intent.v1",
         "action_intent_id": f"ai_demo_{run}_{n:02d}",
@@ -84,44 +88,161 @@ def _intent(run: str, n: int, tenant: str, account: str, action_type: str, param
 def scenarios(run: str) -> list[Scenario]:
     """The sample intents, in order."""
     sf_account, hs_company = "001Hs00002abcDEF", "1001"
-    task = _intent(run, 1, SF_TENANT, sf_account, "internal.create_task",
-                   {"title": "Prepare the QBR deck", "assignee": "sam@acme.example", "due_date": "2026-12-01"})
+    task = _intent(
+        run,
+        1,
+        SF_TENANT,
+        sf_account,
+        "internal.create_task",
+        {"title": "Prepare the QBR deck", "assignee": "sam@acme.example", "due_date": "2026-12-01"},
+    )
 
     def fail_follow_up(sandbox: Sandbox) -> None:
-        sandbox.salesforce.add_validation_rule("Task", "Subject", "[blocked]",
-                                               "Tasks cannot be created on opportunities in Prospecting.")
+        sandbox.salesforce.add_validation_rule(
+            "Task", "Subject", "[blocked]", "Tasks cannot be created on opportunities in Prospecting."
+        )
 
     return [
         Scenario("internal task", task, "SUCCEEDED"),
         Scenario("same intent delivered again", dict(task), "SUCCEEDED (nothing re-executed)"),
-        Scenario("internal brief (2 steps)", _intent(run, 2, SF_TENANT, sf_account, "internal.attach_brief",
-                 {"title": "Acme account brief", "content": "# Acme\n\n* ARR 1.2M\n* Renewal in Q1\n"}), "SUCCEEDED"),
-        Scenario("Salesforce task, one 503 then OK", _intent(run, 3, SF_TENANT, sf_account, "crm.create_task",
-                 {"subject": "Follow up on renewal pricing", "due_date": "2026-12-04", "priority": "High"}),
-                 "SUCCEEDED after a retry",
-                 setup=lambda s: s.salesforce.inject(Fault("status", method="PATCH", path=r"/sobjects/Task/", status=503,
-                                                           body=[{"message": "Server unavailable", "errorCode": "SERVER_UNAVAILABLE"}]))),
-        Scenario("Salesforce opportunity + follow-up rejected", _intent(run, 4, SF_TENANT, sf_account, "crm.create_opportunity",
-                 {"name": "Acme – 3-year renewal", "stage": "Prospecting", "close_date": "2027-01-31", "amount": 120000,
-                  "follow_up_task": {"subject": "Send the quote [blocked]", "due_date": "2026-12-05"}}),
-                 "FAILED, opportunity undone", setup=fail_follow_up),
-        Scenario("HubSpot task, answer lost after commit", _intent(run, 5, HS_TENANT, hs_company, "crm.create_task",
-                 {"subject": "Book the pricing call", "priority": "Normal"}), "SUCCEEDED, one task",
-                 setup=lambda s: s.hubspot.inject(Fault("drop", method="POST", path=r"/crm/v3/objects/tasks$"))),
-        Scenario("HubSpot deal stage update", _intent(run, 6, HS_TENANT, hs_company, "crm.update_field",
-                 {"object": "Opportunity", "record_id": "2001", "field": "dealstage", "value": "decisionmakerboughtin",
-                  "previous_value": "presentationscheduled"}), "SUCCEEDED"),
-        Scenario("Google Calendar draft (nobody invited)", _intent(run, 7, SF_TENANT, sf_account, "calendar.draft_meeting",
-                 {"title": "Renewal pricing review", "start": "2026-12-03T16:00:00+01:00", "end": "2026-12-03T16:30:00+01:00",
-                  "organizer": "jordan@acme.example", "attendees": ["cfo@customer.example"]}), "SUCCEEDED"),
-        Scenario("Salesforce update, record changed since approval", _intent(run, 8, SF_TENANT, sf_account, "crm.update_field",
-                 {"object": "Opportunity", "record_id": "006Hs00001xyz", "field": "StageName", "value": "Closed Won",
-                  "previous_value": "Negotiation/Review"}), "FAILED, nothing written"),
-        Scenario("approval already expired", _intent(run, 9, SF_TENANT, sf_account, "internal.log_note",
-                 {"body": "Too late."}, expires_at_epoch=int(time.time()) - 60), "EXPIRED"),
-        Scenario("tampered after approval", _intent(run, 10, SF_TENANT, sf_account, "internal.log_note",
-                 {"body": "Approved text."}), "REJECTED (APPROVAL_INVALID)",
-                 tamper=lambda i: i["parameters"].update(body="Text changed after approval.")),
+        Scenario(
+            "internal brief (2 steps)",
+            _intent(
+                run,
+                2,
+                SF_TENANT,
+                sf_account,
+                "internal.attach_brief",
+                {"title": "Acme account brief", "content": "# Acme\n\n* ARR 1.2M\n* Renewal in Q1\n"},
+            ),
+            "SUCCEEDED",
+        ),
+        Scenario(
+            "Salesforce task, one 503 then OK",
+            _intent(
+                run,
+                3,
+                SF_TENANT,
+                sf_account,
+                "crm.create_task",
+                {"subject": "Follow up on renewal pricing", "due_date": "2026-12-04", "priority": "High"},
+            ),
+            "SUCCEEDED after a retry",
+            setup=lambda s: s.salesforce.inject(
+                Fault(
+                    "status",
+                    method="PATCH",
+                    path=r"/sobjects/Task/",
+                    status=503,
+                    body=[{"message": "Server unavailable", "errorCode": "SERVER_UNAVAILABLE"}],
+                )
+            ),
+        ),
+        Scenario(
+            "Salesforce opportunity + follow-up rejected",
+            _intent(
+                run,
+                4,
+                SF_TENANT,
+                sf_account,
+                "crm.create_opportunity",
+                {
+                    "name": "Acme – 3-year renewal",
+                    "stage": "Prospecting",
+                    "close_date": "2027-01-31",
+                    "amount": 120000,
+                    "follow_up_task": {"subject": "Send the quote [blocked]", "due_date": "2026-12-05"},
+                },
+            ),
+            "FAILED, opportunity undone",
+            setup=fail_follow_up,
+        ),
+        Scenario(
+            "HubSpot task, answer lost after commit",
+            _intent(
+                run,
+                5,
+                HS_TENANT,
+                hs_company,
+                "crm.create_task",
+                {"subject": "Book the pricing call", "priority": "Normal"},
+            ),
+            "SUCCEEDED, one task",
+            setup=lambda s: s.hubspot.inject(Fault("drop", method="POST", path=r"/crm/v3/objects/tasks$")),
+        ),
+        Scenario(
+            "HubSpot deal stage update",
+            _intent(
+                run,
+                6,
+                HS_TENANT,
+                hs_company,
+                "crm.update_field",
+                {
+                    "object": "Opportunity",
+                    "record_id": "2001",
+                    "field": "dealstage",
+                    "value": "decisionmakerboughtin",
+                    "previous_value": "presentationscheduled",
+                },
+            ),
+            "SUCCEEDED",
+        ),
+        Scenario(
+            "Google Calendar draft (nobody invited)",
+            _intent(
+                run,
+                7,
+                SF_TENANT,
+                sf_account,
+                "calendar.draft_meeting",
+                {
+                    "title": "Renewal pricing review",
+                    "start": "2026-12-03T16:00:00+01:00",
+                    "end": "2026-12-03T16:30:00+01:00",
+                    "organizer": "jordan@acme.example",
+                    "attendees": ["cfo@customer.example"],
+                },
+            ),
+            "SUCCEEDED",
+        ),
+        Scenario(
+            "Salesforce update, record changed since approval",
+            _intent(
+                run,
+                8,
+                SF_TENANT,
+                sf_account,
+                "crm.update_field",
+                {
+                    "object": "Opportunity",
+                    "record_id": "006Hs00001xyz",
+                    "field": "StageName",
+                    "value": "Closed Won",
+                    "previous_value": "Negotiation/Review",
+                },
+            ),
+            "FAILED, nothing written",
+        ),
+        Scenario(
+            "approval already expired",
+            _intent(
+                run,
+                9,
+                SF_TENANT,
+                sf_account,
+                "internal.log_note",
+                {"body": "Too late."},
+                expires_at_epoch=int(time.time()) - 60,
+            ),
+            "EXPIRED",
+        ),
+        Scenario(
+            "tampered after approval",
+            _intent(run, 10, SF_TENANT, sf_account, "internal.log_note", {"body": "Approved text."}),
+            "REJECTED (APPROVAL_INVALID)",
+            tamper=lambda i: i["parameters"].update(body="Text changed after approval."),
+        ),
     ]
 
 
@@ -133,10 +254,24 @@ def configure_sandbox_tenants(sandbox: Sandbox) -> None:
     for provider, block in sandbox.credentials().items():
         block.save(f"demo-{provider.replace('_', '-')}", overwrite=True)
     with transaction() as session:
-        configure(session, SF_TENANT, actor="demo", name="Demo (Salesforce)", crm_provider="salesforce",
-                  crm_block="demo-salesforce", calendar_provider="google_calendar", calendar_block="demo-google-calendar")
-        configure(session, HS_TENANT, actor="demo", name="Demo (HubSpot)", crm_provider="hubspot",
-                  crm_block="demo-hubspot")
+        configure(
+            session,
+            SF_TENANT,
+            actor="demo",
+            name="Demo (Salesforce)",
+            crm_provider="salesforce",
+            crm_block="demo-salesforce",
+            calendar_provider="google_calendar",
+            calendar_block="demo-google-calendar",
+        )
+        configure(
+            session,
+            HS_TENANT,
+            actor="demo",
+            name="Demo (HubSpot)",
+            crm_provider="hubspot",
+            crm_block="demo-hubspot",
+        )
 
 
 def run_demo(emit: Callable[[str], None] = print) -> list[Scenario]:
@@ -165,8 +300,12 @@ def run_demo(emit: Callable[[str], None] = print) -> list[Scenario]:
                 status = service.execute_action_intent(signed)
                 case.outcome = status.model_dump(mode="json")
             except IntentRejected as rejected:
-                case.outcome = {"action_intent_id": signed["action_intent_id"], "status": "REJECTED",
-                                "explanation": rejected.reason, "failure": {"code": rejected.code}}
+                case.outcome = {
+                    "action_intent_id": signed["action_intent_id"],
+                    "status": "REJECTED",
+                    "explanation": rejected.reason,
+                    "failure": {"code": rejected.code},
+                }
         return cases
     finally:
         sandbox.shutdown()

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from fulfill.approval import sign_intent
 from fulfill.db import dispose_engines, get_engine
@@ -27,15 +28,37 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 @pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The PostgreSQL server the tests use.
+
+    ``FULFILL_TEST_POSTGRES_URL`` (default: the machine's server at 127.0.0.1:5432, database
+    ``test``). When that default answers nothing, a private server from the ``pgserver`` wheel is
+    started in a temporary directory, so the suite runs on a machine that only has Python.
+    """
+    try:
+        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
+    except psycopg.OperationalError:
+        if "FULFILL_TEST_POSTGRES_URL" in os.environ:
+            raise
+        import pgserver
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pgserver"), cleanup_mode="stop")
+        yield server.get_uri()
+        server.cleanup()
+        return
+    yield POSTGRES_ADMIN_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_database(postgres_admin_url: str) -> Iterator[str]:
     """A fresh PostgreSQL database for this test session (dropped at the end)."""
     name = f"fulfill_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+    url = make_url(postgres_admin_url).set(drivername="postgresql+psycopg", database=name)
+    yield url.render_as_string(hide_password=False)
     dispose_engines()
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -34,7 +34,11 @@ class Sandbox:
 
     def emulators(self) -> dict[str, Emulator]:
         """Provider name → emulator."""
-        return {"salesforce": self.salesforce, "hubspot": self.hubspot, "google_calendar": self.google_calendar}
+        return {
+            "salesforce": self.salesforce,
+            "hubspot": self.hubspot,
+            "google_calendar": self.google_calendar,
+        }
 
     def credentials(self) -> dict[str, Any]:
         """Provider name → an unsaved credentials block pointing at this sandbox."""
