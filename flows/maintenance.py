@@ -27,15 +27,14 @@ BATCH = 100
 
 
 @flow(name="reconcile")
-def reconcile(limit: int = BATCH) -> list[dict[str, Any]]:
-    """Re-run executions whose lease expired without a terminal state."""
+def reconcile(limit: int = BATCH, tenant_id: str | None = None) -> list[dict[str, Any]]:
+    """Re-run executions whose lease expired without a terminal state (optionally one tenant's)."""
     with transaction(get_engine()) as session:
         now = db_now(session)
-        stale = session.exec(
-            select(Execution)
-            .where(Execution.status == "EXECUTING", col(Execution.lease_until) < now)
-            .limit(limit)
-        ).all()
+        query = select(Execution).where(Execution.status == "EXECUTING", col(Execution.lease_until) < now)
+        if tenant_id is not None:
+            query = query.where(Execution.tenant_id == tenant_id)
+        stale = session.exec(query.limit(limit)).all()
         intents = [row.intent_json for row in stale]
     results = []
     for intent in intents:
@@ -50,15 +49,16 @@ def reconcile(limit: int = BATCH) -> list[dict[str, Any]]:
 
 
 @flow(name="expire-sweeper")
-def expire_sweeper(limit: int = BATCH) -> list[dict[str, Any]]:
+def expire_sweeper(limit: int = BATCH, tenant_id: str | None = None) -> list[dict[str, Any]]:
     """Expire PENDING intents whose approval ran out before any worker picked them up."""
     with transaction(get_engine()) as session:
         now = db_now(session)
-        pending = session.exec(
-            select(Execution)
-            .where(Execution.status == "PENDING", col(Execution.expires_at_epoch) <= int(now.timestamp()))
-            .limit(limit)
-        ).all()
+        query = select(Execution).where(
+            Execution.status == "PENDING", col(Execution.expires_at_epoch) <= int(now.timestamp())
+        )
+        if tenant_id is not None:
+            query = query.where(Execution.tenant_id == tenant_id)
+        pending = session.exec(query.limit(limit)).all()
         intents = [row.intent_json for row in pending]
     return [execute_intent(intent) for intent in intents]  # the claim records EXPIRED
 

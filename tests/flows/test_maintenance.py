@@ -1,0 +1,139 @@
+"""Scheduled flows and the state-hook backstop."""
+
+from __future__ import annotations
+
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import select
+
+from connectors.base import StepCall, idempotency_key
+from flows.execute_intent import execute_intent
+from flows.hooks import record_flow_end
+from flows.maintenance import deliver_signals, expire_sweeper, reconcile
+from fulfill import executions, ledger
+from fulfill.db import transaction
+from fulfill.intent import parse_intent
+from fulfill.service import ExecutionService
+from fulfill.tables import Execution, InternalTask, Signal
+from tasks.admit import verify_and_register
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _claim(engine: Any, intent: dict[str, Any], owner: str) -> executions.Lease:
+    with transaction(engine) as session:
+        lease = executions.claim(session, intent["action_intent_id"], owner=owner, blocked=None)
+    assert isinstance(lease, executions.Lease)
+    return lease
+
+
+def _expire_lease(engine: Any, intent_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE executions SET lease_until = :t WHERE action_intent_id = :i"),
+            {"t": "2000-01-01 00:00:00", "i": intent_id},
+        )
+
+
+def test_reconcile_finishes_an_execution_whose_worker_died(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    intent = make_intent("internal.create_task", {"title": "Orphaned"})
+    assert verify_and_register(intent).admitted
+    lease = _claim(engine, intent, owner="dead-worker/1")
+    # The dead worker got as far as the checkpoint and the provider write, not the step record.
+    call = StepCall(
+        action_intent_id=lease.action_intent_id,
+        tenant_id=tenant,
+        account_id=intent["account_id"],
+        action_type="internal.create_task",
+        step="create_task",
+        idempotency_key=idempotency_key(lease.action_intent_id, "create_task"),
+        params=parse_intent(intent).normalized_parameters(),
+    )
+    with transaction(engine) as session:
+        executions.checkpoint(session, lease, seq=0, system="internal", call=call)
+    from tasks.resolve import resolve_connector
+
+    resolve_connector(tenant, "internal.create_task").execute(call)
+    assert reconcile(tenant_id=tenant) == [], "a live lease is left alone"
+    _expire_lease(engine, intent["action_intent_id"])
+    results = reconcile(tenant_id=tenant)
+    assert [r["status"] for r in results if r["action_intent_id"] == intent["action_intent_id"]] == [
+        "SUCCEEDED"
+    ]
+    with transaction(engine) as session:
+        rows = session.exec(
+            select(InternalTask).where(InternalTask.action_intent_id == intent["action_intent_id"])
+        )
+        assert len(list(rows)) == 1, "the retried step found the committed write"
+        events = [
+            e.event_type for e in ledger.entries_for_intent(session, tenant, intent["action_intent_id"])
+        ]
+    started = [e for e in events if e == "EXECUTION_STARTED"]
+    assert len(started) == 2 and events.count("ACTION_EXECUTED") == 1
+
+
+def test_expire_sweeper_expires_pending_intents(engine: Any, make_intent: Any, tenant: str) -> None:
+    intent = make_intent("internal.create_task", {"title": "Stale"}, expires_at_epoch=1_000_000_000)
+    assert verify_and_register(intent).admitted
+    expire_sweeper(tenant_id=tenant)
+    status = ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant)
+    assert status.status == "EXPIRED"
+
+
+def test_every_terminal_outcome_has_one_signal_and_it_is_delivered(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    ok = make_intent("internal.create_task", {"title": "Signal me"})
+    late = make_intent("internal.create_task", {"title": "Late"}, expires_at_epoch=1_000_000_000)
+    execute_intent(ok)
+    execute_intent(ok)
+    execute_intent(late)
+    with transaction(engine) as session:
+        signals = session.exec(select(Signal).where(Signal.tenant_id == tenant)).all()
+    kinds = sorted((s.action_intent_id, s.kind, s.payload["reason"]) for s in signals)
+    assert kinds == sorted(
+        [
+            (ok["action_intent_id"], "ACTION_EXECUTED", None),
+            (late["action_intent_id"], "ACTION_FAILED", "EXPIRED"),
+        ]
+    )
+    assert all(uuid.UUID(s.signal_id) for s in signals)
+    assert deliver_signals() >= 2
+    with transaction(engine) as session:
+        undelivered = session.exec(
+            select(Signal).where(Signal.tenant_id == tenant, Signal.delivered_at.is_(None))  # type: ignore[union-attr]
+        ).all()
+    assert undelivered == []
+
+
+def test_crash_hook_flags_an_in_flight_step_for_a_human(engine: Any, make_intent: Any, tenant: str) -> None:
+    intent = make_intent("internal.create_task", {"title": "Crashed"})
+    assert verify_and_register(intent).admitted
+    run_id = uuid.uuid4()
+    lease = _claim(engine, intent, owner=f"{run_id}/abc")
+    call = StepCall(
+        action_intent_id=lease.action_intent_id,
+        tenant_id=tenant,
+        account_id=intent["account_id"],
+        action_type="internal.create_task",
+        step="create_task",
+        idempotency_key="k",
+        params={"title": "Crashed"},
+    )
+    with transaction(engine) as session:
+        executions.checkpoint(session, lease, seq=0, system="internal", call=call)
+    crashed = SimpleNamespace(is_cancelled=lambda: False, is_crashed=lambda: True)
+    other_run = SimpleNamespace(id=uuid.uuid4(), parameters={"intent": intent})
+    record_flow_end(None, other_run, crashed)
+    with transaction(engine) as session:
+        assert session.get(Execution, intent["action_intent_id"]).status == "EXECUTING"  # type: ignore[union-attr]
+    record_flow_end(None, SimpleNamespace(id=run_id, parameters={"intent": intent}), crashed)
+    status = ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant)
+    assert status.status == "FAILED"
+    assert status.failure and status.failure.code == "AMBIGUOUS_OUTCOME" and status.failure.needs_human
