@@ -47,6 +47,14 @@ class ExecutionFailed(Exception):
         return (ExecutionFailed, (code, message))
 
 
+class AdmissionRejected(ExecutionFailed):
+    """The intent itself was refused (schema, approval signature, conflicting content): nothing ran."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        code, _, message = str(self).partition(": ")
+        return (AdmissionRejected, (code, message))
+
+
 @flow(
     name="execute-intent",
     on_failure=[record_flow_end],
@@ -69,7 +77,7 @@ def execute_intent(intent: dict[str, Any]) -> dict[str, Any]:
     flow_run_id = current_flow_run.id
     admission = admit(intent, flow_run_id)
     if not admission.admitted:
-        raise ExecutionFailed(admission.code or "VALIDATION_FAILED", admission.reason or "rejected")
+        raise AdmissionRejected(admission.code or "VALIDATION_FAILED", admission.reason or "rejected")
     assert admission.action_intent_id and admission.tenant_id and admission.action_type
     owner = f"{flow_run_id or 'local'}/{uuid.uuid4().hex[:12]}"
     lease = claim(admission.action_intent_id, admission.tenant_id, admission.action_type, owner, flow_run_id)

@@ -66,15 +66,16 @@ class ExecutionService:
         Raises:
             IntentRejected: invalid schema, approval signature, or conflicting content.
         """
-        from flows.execute_intent import ExecutionFailed, execute_intent
+        from flows.execute_intent import AdmissionRejected, ExecutionFailed, execute_intent
 
         intent_id = raw.get("action_intent_id") if isinstance(raw, dict) else None
         try:
             execute_intent(raw)
-        except ExecutionFailed as failed:
-            if failed.code in {"APPROVAL_INVALID", "VALIDATION_FAILED", "CONFLICT"}:
-                _, _, reason = str(failed).partition(": ")
-                raise IntentRejected(failed.code, None, reason) from None
+        except AdmissionRejected as rejected:
+            _, _, reason = str(rejected).partition(": ")
+            raise IntentRejected(rejected.code, None, reason) from None
+        except ExecutionFailed:
+            pass  # the execution is FAILED; its status below says why
         if not isinstance(intent_id, str):
             raise IntentRejected("VALIDATION_FAILED", "action_intent_id", "missing")
         return self.get_execution_status(intent_id)

@@ -1,0 +1,65 @@
+"""One standard test class parametrised over every credentials block (prefect-aws style)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import typing
+
+import pytest
+from prefect.blocks.core import Block
+from pydantic import SecretStr
+
+import blocks
+
+BLOCKS = sorted(
+    {
+        obj
+        for module in pkgutil.iter_modules(blocks.__path__)
+        for _, obj in inspect.getmembers(importlib.import_module(f"blocks.{module.name}"), inspect.isclass)
+        if issubclass(obj, Block) and obj.__module__.startswith("blocks.")
+    },
+    key=lambda cls: cls.__name__,
+)
+SECRET_WORDS = ("secret", "token", "private_key", "password")
+
+
+def test_every_provider_has_a_block() -> None:
+    assert {cls.get_block_type_slug() for cls in BLOCKS} >= {
+        "fulfill-salesforce-credentials",
+        "fulfill-hubspot-credentials",
+        "fulfill-google-calendar-credentials",
+    }
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda cls: cls.__name__)
+class TestBlockStandards:
+    def test_has_a_name_slug_and_description(self, block: type[Block]) -> None:
+        assert block._block_type_name and block.get_block_type_slug().startswith("fulfill-")
+        assert (block.get_description() or "").strip(), "a block needs a description"
+
+    def test_every_field_has_a_title_and_description(self, block: type[Block]) -> None:
+        for name, field in block.model_fields.items():
+            assert field.description, f"{block.__name__}.{name} has no description"
+            assert field.title, f"{block.__name__}.{name} has no title"
+
+    def test_secret_fields_are_secret_str(self, block: type[Block]) -> None:
+        hints = typing.get_type_hints(block)
+        for name in block.model_fields:
+            if any(word in name for word in SECRET_WORDS) and not name.endswith(
+                ("_id", "_url", "_uri", "_property")
+            ):
+                assert SecretStr in typing.get_args(hints[name]) or hints[name] is SecretStr, name
+
+    def test_schema_registers(self, block: type[Block]) -> None:
+        schema = block._to_block_schema(block_type_id=__import__("uuid").uuid4())
+        assert schema.fields["properties"]
+        secret_fields = schema.fields.get("secret_fields", [])
+        assert all(any(word in f for word in SECRET_WORDS) for f in secret_fields)
+        assert secret_fields, "every credentials block has at least one secret field"
+
+    def test_has_a_connector(self, block: type[Block]) -> None:
+        from connectors.registry import BLOCK_TYPE_SLUGS
+
+        assert block.get_block_type_slug() in BLOCK_TYPE_SLUGS.values()
