@@ -553,10 +553,13 @@ def demo(
     with transaction() as session:
         chains_ok = all(r.ok for r in ledger.verify_chains(session))
     console.print(f"ledger chains verify: {'[green]yes[/]' if chains_ok else '[red]NO[/]'}")
+    from fulfill.settings import load_settings
+
+    console.print(f"done in {time.monotonic() - started:.1f} s. Data: {load_settings().data_dir}")
     console.print(
-        f"done in {time.monotonic() - started:.1f} s. Data: {os.environ.get('FULFILL_DATA_DIR', '~/.fulfill')}. "
-        f"Try: [bold]fulfill status {cases[3].outcome.get('action_intent_id')}[/] or "
-        f"[bold]fulfill timeline {cases[5].outcome.get('action_intent_id')}[/]"
+        f"Try: [bold]./run fulfill status {cases[3].outcome.get('action_intent_id')}[/]  or  "
+        f"[bold]./run fulfill timeline {cases[5].outcome.get('action_intent_id')}[/]",
+        soft_wrap=True,
     )
 
 

@@ -339,7 +339,9 @@ def test_transient_error_is_retried_and_succeeds(
 
     assert execute_intent(intent)["status"] == "SUCCEEDED"
 
-    assert kinds(objects_of_intent(sandbox, crm, intent_id)) == {"Task" if crm == "salesforce" else "tasks": 1}
+    assert kinds(objects_of_intent(sandbox, crm, intent_id)) == {
+        "Task" if crm == "salesforce" else "tasks": 1
+    }
     with transaction(engine) as session:
         rows = ledger.entries_for_intent(session, tenant, intent_id)
     retries = [row.details for row in rows if row.event_type == "STEP_RETRY_SCHEDULED"]
@@ -371,7 +373,9 @@ def _block_follow_up(sandbox: Sandbox, crm: str, marker: str) -> None:
                 "message": f"Property values were not valid: {SECRET_PROVIDER_TEXT}",
                 "correlationId": str(uuid.uuid4()),
                 "category": "VALIDATION_ERROR",
-                "errors": [{"message": SECRET_PROVIDER_TEXT, "context": {"propertyName": ["hs_task_subject"]}}],
+                "errors": [
+                    {"message": SECRET_PROVIDER_TEXT, "context": {"propertyName": ["hs_task_subject"]}}
+                ],
             },
         )
     )
@@ -408,7 +412,12 @@ def test_permanent_error_fails_readably_and_undoes_the_opportunity(
         "The connected system rejected the values in this action. Everything done before the failure was undone."
     )
     for shown in (message, status.explanation, str(raised.value)):
-        for leak in (SECRET_PROVIDER_TEXT, "FIELD_CUSTOM_VALIDATION_EXCEPTION", "VALIDATION_ERROR", "Traceback"):
+        for leak in (
+            SECRET_PROVIDER_TEXT,
+            "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+            "VALIDATION_ERROR",
+            "Traceback",
+        ):
             assert leak not in shown
         assert not set(shown) & set("{}[]<>"), f"no raw provider body or repr: {shown!r}"
     assert status.external_refs == []
@@ -525,8 +534,10 @@ def test_canary_secret_appears_nowhere(
         intent = make_intent("crm.create_task", TASK)
         assert execute_intent(intent)["status"] == "SUCCEEDED"
         import os
+
         if os.environ.get("LEAK") == "log":
             from prefect.logging import get_logger
+
             get_logger("prefect.task_runs").info("leak %s", CANARY)
         if os.environ.get("LEAK") == "print":
             print(CANARY)
@@ -554,7 +565,12 @@ def test_canary_secret_appears_nowhere(
     assert stored, "task results were persisted"
     assert CANARY not in stored, "a persisted task result holds the secret"
 
-    print("RECORDS", len(caplog.records), sorted({r.name for r in caplog.records}), file=__import__("sys").__stderr__)
+    print(
+        "RECORDS",
+        len(caplog.records),
+        sorted({r.name for r in caplog.records}),
+        file=__import__("sys").__stderr__,
+    )
     logged = "\n".join(
         f"{record.name} {record.getMessage()} {record.exc_text or ''}" for record in caplog.records
     )
@@ -592,7 +608,9 @@ def test_reconcile_finishes_a_step_whose_worker_died_after_the_provider_committe
     # The dead worker: admitted, claimed, checkpointed, called the provider (which committed) ...
     assert verify_and_register(intent).admitted
     with transaction(engine) as session:
-        lease = executions.claim(session, intent_id, owner=f"dead-worker/{uuid.uuid4().hex[:8]}", blocked=None)
+        lease = executions.claim(
+            session, intent_id, owner=f"dead-worker/{uuid.uuid4().hex[:8]}", blocked=None
+        )
     assert isinstance(lease, executions.Lease)
     parsed = parse_intent(intent)
     parameters = parsed.normalized_parameters()
