@@ -514,8 +514,8 @@ def demo(
     verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's flow and task run logs."),
 ) -> None:
     """Execute signed sample intents end to end on the embedded defaults and show the outcomes."""
-    if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    if verbose:
+        os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
     from fulfill.demo import run_demo
     from fulfill.service import ExecutionService
 
@@ -564,7 +564,12 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point.
+
+    In-process runs keep Prefect's console logging to errors that are not already explained by
+    fulfill's own output (set ``PREFECT_LOGGING_LEVEL=INFO`` to see every flow and task run).
+    """
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     app()
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +26,39 @@ KEYS = json.loads((VECTORS / "keys.json").read_text())
 POSTGRES_ADMIN_URL = os.environ.get("FULFILL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _loopback_only(address: Any) -> None:
+    """Tests never reach a non-loopback address: refuse the connection outright."""
+    if isinstance(address, str | bytes):  # AF_UNIX
+        return
+    host = address[0]
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        if host == "localhost":
+            return
+    raise ConnectionRefusedError(f"tests may only connect to loopback addresses, not {host!r}")
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> None:
+    _loopback_only(address)
+    _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
+    _loopback_only(address)
+    return _real_connect_ex(self, address)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="session")
