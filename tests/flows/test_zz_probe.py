@@ -1,15 +1,19 @@
 from __future__ import annotations
-from typing import Any
+
 import pytest
+
+from flows.execute_intent import ExecutionFailed, execute_intent
 from fulfill.sandbox.base import Fault
-from flows.execute_intent import execute_intent, ExecutionFailed
 from fulfill.service import ExecutionService
 from tests.flows.test_connectors_end_to_end import *  # noqa
-from tests.flows.test_connectors_end_to_end import sandbox, block_names, fresh_emulators, configured  # noqa
+from tests.flows.test_connectors_end_to_end import block_names, configured, fresh_emulators, sandbox  # noqa
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-@pytest.mark.parametrize("crm,acct,path", [("salesforce", SF_ACCOUNT, SF_TASK), ("hubspot", HS_COMPANY, HS_TASKS)])
+
+@pytest.mark.parametrize(
+    "crm,acct,path", [("salesforce", SF_ACCOUNT, SF_TASK), ("hubspot", HS_COMPANY, HS_TASKS)]
+)
 def test_all_attempts_dropped(engine, make_intent, tenant, sandbox, configured, crm, acct, path):
     configured(crm)
     inject(sandbox, crm, Fault(kind="drop", method=path[0], path=path[1], times=10))
@@ -21,7 +25,11 @@ def test_all_attempts_dropped(engine, make_intent, tenant, sandbox, configured, 
         print("FAILED", e)
     print("OBJECTS", objects_of_intent(sandbox, crm, intent["action_intent_id"]))
     print("EVENTS", events(engine, tenant, intent["action_intent_id"]))
-    print("STATUS", ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant).model_dump())
+    print(
+        "STATUS",
+        ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant).model_dump(),
+    )
+
 
 def test_timeout_fault(engine, make_intent, tenant, sandbox, configured):
     configured("hubspot")
@@ -30,6 +38,7 @@ def test_timeout_fault(engine, make_intent, tenant, sandbox, configured):
     r = execute_intent(intent)
     print("RESULT", r)
     print("OBJECTS", objects_of_intent(sandbox, "hubspot", intent["action_intent_id"]))
+
 
 def test_compensation_dropped(engine, make_intent, tenant, sandbox, configured):
     configured("salesforce")
@@ -41,4 +50,7 @@ def test_compensation_dropped(engine, make_intent, tenant, sandbox, configured):
     except ExecutionFailed as e:
         print("FAILED", e)
     print("OBJECTS", objects_of_intent(sandbox, "salesforce", intent["action_intent_id"]))
-    print("STATUS", ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant).model_dump())
+    print(
+        "STATUS",
+        ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant).model_dump(),
+    )
