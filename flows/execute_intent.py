@@ -97,6 +97,8 @@ def _refused(action_intent_id: str, refusal: ClaimRefused) -> dict[str, Any]:
         "status": refusal.status,
         "executed": False,
         "reason": refusal.reason,
+        "explanation": refusal.explanation,
+        "external_refs": refusal.external_refs,
     }
 
 

@@ -595,6 +595,15 @@ def _terminal(
     )
 
 
+def latest_outcome(session: Session, action_intent_id: str) -> Outcome | None:
+    """The most recent terminal outcome of an intent (the first SUCCEEDED one is also the last)."""
+    return session.exec(
+        select(Outcome)
+        .where(Outcome.action_intent_id == action_intent_id)
+        .order_by(col(Outcome.attempt).desc())
+    ).first()
+
+
 def cancel(session: Session, tenant_id: str | None, action_intent_id: str, *, actor: str) -> Execution:
     """Cancel a PENDING or EXECUTING intent; no further external call starts.
 

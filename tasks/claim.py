@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
 from pydantic import BaseModel
 
@@ -12,10 +14,12 @@ from fulfill.executions import Lease, Refusal
 
 
 class ClaimRefused(BaseModel):
-    """Why no attempt started, with the execution's current status."""
+    """Why no attempt started, with the execution's current status and latest outcome."""
 
     reason: str
     status: str
+    explanation: str = ""
+    external_refs: list[dict[str, Any]] = []
 
 
 @task(name="claim")
@@ -32,5 +36,11 @@ def claim(
             flow_run_id=flow_run_id,
         )
         if isinstance(outcome, Refusal):
-            return ClaimRefused(reason=outcome.reason, status=outcome.execution.status)
+            latest = executions.latest_outcome(session, action_intent_id)
+            return ClaimRefused(
+                reason=outcome.reason,
+                status=outcome.execution.status,
+                explanation=outcome.execution.explanation,
+                external_refs=latest.external_refs if latest else [],
+            )
         return outcome

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 
 from connectors.base import StepCall, StepResult
-from fulfill import executions
+from fulfill import executions, ledger
 from fulfill.db import get_engine, transaction
 from fulfill.executions import Failure, Lease
 
@@ -43,8 +43,6 @@ def record_compensation(tenant_id: str, record_id: int, ok: bool, error: dict[st
 @task(name="halt")
 def record_halt(lease: Lease, step: str, reason: str) -> None:
     """Ledger EXECUTION_HALTED: an operator control stopped the run before ``step``."""
-    from fulfill import ledger
-
     with transaction(get_engine()) as session:
         ledger.append(
             session,

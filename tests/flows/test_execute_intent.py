@@ -52,6 +52,8 @@ def test_success_then_duplicate_executes_once(engine: Any, make_intent: Any, ten
         "status": "SUCCEEDED",
         "executed": False,
         "reason": "ALREADY_FINISHED",
+        "explanation": first["explanation"],
+        "external_refs": first["external_refs"],
     }
     assert _count(engine, InternalTask, intent["action_intent_id"]) == 1
     events = _events(engine, tenant, intent["action_intent_id"])
