@@ -484,21 +484,7 @@ def sandbox_serve(
     for name, url in sandbox.urls.items():
         console.print(f"{name:16} {url}   (faults: POST {url}/__sandbox/faults)")
     if save_blocks_for:
-        from fulfill.db import transaction
-        from fulfill.tenants import configure
-
-        for provider, block in sandbox.credentials().items():
-            block.save(f"sandbox-{provider.replace('_', '-')}", overwrite=True)
-        with transaction() as session:
-            configure(
-                session,
-                save_blocks_for,
-                actor="sandbox",
-                crm_provider="salesforce",
-                crm_block="sandbox-salesforce",
-                calendar_provider="google_calendar",
-                calendar_block="sandbox-google-calendar",
-            )
+        sandbox.configure_tenant(save_blocks_for, crm="salesforce", prefix="sandbox", actor="sandbox")
         console.print(f"tenant {save_blocks_for} now uses the sandbox blocks")
     try:
         while True:

@@ -248,30 +248,10 @@ def scenarios(run: str) -> list[Scenario]:
 
 def configure_sandbox_tenants(sandbox: Sandbox) -> None:
     """Save the sandbox credentials blocks and point the demo tenants at them."""
-    from fulfill.db import transaction
-    from fulfill.tenants import configure
-
-    for provider, block in sandbox.credentials().items():
-        block.save(f"demo-{provider.replace('_', '-')}", overwrite=True)
-    with transaction() as session:
-        configure(
-            session,
-            SF_TENANT,
-            actor="demo",
-            name="Demo (Salesforce)",
-            crm_provider="salesforce",
-            crm_block="demo-salesforce",
-            calendar_provider="google_calendar",
-            calendar_block="demo-google-calendar",
-        )
-        configure(
-            session,
-            HS_TENANT,
-            actor="demo",
-            name="Demo (HubSpot)",
-            crm_provider="hubspot",
-            crm_block="demo-hubspot",
-        )
+    sandbox.configure_tenant(
+        SF_TENANT, crm="salesforce", prefix="demo", actor="demo", name="Demo (Salesforce)"
+    )
+    sandbox.configure_tenant(HS_TENANT, crm="hubspot", prefix="demo", actor="demo", name="Demo (HubSpot)")
 
 
 def run_demo(emit: Callable[[str], None] = print) -> list[Scenario]:

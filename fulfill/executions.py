@@ -255,13 +255,7 @@ def claim(
         )
         return Refusal("EXPIRED", execution)
     if blocked:
-        ledger.append(
-            session,
-            tenant_id=execution.tenant_id,
-            action_intent_id=action_intent_id,
-            event_type="EXECUTION_HALTED",
-            details={"reason": blocked, "before_step": None},
-        )
+        halted(session, execution.tenant_id, action_intent_id, reason=blocked, before_step=None)
         execution.attempt += 1
         _terminal(
             session,
@@ -297,6 +291,19 @@ def claim(
         },
     )
     return Lease(action_intent_id, execution.tenant_id, owner, execution.attempt, execution.generation)
+
+
+def halted(
+    session: Session, tenant_id: str, action_intent_id: str, *, reason: str, before_step: str | None
+) -> None:
+    """Ledger EXECUTION_HALTED: an operator control stopped the execution before ``before_step``."""
+    ledger.append(
+        session,
+        tenant_id=tenant_id,
+        action_intent_id=action_intent_id,
+        event_type="EXECUTION_HALTED",
+        details={"reason": reason, "before_step": before_step},
+    )
 
 
 def fence(session: Session, lease: Lease, *, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> Execution:

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 
 from connectors.base import StepCall, StepResult
-from fulfill import executions, ledger
+from fulfill import executions
 from fulfill.db import get_engine, transaction
 from fulfill.executions import Failure, Lease
 
@@ -44,13 +44,7 @@ def record_compensation(tenant_id: str, record_id: int, ok: bool, error: dict[st
 def record_halt(lease: Lease, step: str, reason: str) -> None:
     """Ledger EXECUTION_HALTED: an operator control stopped the run before ``step``."""
     with transaction(get_engine()) as session:
-        ledger.append(
-            session,
-            tenant_id=lease.tenant_id,
-            action_intent_id=lease.action_intent_id,
-            event_type="EXECUTION_HALTED",
-            details={"reason": reason, "before_step": step},
-        )
+        executions.halted(session, lease.tenant_id, lease.action_intent_id, reason=reason, before_step=step)
 
 
 @task(name="finish")

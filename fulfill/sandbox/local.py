@@ -69,6 +69,34 @@ class Sandbox:
             ),
         }
 
+    def save_credentials(self, prefix: str) -> dict[str, str]:
+        """Save every credentials block as ``{prefix}-{provider}``; returns provider → block name."""
+        names = {}
+        for provider, block in self.credentials().items():
+            names[provider] = f"{prefix}-{provider.replace('_', '-')}"
+            block.save(names[provider], overwrite=True)
+        return names
+
+    def configure_tenant(
+        self, tenant_id: str, *, crm: str, prefix: str, actor: str, name: str | None = None
+    ) -> None:
+        """Save the blocks and point ``tenant_id`` at this sandbox's ``crm`` and Google Calendar."""
+        from fulfill.db import transaction
+        from fulfill.tenants import configure
+
+        blocks = self.save_credentials(prefix)
+        with transaction() as session:
+            configure(
+                session,
+                tenant_id,
+                actor=actor,
+                name=name,
+                crm_provider=crm,
+                crm_block=blocks[crm],
+                calendar_provider="google_calendar",
+                calendar_block=blocks["google_calendar"],
+            )
+
     def shutdown(self) -> None:
         """Stop every server."""
         for emulator in self.emulators().values():
