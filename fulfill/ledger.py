@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 
 from fulfill.db import db_now, insert_ignore, lock_clause
 from fulfill.redaction import redact
-from fulfill.tables import LedgerEntry, LedgerHead
+from fulfill.tables import LedgerBase, LedgerEntry, LedgerHead
 
 GENESIS = "0" * 64
 EVENT_TYPES = frozenset(
@@ -43,28 +43,12 @@ EVENT_TYPES = frozenset(
 )
 
 
-def canonical_row(
-    *,
-    tenant_id: str,
-    seq: int,
-    action_intent_id: str | None,
-    event_type: str,
-    at: str,
-    actor: str,
-    details: Mapping[str, Any],
-) -> bytes:
-    """The exact bytes a ledger row's hash covers (RFC 8785 JCS)."""
-    return rfc8785.dumps(
-        {
-            "tenant_id": tenant_id,
-            "seq": seq,
-            "action_intent_id": action_intent_id,
-            "event_type": event_type,
-            "at": at,
-            "actor": actor,
-            "details": dict(details),
-        }
-    )
+HASHED_FIELDS = ("tenant_id", "seq", "action_intent_id", "event_type", "at", "actor", "details")
+
+
+def canonical_row(row: LedgerBase) -> bytes:
+    """The exact bytes a ledger row's hash covers: RFC 8785 JCS of :data:`HASHED_FIELDS`."""
+    return rfc8785.dumps(row.model_dump(mode="json", include=set(HASHED_FIELDS)))
 
 
 def chain_hash(prev_hash: str, canonical: bytes) -> str:
@@ -103,34 +87,21 @@ def append(
         query = query.with_for_update()
     head = session.exec(query).one()
     session.refresh(head)
-    seq = head.seq + 1
-    at = db_now(session).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    row_hash = chain_hash(
-        head.row_hash,
-        canonical_row(
-            tenant_id=tenant_id,
-            seq=seq,
-            action_intent_id=action_intent_id,
-            event_type=event_type,
-            at=at,
-            actor=actor,
-            details=clean,
-        ),
-    )
     entry = LedgerEntry(
         tenant_id=tenant_id,
-        seq=seq,
+        seq=head.seq + 1,
         action_intent_id=action_intent_id,
         event_type=event_type,
-        at=at,
+        at=db_now(session).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         actor=actor,
         details=clean,
         prev_hash=head.row_hash,
-        row_hash=row_hash,
+        row_hash="",
     )
+    entry.row_hash = chain_hash(head.row_hash, canonical_row(entry))
     session.add(entry)
-    head.seq = seq
-    head.row_hash = row_hash
+    head.seq = entry.seq
+    head.row_hash = entry.row_hash
     session.add(head)
     session.flush()
     return entry
@@ -184,19 +155,7 @@ def _verify_one(session: Session, tenant_id: str) -> ChainReport:
         elif row.prev_hash != prev:
             broken = "prev_hash does not match the previous row's hash"
         else:
-            expected = chain_hash(
-                prev,
-                canonical_row(
-                    tenant_id=row.tenant_id,
-                    seq=row.seq,
-                    action_intent_id=row.action_intent_id,
-                    event_type=row.event_type,
-                    at=row.at,
-                    actor=row.actor,
-                    details=row.details,
-                ),
-            )
-            if expected != row.row_hash:
+            if chain_hash(prev, canonical_row(row)) != row.row_hash:
                 broken = "row content does not match its hash (edited after it was written)"
         if broken:
             return ChainReport(tenant_id, count, False, row.seq, row.id, broken)
