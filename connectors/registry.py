@@ -1,10 +1,12 @@
-"""Which connector class serves which provider name (tenant configuration names these)."""
+"""Which connector and credentials block serve which provider name (tenant configuration names these)."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import httpx
+from prefect.blocks.core import Block
 
 from connectors.base import Connector
 from connectors.errors import NotConfigured
@@ -19,37 +21,35 @@ ACTION_FAMILY = {
     "internal.attach_brief": "internal",
 }
 
-
-def connector_class(provider: str) -> type[Connector]:
-    """The connector class for a provider name (imported lazily)."""
-    if provider == "salesforce":
-        from connectors.salesforce import SalesforceConnector
-
-        return SalesforceConnector
-    if provider == "hubspot":
-        from connectors.hubspot import HubSpotConnector
-
-        return HubSpotConnector
-    if provider == "google_calendar":
-        from connectors.google_calendar import GoogleCalendarConnector
-
-        return GoogleCalendarConnector
-    raise NotConfigured(f"provider {provider!r} has no connector")
-
-
-BLOCK_TYPE_SLUGS = {
-    "salesforce": "fulfill-salesforce-credentials",
-    "hubspot": "fulfill-hubspot-credentials",
-    "google_calendar": "fulfill-google-calendar-credentials",
+#: provider → ("module:ConnectorClass", "module:CredentialsBlockClass"), imported lazily
+PROVIDERS = {
+    "salesforce": ("connectors.salesforce:SalesforceConnector", "blocks.salesforce:SalesforceCredentials"),
+    "hubspot": ("connectors.hubspot:HubSpotConnector", "blocks.hubspot:HubSpotCredentials"),
+    "google_calendar": (
+        "connectors.google_calendar:GoogleCalendarConnector",
+        "blocks.google_calendar:GoogleCalendarCredentials",
+    ),
 }
 
 
-def block_type_slug(provider: str) -> str:
-    """The Prefect block-type slug holding a provider's credentials."""
+def _load(provider: str, index: int) -> Any:
     try:
-        return BLOCK_TYPE_SLUGS[provider]
+        module, _, name = PROVIDERS[provider][index].partition(":")
     except KeyError:
-        raise NotConfigured(f"provider {provider!r} has no credentials block type") from None
+        raise NotConfigured(f"provider {provider!r} has no connector") from None
+    return getattr(importlib.import_module(module), name)
+
+
+def connector_class(provider: str) -> type[Connector]:
+    """The connector class for a provider name."""
+    cls: type[Connector] = _load(provider, 0)
+    return cls
+
+
+def block_class(provider: str) -> type[Block]:
+    """The Prefect block class holding a provider's credentials (importing it registers its type)."""
+    cls: type[Block] = _load(provider, 1)
+    return cls
 
 
 def build_connector(provider: str, credentials: Any, client: httpx.Client) -> Connector:

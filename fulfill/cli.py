@@ -134,6 +134,29 @@ def execute(
         raise typer.Exit(1)
 
 
+@app.command("plan")
+def plan(
+    file: Path = typer.Argument(..., help="Intent JSON file, or - for stdin."), as_json: bool = JSON_OPTION
+) -> None:
+    """Dry run: print the exact provider requests the intent would make, sending nothing."""
+    from fulfill.dry_run import PlanFailed, format_plan, plan_requests
+
+    try:
+        raw = json.loads(_read_json(file))
+    except json.JSONDecodeError as exc:
+        err.print(f"invalid: $: is not valid JSON ({exc})")
+        raise typer.Exit(1) from None
+    try:
+        requests = plan_requests(raw)
+    except PlanFailed as failed:
+        err.print(f"cannot plan: {failed}")
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json([r.model_dump(mode="json") for r in requests])
+    else:
+        typer.echo(format_plan(requests))
+
+
 # --- status / timeline / list / cancel --------------------------------------------------
 def _show_status(data: dict[str, Any], as_json: bool) -> None:
     if as_json:

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prefect.blocks.core import Block
 
 from connectors.base import Connector
 from connectors.errors import NotConfigured
 from connectors.internal import InternalConnector
-from connectors.registry import ACTION_FAMILY, block_type_slug, build_connector
+from connectors.registry import ACTION_FAMILY, block_class, build_connector
 from fulfill.db import get_engine, transaction
 from fulfill.settings import load_settings
 from fulfill.storage import LocalObjectStore, ObjectStore, S3ObjectStore
@@ -48,7 +47,7 @@ def object_store(storage_block: str | None) -> ObjectStore:
 def load_credentials(provider: str, block_name: str) -> Any:
     """Load a tenant's credentials block (raises NotConfigured when it does not exist)."""
     try:
-        return Block.load(f"{block_type_slug(provider)}/{block_name}")
+        return block_class(provider).load(block_name)
     except (ValueError, KeyError) as exc:
         raise NotConfigured(f"credentials block {block_name!r} for {provider} could not be loaded") from exc
 

@@ -60,6 +60,6 @@ class TestBlockStandards:
         assert secret_fields, "every credentials block has at least one secret field"
 
     def test_has_a_connector(self, block: type[Block]) -> None:
-        from connectors.registry import BLOCK_TYPE_SLUGS
+        from connectors.registry import PROVIDERS, block_class
 
-        assert block.get_block_type_slug() in BLOCK_TYPE_SLUGS.values()
+        assert block in [block_class(provider) for provider in PROVIDERS]

@@ -566,7 +566,26 @@ def test_canary_secret_appears_nowhere(
     assert CANARY not in out and CANARY not in err, "stdout/stderr hold the secret"
 
 
-# -- e. reconcile after a worker died mid-step -------------------------------------------------
+# -- e. reconcile: after every retry lost its answer, and after a worker died mid-step ---------
+def test_every_answer_lost_then_lookup_finds_the_single_write(
+    engine: Any, make_intent: Any, tenant: str, sandbox: Sandbox, configured: Any
+) -> None:
+    """Retries run out on lost answers (each attempt committed); the provider lookup settles it."""
+    configured("salesforce")
+    inject(sandbox, "salesforce", Fault(kind="drop", method=SF_TASK[0], path=SF_TASK[1], times=10))
+    intent = make_intent("crm.create_task", TASK)
+    intent_id = intent["action_intent_id"]
+
+    assert execute_intent(intent)["status"] == "SUCCEEDED"
+
+    mine = objects_of_intent(sandbox, "salesforce", intent_id)
+    assert len(mine) == 1 and mine[0].live, "four committed attempts, one object (same upsert key)"
+    history = events(engine, tenant, intent_id)
+    assert history.count("STEP_RETRY_SCHEDULED") == 3 and history.count("ACTION_EXECUTED") == 1
+    [row] = step_rows(engine, intent_id)
+    assert row.attempts == 4 and row.result_json is not None and row.result_json["created"] is False
+
+
 @pytest.mark.parametrize(
     ("provider", "crm", "action_type", "params", "account_id", "drop"),
     [
