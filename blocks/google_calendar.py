@@ -18,6 +18,8 @@ from typing import ClassVar, Literal
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.fields import empty_fields
+
 CALENDAR_EVENTS_SCOPE = "https://www.googleapis.com/auth/calendar.events"
 
 
@@ -95,19 +97,5 @@ class GoogleCalendarCredentials(Block):
     def missing_fields(self) -> list[str]:
         """Names of the fields the chosen ``auth_mode`` needs but which are empty (never their values)."""
         if self.auth_mode == "service_account":
-            required = {"service_account_email": self.service_account_email, "private_key": self.private_key}
-        else:
-            required = {
-                "client_id": self.client_id,
-                "client_secret": self.client_secret,
-                "refresh_token": self.refresh_token,
-            }
-        return [name for name, value in required.items() if not _present(value)]
-
-
-def _present(value: str | SecretStr | None) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, SecretStr):
-        return bool(value.get_secret_value().strip())
-    return bool(value.strip())
+            return empty_fields(self, "service_account_email", "private_key")
+        return empty_fields(self, "client_id", "client_secret", "refresh_token")

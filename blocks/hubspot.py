@@ -22,6 +22,8 @@ from typing import ClassVar, Literal
 from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl, SecretStr
 
+from blocks.fields import empty_fields
+
 
 class HubSpotCredentials(Block):
     """How fulfill reaches one tenant's HubSpot portal to create tasks and deals and update fields."""
@@ -96,21 +98,6 @@ class HubSpotCredentials(Block):
 
     def missing_fields(self) -> list[str]:
         """Names of the fields the chosen ``auth_mode`` needs but which are empty (never their values)."""
-        required: dict[str, str | SecretStr | None]
         if self.auth_mode == "private_app":
-            required = {"private_app_token": self.private_app_token}
-        else:
-            required = {
-                "client_id": self.client_id,
-                "client_secret": self.client_secret,
-                "refresh_token": self.refresh_token,
-            }
-        return [name for name, value in required.items() if not _present(value)]
-
-
-def _present(value: str | SecretStr | None) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, SecretStr):
-        return bool(value.get_secret_value().strip())
-    return bool(value.strip())
+            return empty_fields(self, "private_app_token")
+        return empty_fields(self, "client_id", "client_secret", "refresh_token")

@@ -23,6 +23,8 @@ from typing import ClassVar, Literal
 from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl, SecretStr
 
+from blocks.fields import empty_fields
+
 DEFAULT_EXTERNAL_ID_FIELD = "Fulfill_Intent_Key__c"
 DEFAULT_API_VERSION = "62.0"
 
@@ -103,21 +105,6 @@ class SalesforceCredentials(Block):
 
     def missing_fields(self) -> list[str]:
         """Names of the fields the chosen ``auth_mode`` needs but which are empty (never their values)."""
-        required: dict[str, str | SecretStr | None]
         if self.auth_mode == "client_credentials":
-            required = {"client_id": self.client_id, "client_secret": self.client_secret}
-        else:
-            required = {
-                "client_id": self.client_id,
-                "username": self.username,
-                "private_key": self.private_key,
-            }
-        return [name for name, value in required.items() if not _present(value)]
-
-
-def _present(value: str | SecretStr | None) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, SecretStr):
-        return bool(value.get_secret_value().strip())
-    return bool(value.strip())
+            return empty_fields(self, "client_id", "client_secret")
+        return empty_fields(self, "client_id", "username", "private_key")

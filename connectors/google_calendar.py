@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from blocks.google_calendar import GoogleCalendarCredentials
 from connectors.base import Connector, ExternalRef, StepCall, StepResult
@@ -39,14 +35,21 @@ from connectors.errors import (
     AuthenticationFailed,
     Conflict,
     ConnectorError,
-    Forbidden,
-    NetworkError,
     NotConfigured,
     NotFound,
-    OutcomeUnknown,
-    ProviderUnavailable,
     RateLimitedError,
     ValidationRejected,
+)
+from connectors.http import (
+    bearer_request,
+    error_class_for_status,
+    json_object,
+    json_or_none,
+    refresh_token_grant,
+    request_access_token,
+    retry_after,
+    sign_rs256_jwt,
+    transport_error,
 )
 
 ACTION_TYPE = "calendar.draft_meeting"
@@ -287,16 +290,17 @@ class GoogleCalendarConnector(Connector):
         """Send with a bearer token; on 401 fetch a fresh token once, then give up."""
         for attempt in range(2):
             token = self._access_token(subject, force=attempt > 0)
-            try:
-                response = self._client.request(
-                    method,
-                    url,
-                    params=params,
-                    json=body,
-                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                )
-            except httpx.HTTPError as exc:
-                raise _network_error(exc, write=write, what=f"{method} event") from None
+            response = bearer_request(
+                self._client,
+                method,
+                url,
+                token=token,
+                write=write,
+                what=f"{method} event",
+                network_error=_network_error,
+                params=params,
+                body=body,
+            )
             if response.status_code != 401:
                 return response
             self._tokens.pop(subject, None)
@@ -326,61 +330,18 @@ class GoogleCalendarConnector(Connector):
             form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._assertion(subject)}
         else:
             # https://developers.google.com/identity/protocols/oauth2/web-server#offline
-            assert creds.client_secret is not None and creds.refresh_token is not None
-            form = {
-                "grant_type": "refresh_token",
-                "client_id": str(creds.client_id),
-                "client_secret": creds.client_secret.get_secret_value(),
-                "refresh_token": creds.refresh_token.get_secret_value(),
-            }
-        try:
-            response = self._client.post(creds.token_uri, data=form, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise _network_error(exc, write=False, what="token request") from None
-        if response.status_code == 200:
-            body = _json(response)
-            token = body.get("access_token")
-            if not isinstance(token, str) or not token:
-                raise AuthenticationFailed(
-                    "the token endpoint answered without an access_token", status_code=200
-                )
-            return token, float(body.get("expires_in") or TOKEN_LIFETIME_SECONDS)
-        code = _oauth_error_code(response)
-        if response.status_code == 429:
-            raise RateLimitedError(
-                "token endpoint throttled us",
-                status_code=429,
-                provider_code=code,
-                retry_after=_retry_after(response),
-            )
-        if response.status_code >= 500:
-            raise ProviderUnavailable(
-                f"token endpoint answered {response.status_code}",
-                status_code=response.status_code,
-                provider_code=code,
-            )
-        raise AuthenticationFailed(
-            f"token endpoint refused the credentials ({code or response.status_code})",
-            status_code=response.status_code,
-            provider_code=code,
+            form = refresh_token_grant(creds.client_id, creds.client_secret, creds.refresh_token)
+        token, body = request_access_token(
+            self._client, creds.token_uri, form, provider="Google", network_error=_network_error
         )
+        return token, float(body.get("expires_in") or TOKEN_LIFETIME_SECONDS)
 
     def _assertion(self, subject: str) -> str:
         creds = self._credentials
         assert creds.private_key is not None
-        try:
-            key = serialization.load_pem_private_key(
-                creds.private_key.get_secret_value().encode(), password=None
-            )
-        except (ValueError, TypeError):
-            raise NotConfigured(
-                "the service account private key is not a readable unencrypted PEM key"
-            ) from None
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise NotConfigured("the service account private key is not an RSA key")
-        header: dict[str, str] = {"alg": "RS256", "typ": "JWT"}
+        headers = {"typ": "JWT"}
         if creds.private_key_id:
-            header["kid"] = creds.private_key_id
+            headers["kid"] = creds.private_key_id
         now = int(self._clock())
         claims = {
             "iss": creds.service_account_email,
@@ -390,9 +351,12 @@ class GoogleCalendarConnector(Connector):
             "iat": now,
             "exp": now + TOKEN_LIFETIME_SECONDS,
         }
-        signing_input = f"{_b64url_json(header)}.{_b64url_json(claims)}".encode("ascii")
-        signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input.decode('ascii')}.{_b64url(signature)}"
+        return sign_rs256_jwt(
+            creds.private_key.get_secret_value(),
+            claims,
+            headers=headers,
+            key_name="service account private key",
+        )
 
 
 # -- helpers (module-private) -------------------------------------------------------------------
@@ -444,30 +408,13 @@ def _intent_key(event: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _b64url_json(value: Mapping[str, Any]) -> str:
-    return _b64url(json.dumps(value, separators=(",", ":")).encode("utf-8"))
-
-
 def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise ProviderUnavailable(
-            "Google answered with a body that is not JSON", status_code=response.status_code
-        ) from None
-    return body if isinstance(body, dict) else {}
+    return json_object(response, provider="Google")
 
 
 def _google_reason(response: httpx.Response) -> str | None:
     """The first ``error.errors[].reason`` of Google's JSON error body, if any."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
+    body = json_or_none(response)
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         return None
@@ -480,31 +427,6 @@ def _google_reason(response: httpx.Response) -> str | None:
     return status[:64] if isinstance(status, str) else None
 
 
-def _oauth_error_code(response: httpx.Response) -> str | None:
-    """The ``error`` code of an OAuth token-endpoint error body (e.g. ``invalid_grant``)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    code = body.get("error") if isinstance(body, dict) else None
-    return code[:64] if isinstance(code, str) else None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
-
-
 def _raise_for_status(response: httpx.Response) -> None:
     """Map a non-2xx Calendar API answer to the error hierarchy (the 409 path is handled by the caller)."""
     status = response.status_code
@@ -512,30 +434,14 @@ def _raise_for_status(response: httpx.Response) -> None:
         return
     reason = _google_reason(response)
     detail = f"Google Calendar answered {status}" + (f" ({reason})" if reason else "")
-    error: type[ConnectorError]
     if status == 429 or (status == 403 and reason in RATE_LIMIT_REASONS):
         raise RateLimitedError(
-            detail, status_code=status, provider_code=reason, retry_after=_retry_after(response)
+            detail, status_code=status, provider_code=reason, retry_after=retry_after(response)
         )
-    if status >= 500:
-        error = ProviderUnavailable
-    elif status == 400:
-        error = ValidationRejected
-    elif status == 401:
-        error = AuthenticationFailed
-    elif status == 403:
-        error = Forbidden
-    elif status in (404, 410):
-        error = NotFound
-    else:
-        error = Conflict
+    error = error_class_for_status(status, overrides={410: NotFound}, default=Conflict)
     raise error(detail, status_code=status, provider_code=reason)
 
 
 def _network_error(exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError:
     """Timeouts and broken connections; after a sent write the outcome is unknown."""
-    name = type(exc).__name__
-    not_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
-    if write and not not_sent:
-        return OutcomeUnknown(f"{what}: no answer from Google Calendar ({name}); the write may have happened")
-    return NetworkError(f"{what}: could not reach Google ({name})")
+    return transport_error(exc, write=write, what=what, provider="Google Calendar", host="Google")

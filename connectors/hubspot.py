@@ -45,7 +45,6 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import date
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -57,16 +56,23 @@ from connectors.errors import (
     AuthenticationFailed,
     Conflict,
     ConnectorError,
-    Forbidden,
     NetworkError,
     NotConfigured,
-    NotFound,
     OutcomeUnknown,
-    PermanentError,
     ProviderUnavailable,
     RateLimitedError,
     StalePrecondition,
     ValidationRejected,
+)
+from connectors.http import (
+    bearer_request,
+    error_class_for_status,
+    json_object,
+    json_or_none,
+    may_have_been_sent,
+    refresh_token_grant,
+    request_access_token,
+    retry_after,
 )
 
 CREATE_TASK = "crm.create_task"
@@ -490,17 +496,17 @@ class HubSpotConnector(Connector):
         attempts = 2 if self._credentials.auth_mode == "oauth" else 1
         for attempt in range(attempts):
             token = self._access_token(force=attempt > 0)
-            try:
-                response = self._client.request(
-                    method,
-                    url,
-                    params=params,
-                    json=json,
-                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                )
-            except httpx.HTTPError as exc:
-                what = f"{method} {SINGULAR.get(_type_of(url), 'record')}"
-                raise _network_error(exc, write=write, what=what) from None
+            response = bearer_request(
+                self._client,
+                method,
+                url,
+                token=token,
+                write=write,
+                what=f"{method} {SINGULAR.get(_type_of(url), 'record')}",
+                network_error=_network_error,
+                params=params,
+                body=json,
+            )
             self._remember_rate_limit(response)
             if response.status_code != 401:
                 return response
@@ -537,47 +543,21 @@ class HubSpotConnector(Connector):
 
     def _fetch_token(self) -> tuple[str, float]:
         creds = self._credentials
-        assert creds.client_secret is not None and creds.refresh_token is not None
         # https://developers.hubspot.com/docs/api-reference/legacy/authentication/oauth-tokens/v1/refresh-oauth-token
-        form = {
-            "grant_type": "refresh_token",
-            "client_id": str(creds.client_id),
-            "client_secret": creds.client_secret.get_secret_value(),
-            "refresh_token": creds.refresh_token.get_secret_value(),
-        }
-        try:
-            response = self._client.post(creds.token_url, data=form, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise _network_error(exc, write=False, what="token request") from None
-        if response.status_code == 200:
-            body = _json(response)
-            token = body.get("access_token")
-            if not isinstance(token, str) or not token:
-                raise AuthenticationFailed(
-                    "the token endpoint answered without an access_token", status_code=200
-                )
-            expires_in = body.get("expires_in")
-            lifetime = float(expires_in) if isinstance(expires_in, int | float) else TOKEN_LIFETIME_SECONDS
-            return token, lifetime
-        code = _oauth_status(response)
-        if response.status_code == 429:
-            raise RateLimitedError(
-                "HubSpot's token endpoint throttled us",
-                status_code=429,
-                provider_code=code,
-                retry_after=_retry_after(response),
-            )
-        if response.status_code >= 500:
-            raise ProviderUnavailable(
-                f"HubSpot's token endpoint answered {response.status_code}",
-                status_code=response.status_code,
-                provider_code=code,
-            )
-        raise AuthenticationFailed(
-            f"HubSpot's token endpoint refused the credentials ({code or response.status_code})",
-            status_code=response.status_code,
-            provider_code=code,
+        form = refresh_token_grant(creds.client_id, creds.client_secret, creds.refresh_token)
+        token, body = request_access_token(
+            self._client,
+            creds.token_url,
+            form,
+            provider="HubSpot",
+            endpoint="HubSpot's token endpoint",
+            # HubSpot's token errors carry their code in ``status`` (e.g. ``BAD_REFRESH_TOKEN``).
+            error_field="status",
+            network_error=_network_error,
         )
+        expires_in = body.get("expires_in")
+        lifetime = float(expires_in) if isinstance(expires_in, int | float) else TOKEN_LIFETIME_SECONDS
+        return token, lifetime
 
 
 # -- helpers (module-private) -------------------------------------------------------------------
@@ -698,20 +678,11 @@ def _type_of(url: str) -> str:
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise ProviderUnavailable(
-            "HubSpot answered with a body that is not JSON", status_code=response.status_code
-        ) from None
-    return body if isinstance(body, dict) else {}
+    return json_object(response, provider="HubSpot")
 
 
 def _body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
+    body = json_or_none(response)
     return body if isinstance(body, dict) else {}
 
 
@@ -720,27 +691,6 @@ def _category(response: httpx.Response) -> str | None:
     body = _body(response)
     code = body.get("category") or body.get("errorType")
     return code[:64] if isinstance(code, str) else None
-
-
-def _oauth_status(response: httpx.Response) -> str | None:
-    """The ``status`` code of a token-endpoint error (e.g. ``BAD_REFRESH_TOKEN``)."""
-    code = _body(response).get("status")
-    return code[:64] if isinstance(code, str) else None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
 
 
 def _raise_for_status(response: httpx.Response) -> None:
@@ -762,26 +712,13 @@ def _raise_for_status(response: httpx.Response) -> None:
             detail,
             status_code=status,
             provider_code=policy if isinstance(policy, str) else category,
-            retry_after=_retry_after(response),
+            retry_after=retry_after(response),
         )
-    error: type[ConnectorError]
-    if status >= 500:
-        error = ProviderUnavailable
-    elif status in (400, 422):
-        error = ValidationRejected
+    error = error_class_for_status(status, overrides={422: ValidationRejected})
+    if error is ValidationRejected:
         field = _invalid_property(body)
         if field:
             detail += f", property {field}"
-    elif status == 404:
-        error = NotFound
-    elif status == 403:
-        error = Forbidden
-    elif status == 401:
-        error = AuthenticationFailed
-    elif status in (300, 409):
-        error = Conflict
-    else:
-        error = PermanentError
     raise error(detail, status_code=status, provider_code=category)
 
 
@@ -803,7 +740,6 @@ def _invalid_property(body: Mapping[str, Any]) -> str | None:
 def _network_error(exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError:
     """A transport failure: on a write whose request may have been sent, the outcome is unknown."""
     name = type(exc).__name__
-    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    if write and not never_sent and isinstance(exc, httpx.TransportError):
+    if write and may_have_been_sent(exc) and isinstance(exc, httpx.TransportError):
         return OutcomeUnknown(f"{what}: no answer from HubSpot ({name}); the write may have happened")
     return NetworkError(f"{what}: HubSpot could not be reached ({name})")

@@ -35,21 +35,16 @@ value seen is :attr:`SalesforceConnector.limit_info`.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import math
 import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import date
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from blocks.salesforce import SalesforceCredentials
 from connectors.base import Connector, ExternalRef, StepCall, StepResult
@@ -58,7 +53,6 @@ from connectors.errors import (
     Conflict,
     ConnectorError,
     Forbidden,
-    NetworkError,
     NotConfigured,
     NotFound,
     OutcomeUnknown,
@@ -68,6 +62,16 @@ from connectors.errors import (
     StalePrecondition,
     TransientError,
     ValidationRejected,
+)
+from connectors.http import (
+    bearer_request,
+    error_class_for_status,
+    json_object,
+    json_or_none,
+    request_access_token,
+    retry_after,
+    sign_rs256_jwt,
+    transport_error,
 )
 
 CREATE_TASK = "crm.create_task"
@@ -411,18 +415,17 @@ class SalesforceConnector(Connector):
             token = self._access_token(force=attempt > 0)
             base = self._instance_url
             assert base is not None
-            try:
-                response = self._client.request(
-                    method,
-                    f"{base.rstrip('/')}{path}",
-                    params=params,
-                    json=body,
-                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                )
-            except httpx.HTTPError as exc:
-                raise _network_error(
-                    exc, write=write, what=f"{method} {path.rsplit('/sobjects/', 1)[-1]}"
-                ) from None
+            response = bearer_request(
+                self._client,
+                method,
+                f"{base.rstrip('/')}{path}",
+                token=token,
+                write=write,
+                what=f"{method} {path.rsplit('/sobjects/', 1)[-1]}",
+                network_error=_network_error,
+                params=params,
+                body=body,
+            )
             self._note_limits(response)
             if response.status_code != 401:
                 return response
@@ -464,61 +467,24 @@ class SalesforceConnector(Connector):
             # https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm
             form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._assertion()}
         url = f"{creds.login_url.rstrip('/')}/services/oauth2/token"
-        try:
-            response = self._client.post(url, data=form, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise _network_error(exc, write=False, what="token request") from None
-        if response.status_code == 200:
-            body = _json_object(response)
-            token = body.get("access_token")
-            if not isinstance(token, str) or not token:
-                raise AuthenticationFailed(
-                    "the token endpoint answered without an access_token", status_code=200
-                )
-            instance_url = body.get("instance_url") or creds.instance_url
-            if not isinstance(instance_url, str) or not instance_url:
-                raise NotConfigured("neither the token response nor the block gives an instance URL")
-            return token, instance_url
-        code = _oauth_error_code(response)
-        if response.status_code == 429:
-            raise RateLimitedError(
-                "token endpoint throttled us",
-                status_code=429,
-                provider_code=code,
-                retry_after=_retry_after(response),
-            )
-        if response.status_code >= 500:
-            raise ProviderUnavailable(
-                f"token endpoint answered {response.status_code}",
-                status_code=response.status_code,
-                provider_code=code,
-            )
-        raise AuthenticationFailed(
-            f"token endpoint refused the credentials ({code or response.status_code})",
-            status_code=response.status_code,
-            provider_code=code,
+        token, body = request_access_token(
+            self._client, url, form, provider="Salesforce", network_error=_network_error
         )
+        instance_url = body.get("instance_url") or creds.instance_url
+        if not isinstance(instance_url, str) or not instance_url:
+            raise NotConfigured("neither the token response nor the block gives an instance URL")
+        return token, instance_url
 
     def _assertion(self) -> str:
         creds = self._credentials
         assert creds.private_key is not None
-        try:
-            key = serialization.load_pem_private_key(
-                creds.private_key.get_secret_value().encode(), password=None
-            )
-        except (ValueError, TypeError):
-            raise NotConfigured("the JWT private key is not a readable unencrypted PEM key") from None
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise NotConfigured("the JWT private key is not an RSA key")
         claims = {
             "iss": creds.client_id,
             "sub": creds.username,
             "aud": creds.jwt_audience,
             "exp": int(self._clock()) + JWT_LIFETIME_SECONDS,
         }
-        signing_input = f"{_b64url_json({'alg': 'RS256'})}.{_b64url_json(claims)}".encode("ascii")
-        signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-        return f"{signing_input.decode('ascii')}.{_b64url(signature)}"
+        return sign_rs256_jwt(creds.private_key.get_secret_value(), claims)
 
 
 # -- validation (module-private) --------------------------------------------------------------
@@ -659,31 +625,19 @@ def _shown(value: Any) -> str:
 
 # -- responses ----------------------------------------------------------------------------------
 def _json_object(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise ProviderUnavailable(
-            "Salesforce answered with a body that is not JSON", status_code=response.status_code
-        ) from None
-    return body if isinstance(body, dict) else {}
+    return json_object(response, provider="Salesforce")
 
 
 def _error_code(response: httpx.Response) -> str | None:
     """The first ``errorCode`` of Salesforce's error array ``[{"message", "errorCode", "fields"}]``."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
+    body = json_or_none(response)
     first = body[0] if isinstance(body, list) and body else body
     code = first.get("errorCode") if isinstance(first, dict) else None
     return code[:64] if isinstance(code, str) else None
 
 
 def _error_fields(response: httpx.Response) -> list[str]:
-    try:
-        body = response.json()
-    except ValueError:
-        return []
+    body = json_or_none(response)
     first = body[0] if isinstance(body, list) and body else None
     fields = first.get("fields") if isinstance(first, dict) else None
     return [str(f)[:80] for f in fields[:5]] if isinstance(fields, list) else []
@@ -691,38 +645,10 @@ def _error_fields(response: httpx.Response) -> list[str]:
 
 def _missing_external_id_field(response: httpx.Response) -> bool:
     """Whether a 404 says the External ID field itself is missing (a setup problem, not a missing record)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return False
+    body = json_or_none(response)
     first = body[0] if isinstance(body, list) and body else None
     message = first.get("message") if isinstance(first, dict) else None
     return isinstance(message, str) and message.startswith("Provided external ID field does not exist")
-
-
-def _oauth_error_code(response: httpx.Response) -> str | None:
-    """The ``error`` code of an OAuth token-endpoint error body (e.g. ``invalid_grant``)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    code = body.get("error") if isinstance(body, dict) else None
-    return code[:64] if isinstance(code, str) else None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
 
 
 def _raise_for_status(response: httpx.Response, *, what: str) -> None:
@@ -735,7 +661,6 @@ def _raise_for_status(response: httpx.Response, *, what: str) -> None:
     detail = f"Salesforce answered {status} to {what}" + (f" ({code})" if code else "")
     if fields:
         detail += f" on {', '.join(fields)}"
-    error: type[ConnectorError]
     if code == "NOT_FOUND" and _missing_external_id_field(response):
         raise NotConfigured(
             f"{what}: the org has no accessible External ID field of that name",
@@ -744,41 +669,22 @@ def _raise_for_status(response: httpx.Response, *, what: str) -> None:
         )
     if status == 429 or code == "REQUEST_LIMIT_EXCEEDED":
         raise RateLimitedError(
-            detail, status_code=status, provider_code=code, retry_after=_retry_after(response)
+            detail, status_code=status, provider_code=code, retry_after=retry_after(response)
         )
+    error: type[ConnectorError]
     if status >= 500 or code == "SERVER_UNAVAILABLE":
         error = ProviderUnavailable
     elif code == "UNABLE_TO_LOCK_ROW":  # record-lock contention: the same write succeeds later
         error = TransientError
     elif code is not None and code.startswith("INSUFFICIENT_ACCESS"):
         error = Forbidden
-    elif code in ("ENTITY_IS_DELETED", "NOT_FOUND") or status == 404:
+    elif code in ("ENTITY_IS_DELETED", "NOT_FOUND"):
         error = NotFound
-    elif status == 300 or status == 409:
-        error = Conflict
-    elif status == 400:
-        error = ValidationRejected
-    elif status == 401:
-        error = AuthenticationFailed
-    elif status == 403:
-        error = Forbidden
     else:
-        error = PermanentError
+        error = error_class_for_status(status)
     raise error(detail, status_code=status, provider_code=code)
 
 
 def _network_error(exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError:
     """Timeouts and broken connections; after a sent write the outcome is unknown."""
-    name = type(exc).__name__
-    not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    if write and not not_sent:
-        return OutcomeUnknown(f"{what}: no answer from Salesforce ({name}); the write may have happened")
-    return NetworkError(f"{what}: could not reach Salesforce ({name})")
-
-
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _b64url_json(value: Mapping[str, Any]) -> str:
-    return _b64url(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+    return transport_error(exc, write=write, what=what, provider="Salesforce")
