@@ -48,8 +48,13 @@ def main() -> None:
                 "decision_id": f"dec_{n}",
                 "action_type": "internal.create_task",
                 "parameters": {"title": f"Bench task {n}"},
-                "approval": {"approval_id": "apr", "approved_by": "bench@example.com",
-                             "approved_at": "2026-11-27T15:02:11Z", "edited": False, "key_id": DEMO_KEY_ID},
+                "approval": {
+                    "approval_id": "apr",
+                    "approved_by": "bench@example.com",
+                    "approved_at": "2026-11-27T15:02:11Z",
+                    "edited": False,
+                    "key_id": DEMO_KEY_ID,
+                },
                 "created_at": "2026-11-27T15:00:00Z",
                 "expires_at_epoch": int(time.time()) + 3600,
             },
@@ -67,8 +72,10 @@ def main() -> None:
         timings.append(time.perf_counter() - t0)
     timings.sort()
     p95 = timings[max(0, int(len(timings) * 0.95) - 1)]
-    print(f"{args.runs} intents: median {statistics.median(timings) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
-          f"{args.runs / sum(timings):.2f} intents/s sequential")
+    print(
+        f"{args.runs} intents: median {statistics.median(timings) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+        f"{args.runs / sum(timings):.2f} intents/s sequential"
+    )
 
 
 if __name__ == "__main__":
