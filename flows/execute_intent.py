@@ -134,8 +134,8 @@ def _fulfil(lease: Lease, raw: dict[str, Any]) -> dict[str, Any]:
         except ConnectorError as error:
             record_step_failed(lease, step, error.as_dict())
             return _failed(lease, error, completed)
-        record_step_succeeded(lease, step, result, step not in the_plan.self_ledgered_steps)
-        completed.append((_record_id(lease, step), call, result))
+        record_id = record_step_succeeded(lease, step, result, step not in the_plan.self_ledgered_steps)
+        completed.append((record_id, call, result))
     refs = [result.ref.model_dump(mode="json") for _, _, result in completed]
     explanation = " ".join(result.summary for _, _, result in completed)
     return _end(lease, "SUCCEEDED", explanation, None, refs)
@@ -154,12 +154,6 @@ def _call_with_reconcile(lease: Lease, call: StepCall, fingerprint: str) -> Step
         if found is not None:
             return found
         raise
-
-
-def _record_id(lease: Lease, step: str) -> int:
-    return int(
-        next(r["id"] for r in step_records(lease.action_intent_id, lease.generation) if r["step"] == step)
-    )
 
 
 def _compensate(lease: Lease, completed: list[tuple[int, StepCall, StepResult]]) -> str:
@@ -182,21 +176,14 @@ def _failed(
     lease: Lease, error: ConnectorError, completed: list[tuple[int, StepCall, StepResult]]
 ) -> dict[str, Any]:
     compensation = _compensate(lease, completed)
-    ambiguous = isinstance(error, OutcomeUnknown)
-    code = (
-        "AMBIGUOUS_OUTCOME"
-        if ambiguous
-        else (
-            "CONNECTOR_REJECTED" if error.code == "CONNECTOR_REJECTED" and not error.retryable else error.code
-        )
-    )
+    ambiguous = isinstance(error, OutcomeUnknown)  # its code is AMBIGUOUS_OUTCOME
     message = error.seller_message
     if compensation == "COMPENSATED":
         message += " Everything done before the failure was undone."
     elif compensation == "COMPENSATION_FAILED":
         message += " Undoing the earlier steps failed too; a person will check."
     failure = Failure(
-        code,
+        error.code,
         message,
         needs_human=ambiguous or compensation == "COMPENSATION_FAILED",
         compensation=compensation,

@@ -20,10 +20,16 @@ def checkpoint(lease: Lease, seq: int, system: str, call: StepCall) -> None:
 
 
 @task(name="record-step-succeeded")
-def record_step_succeeded(lease: Lease, step: str, result: StepResult, write_ledger: bool) -> None:
-    """Mark the step SUCCEEDED (the ledger row is skipped when the connector already wrote it)."""
+def record_step_succeeded(lease: Lease, step: str, result: StepResult, write_ledger: bool) -> int:
+    """Mark the step SUCCEEDED (the ledger row is skipped when the connector already wrote it).
+
+    Returns:
+        The step record's id (what compensation records against).
+    """
     with transaction(get_engine()) as session:
-        executions.step_succeeded(session, lease, step, result, write_ledger=write_ledger)
+        record = executions.step_succeeded(session, lease, step, result, write_ledger=write_ledger)
+        assert record.id is not None
+        return record.id
 
 
 @task(name="record-step-failed")
