@@ -9,6 +9,7 @@ Lifecycle of a step, as driven by ``flows/execute_intent.py``::
 
     steps(action_type, params)   -> ["create_opportunity", "create_follow_up_task"]
     validate(action_type, params)   pure, no I/O; raises ValidationRejected naming the field
+                                    (validate_contract's schema check, then the provider's own rules)
     execute(call)                -> StepResult  (retried on TransientError with the SAME key)
     lookup(call)                 -> StepResult | None   (did an earlier attempt commit?)
     compensate(call, result)        undo a committed step (delete / restore / void)
@@ -16,11 +17,16 @@ Lifecycle of a step, as driven by ``flows/execute_intent.py``::
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+
+from connectors.errors import ValidationRejected
+from fulfill.intent import PARAMETER_MODELS
 
 
 class ExternalRef(BaseModel):
@@ -89,7 +95,7 @@ class Connector(ABC):
 
     @abstractmethod
     def validate(self, action_type: str, params: Mapping[str, Any]) -> None:
-        """Provider-specific checks beyond the contract schema. Pure, no I/O.
+        """The contract schema (:func:`validate_contract`) and the provider's checks beyond it. Pure, no I/O.
 
         Raises:
             ValidationRejected: naming the offending field.
@@ -120,3 +126,78 @@ def idempotency_key(action_intent_id: str, step: str, generation: int = 0) -> st
     """
     base = f"{action_intent_id}:{step}"
     return base if generation == 0 else f"{base}:g{generation}"
+
+
+def validate_contract(action_type: str, params: Mapping[str, Any]) -> None:
+    """Check ``params`` against the contract's parameter model of ``action_type``. Pure, no I/O.
+
+    The contract (``fulfill.intent.PARAMETER_MODELS``) is the shared rule set: required fields,
+    types, lengths, dates, literals and unknown keys. Connectors call this first and then add only
+    what their provider needs beyond it.
+
+    Args:
+        action_type: A contract action type, e.g. ``crm.create_task``.
+        params: The intent's parameters.
+
+    Raises:
+        ValidationRejected: ``parameters.<field>: <what is wrong>`` for the first problem, with a
+            dotted path (``parameters.follow_up_task.subject``) and list items as
+            ``parameters.attendees[1]``.
+    """
+    model = PARAMETER_MODELS.get(action_type)
+    if model is None:
+        raise ValidationRejected(f"action_type: {action_type!r} is not a contract action type")
+    try:
+        model.model_validate(dict(params))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        loc = first["loc"]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            # The last part is the unknown key itself, which no model field describes.
+            path = _join(_field_path(model, loc[:-1]), loc[-1]) if loc else ""
+            message = "unknown parameter"
+        else:
+            path = _field_path(model, loc)
+            if first["type"] == "value_error" and ": " in message:
+                # A model validator names its field in the message: "end: must be after start".
+                field, _, rest = message.partition(": ")
+                if _FIELD_NAME.fullmatch(field):
+                    path = _join(path, field)
+                    message = rest
+        where = f"parameters.{path}" if path else "parameters"
+        raise ValidationRejected(f"{where}: {message}") from None
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _field_path(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """The parameter path of a pydantic error location, without union member tags such as ``str``."""
+    path = ""
+    fields: dict[str, FieldInfo] | None = model.model_fields
+    for part in loc:
+        if isinstance(part, str):
+            if fields is None or part not in fields:
+                break  # a tag naming which member of a union failed, not a field
+            fields = _nested_fields(fields[part].annotation)
+        path = _join(path, part)
+    return path
+
+
+def _join(path: str, part: int | str) -> str:
+    """Extend a parameter path: ``a`` + ``b`` is ``a.b``; ``a`` + ``1`` is ``a[1]``."""
+    if isinstance(part, int):
+        return f"{path}[{part}]"
+    return f"{path}.{part}" if path else part
+
+
+def _nested_fields(annotation: Any) -> dict[str, FieldInfo] | None:
+    """The fields of the model inside ``annotation`` (``Model | None``, ``list[Model]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation.model_fields
+    for arg in get_args(annotation):
+        fields = _nested_fields(arg)
+        if fields is not None:
+            return fields
+    return None

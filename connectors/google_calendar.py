@@ -11,6 +11,11 @@ sha256(idempotency key) — Google allows client ids of base32hex characters (a-
 its ``fulfill_intent_key`` matches. Google warns it "cannot guarantee that ID collisions will be detected
 at event creation time", so :meth:`lookup` always confirms with a GET by id.
 
+Validation is the contract schema (:func:`connectors.base.validate_contract`: lengths, RFC 3339 times
+with an offset, end after start, at most 50 attendee emails, unknown keys) plus what Google needs beyond
+it: a title that is not blank, an organizer without whitespace, at most nine fractional-second digits and
+attendee addresses of a stricter form.
+
 Deleted events stay readable with ``status: "cancelled"``; deleting one again answers 410 ``deleted``
 ("Resource has been deleted") — both count as already undone.
 Errors: https://developers.google.com/workspace/calendar/api/guides/errors
@@ -30,7 +35,7 @@ from urllib.parse import quote
 import httpx
 
 from blocks.google_calendar import GoogleCalendarCredentials
-from connectors.base import Connector, ExternalRef, StepCall, StepResult
+from connectors.base import Connector, ExternalRef, StepCall, StepResult, validate_contract
 from connectors.errors import (
     AuthenticationFailed,
     Conflict,
@@ -54,7 +59,6 @@ from connectors.http import (
 
 ACTION_TYPE = "calendar.draft_meeting"
 STEP = "draft_meeting"
-MAX_ATTENDEES = 50
 KEY_PROPERTY = "fulfill_intent_key"
 INTENT_PROPERTY = "fulfill_action_intent_id"
 ATTENDEES_PROPERTY = "fulfill_proposed_attendees"
@@ -66,9 +70,9 @@ JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_LIFETIME_SECONDS = 3600
 TOKEN_EXPIRY_MARGIN_SECONDS = 60
 
+# Stricter than the contract, which allows any number of fractional-second digits.
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|z|[+-]\d{2}:\d{2})$")
 _EMAIL = re.compile(r"^[^@\s,;<>\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
-_KNOWN_PARAMS = frozenset({"title", "start", "end", "organizer", "attendees", "description", "location"})
 
 
 def event_id_for(idempotency_key: str) -> str:
@@ -116,39 +120,23 @@ class GoogleCalendarConnector(Connector):
         return [STEP]
 
     def validate(self, action_type: str, params: Mapping[str, Any]) -> None:
-        """Check a draft meeting's parameters without any I/O.
+        """Check a draft meeting's parameters against the contract, then Google's forms; no I/O.
 
         Raises:
-            ValidationRejected: naming the field, e.g. ``parameters.end: must be after parameters.start``.
+            ValidationRejected: naming the field, e.g. ``parameters.end: must be after start``.
         """
         _require_action(action_type)
-        for key in params:
-            if key not in _KNOWN_PARAMS:
-                raise ValidationRejected(f"parameters.{key}: unknown parameter")
-        title = params.get("title")
-        if not isinstance(title, str) or not title.strip():
+        validate_contract(action_type, params)
+        if not params["title"].strip():
             raise ValidationRejected("parameters.title: must be a non-empty string")
-        start = _parse_rfc3339("start", params.get("start"))
-        end = _parse_rfc3339("end", params.get("end"))
-        if end <= start:
-            raise ValidationRejected("parameters.end: must be after parameters.start")
-        organizer = params.get("organizer")
-        if not isinstance(organizer, str) or not organizer.strip() or any(c.isspace() for c in organizer):
+        for field in ("start", "end"):
+            if not _RFC3339.fullmatch(params[field]):
+                raise ValidationRejected(f"parameters.{field}: must be an RFC 3339 date-time with an offset")
+        if any(c.isspace() for c in params["organizer"]):
             raise ValidationRejected("parameters.organizer: must be a calendar id or email address")
-        attendees = params.get("attendees")
-        if attendees is None:
-            attendees = []
-        if not isinstance(attendees, list):
-            raise ValidationRejected("parameters.attendees: must be a list of email addresses")
-        if len(attendees) > MAX_ATTENDEES:
-            raise ValidationRejected(f"parameters.attendees: at most {MAX_ATTENDEES} attendees")
-        for index, email in enumerate(attendees):
-            if not isinstance(email, str) or not _EMAIL.fullmatch(email):
+        for index, email in enumerate(params.get("attendees") or []):
+            if not _EMAIL.fullmatch(email):
                 raise ValidationRejected(f"parameters.attendees[{index}]: not a valid email address")
-        for field in ("description", "location"):
-            value = params.get(field)
-            if value is not None and not isinstance(value, str):
-                raise ValidationRejected(f"parameters.{field}: must be a string")
 
     # -- the step --------------------------------------------------------------------------
     def execute(self, call: StepCall) -> StepResult:
@@ -369,15 +357,6 @@ def _require_step(call: StepCall) -> None:
     _require_action(call.action_type)
     if call.step != STEP:
         raise ValidationRejected(f"step: {call.step!r} is not a step of {ACTION_TYPE}")
-
-
-def _parse_rfc3339(field: str, value: Any) -> datetime:
-    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
-        raise ValidationRejected(f"parameters.{field}: must be an RFC 3339 date-time with an offset")
-    try:
-        return datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
-        raise ValidationRejected(f"parameters.{field}: not a valid date-time") from None
 
 
 def _when(start: str) -> str:

@@ -1,10 +1,15 @@
 """HubSpot connector: CRM tasks, deals (the contract's opportunities) and single-field updates.
 
-Plans (one step = one idempotent external write)::
+Plans (one step = one idempotent external write) and the contract checks are shared with every CRM
+(:class:`connectors.crm.CrmConnector`)::
 
     crm.create_task         -> ["create_task"]
     crm.update_field        -> ["update_field"]
     crm.create_opportunity  -> ["create_opportunity"] (+ ["create_follow_up_task"] with follow_up_task)
+
+On top of the contract, validation checks what HubSpot accepts: numeric record ids, ``related_to``
+objects that map to a HubSpot object type, property internal names (and never the idempotency key
+property itself) and the 100-character limit of a deal stage.
 
 Idempotency by construction (ARCHITECTURE §2): every task and deal we create carries the step's
 idempotency key in a custom property with ``hasUniqueValue: true`` (the block's
@@ -40,18 +45,24 @@ headers seen are kept on :attr:`HubSpotConnector.rate_limit`.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import date
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
 from blocks.hubspot import HubSpotCredentials
-from connectors.base import Connector, ExternalRef, StepCall, StepResult
+from connectors.base import ExternalRef, StepCall, StepResult
+from connectors.crm import (
+    CREATE_TASK,
+    STEP_CREATE_FOLLOW_UP_TASK,
+    STEP_CREATE_OPPORTUNITY,
+    STEP_UPDATE_FIELD,
+    UPDATE_FIELD,
+    CrmConnector,
+)
 from connectors.errors import (
     AuthenticationFailed,
     Conflict,
@@ -75,15 +86,6 @@ from connectors.http import (
     retry_after,
 )
 
-CREATE_TASK = "crm.create_task"
-UPDATE_FIELD = "crm.update_field"
-CREATE_OPPORTUNITY = "crm.create_opportunity"
-
-STEP_CREATE_TASK = "create_task"
-STEP_UPDATE_FIELD = "update_field"
-STEP_CREATE_OPPORTUNITY = "create_opportunity"
-STEP_FOLLOW_UP = "create_follow_up_task"
-
 # The contract's CRM objects -> HubSpot object type (plural path name), singular name, objectTypeId.
 OBJECT_TYPES: dict[str, str] = {
     "Account": "companies",
@@ -102,20 +104,14 @@ DUE_TIME = "T12:00:00Z"
 TOKEN_LIFETIME_SECONDS = 1800
 TOKEN_EXPIRY_MARGIN_SECONDS = 60
 RATE_LIMIT_HEADER_PREFIX = "x-hubspot-ratelimit-"
+# A deal stage is a pipeline stage id; longer values are refused before any call (the contract sets no limit).
+STAGE_MAX = 100
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMERIC_ID = re.compile(r"^[0-9]{1,30}$")
 _PROPERTY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_OBJECT_NAMES = "Account, Opportunity, Contact, Lead"
-_KNOWN_PARAMS: dict[str, frozenset[str]] = {
-    CREATE_TASK: frozenset({"subject", "due_date", "description", "priority", "related_to"}),
-    UPDATE_FIELD: frozenset({"object", "record_id", "field", "value", "previous_value"}),
-    CREATE_OPPORTUNITY: frozenset({"name", "stage", "close_date", "amount", "currency", "follow_up_task"}),
-}
 
 
-class HubSpotConnector(Connector):
+class HubSpotConnector(CrmConnector):
     """Fulfils CRM actions in one tenant's HubSpot portal.
 
     Args:
@@ -126,7 +122,7 @@ class HubSpotConnector(Connector):
     """
 
     system: ClassVar[str] = "hubspot"
-    action_types: ClassVar[frozenset[str]] = frozenset({CREATE_TASK, UPDATE_FIELD, CREATE_OPPORTUNITY})
+    provider: ClassVar[str] = "HubSpot"
 
     def __init__(
         self,
@@ -142,79 +138,31 @@ class HubSpotConnector(Connector):
         self.rate_limit: dict[str, str] = {}
         """The ``X-HubSpot-RateLimit-*`` headers of the last HubSpot answer that carried them."""
 
-    # -- plan and validation ---------------------------------------------------------------
-    def steps(self, action_type: str, params: Mapping[str, Any]) -> list[str]:
-        """The step names of ``action_type``: one per write; a follow-up task adds a second step."""
-        _require_action(action_type)
-        if action_type == CREATE_TASK:
-            return [STEP_CREATE_TASK]
-        if action_type == UPDATE_FIELD:
-            return [STEP_UPDATE_FIELD]
-        steps = [STEP_CREATE_OPPORTUNITY]
-        if params.get("follow_up_task"):
-            steps.append(STEP_FOLLOW_UP)
-        return steps
-
-    def validate(self, action_type: str, params: Mapping[str, Any]) -> None:
-        """Check parameters against what HubSpot accepts, without any I/O.
+    # -- validation beyond the contract -----------------------------------------------------
+    def _validate_provider(self, action_type: str, params: Mapping[str, Any]) -> None:
+        """What HubSpot accepts beyond the contract: numeric ids, known objects, property names.
 
         Raises:
             ValidationRejected: naming the field, e.g. ``parameters.record_id: …``.
         """
-        _require_action(action_type)
-        for key in params:
-            if key not in _KNOWN_PARAMS[action_type]:
-                raise ValidationRejected(f"parameters.{key}: unknown parameter")
         if action_type == CREATE_TASK:
-            _check_text(params, "subject", 255, required=True)
-            _check_date(params, "due_date")
-            _check_text(params, "description", 32000)
-            priority = params.get("priority", "Normal")
-            if priority not in PRIORITIES:
-                raise ValidationRejected("parameters.priority: must be one of Low, Normal, High")
             related = params.get("related_to")
-            if related is not None:
-                _check_related(related)
-        elif action_type == UPDATE_FIELD:
-            if params.get("object") not in OBJECT_TYPES:
+            if related is None:
+                return
+            if related["object"] not in OBJECT_TYPES:
                 raise ValidationRejected(
-                    "parameters.object: must be one of Account, Opportunity, Contact, Lead"
+                    "parameters.related_to.object: must be one of Account, Opportunity, Contact, Lead"
                 )
-            _check_numeric_id(params.get("record_id"), "parameters.record_id")
-            field = params.get("field")
-            if not isinstance(field, str) or not _PROPERTY_NAME.fullmatch(field):
+            _check_numeric_id(related["id"], "parameters.related_to.id")
+        elif action_type == UPDATE_FIELD:
+            _check_numeric_id(params["record_id"], "parameters.record_id")
+            field = params["field"]
+            if not _PROPERTY_NAME.fullmatch(field):
                 raise ValidationRejected("parameters.field: must be a HubSpot property internal name")
             if field == self._credentials.intent_key_property:
                 raise ValidationRejected("parameters.field: the idempotency key property cannot be set")
-            if "value" not in params:
-                raise ValidationRejected("parameters.value: is required")
-            for name in ("value", "previous_value"):
-                value = params.get(name)
-                if value is not None and not isinstance(value, str | int | float | bool):
-                    raise ValidationRejected(f"parameters.{name}: must be a string, number, boolean or null")
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise ValidationRejected(f"parameters.{name}: must be a finite number")
-        else:
-            _check_text(params, "name", 255, required=True)
-            _check_text(params, "stage", 100, required=True)
-            _check_date(params, "close_date", required=True)
-            amount = params.get("amount")
-            if amount is not None and (
-                isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount)
-            ):
-                raise ValidationRejected("parameters.amount: must be a number")
-            currency = params.get("currency")
-            if currency is not None and (not isinstance(currency, str) or not _CURRENCY.fullmatch(currency)):
-                raise ValidationRejected("parameters.currency: must be an ISO 4217 code such as EUR")
-            follow_up = params.get("follow_up_task")
-            if follow_up is not None:
-                if not isinstance(follow_up, Mapping):
-                    raise ValidationRejected("parameters.follow_up_task: must be an object")
-                for key in follow_up:
-                    if key not in {"subject", "due_date"}:
-                        raise ValidationRejected(f"parameters.follow_up_task.{key}: unknown parameter")
-                _check_text(follow_up, "subject", 255, required=True, prefix="parameters.follow_up_task")
-                _check_date(follow_up, "due_date", prefix="parameters.follow_up_task")
+        elif len(params["stage"]) > STAGE_MAX:
+            raise ValidationRejected(f"parameters.stage: at most {STAGE_MAX} characters")
 
     # -- the steps -------------------------------------------------------------------------
     def execute(self, call: StepCall) -> StepResult:
@@ -223,7 +171,7 @@ class HubSpotConnector(Connector):
         Raises:
             ConnectorError: classified transient or permanent.
         """
-        step = _require_step(call)
+        step = self._require_step(call)
         if step == STEP_UPDATE_FIELD:
             return self._update_field(call)
         object_type, properties, associations = self._create_body(call)
@@ -245,7 +193,7 @@ class HubSpotConnector(Connector):
 
     def lookup(self, call: StepCall) -> StepResult | None:
         """Find the effect of an earlier attempt: the record holding the key, or the field already set."""
-        step = _require_step(call)
+        step = self._require_step(call)
         if step == STEP_UPDATE_FIELD:
             object_type = OBJECT_TYPES[str(call.params["object"])]
             field = str(call.params["field"])
@@ -263,7 +211,7 @@ class HubSpotConnector(Connector):
         Raises:
             Conflict: the field changed again since our update, so restoring would clobber someone.
         """
-        step = _require_step(call)
+        step = self._require_step(call)
         if step != STEP_UPDATE_FIELD:
             object_type = _created_type(step)
             # https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide (archive: 204)
@@ -379,7 +327,7 @@ class HubSpotConnector(Connector):
             if params.get("currency"):
                 properties["deal_currency_code"] = str(params["currency"])
             return "deals", properties, [_association(company_id, DEAL_TO_COMPANY_PRIMARY)]
-        if call.step == STEP_FOLLOW_UP:
+        if call.step == STEP_CREATE_FOLLOW_UP_TASK:
             follow_up = params["follow_up_task"]
             deal = call.prior.get(STEP_CREATE_OPPORTUNITY)
             if deal is None:
@@ -454,7 +402,7 @@ class HubSpotConnector(Connector):
             name = str(call.params["name"])
             url = self._record_url("deals", record_id)
             summary = f"Created the deal “{name}” in HubSpot."
-        elif step == STEP_FOLLOW_UP:
+        elif step == STEP_CREATE_FOLLOW_UP_TASK:
             name = str(call.params["follow_up_task"]["subject"])
             deal = call.prior.get(STEP_CREATE_OPPORTUNITY)
             url = self._record_url("deals", deal.id) if deal is not None else None
@@ -561,23 +509,6 @@ class HubSpotConnector(Connector):
 
 
 # -- helpers (module-private) -------------------------------------------------------------------
-def _require_action(action_type: str) -> None:
-    if action_type not in HubSpotConnector.action_types:
-        raise ValidationRejected(f"action_type: {action_type!r} is not handled by HubSpot")
-
-
-def _require_step(call: StepCall) -> str:
-    _require_action(call.action_type)
-    allowed = {
-        CREATE_TASK: {STEP_CREATE_TASK},
-        UPDATE_FIELD: {STEP_UPDATE_FIELD},
-        CREATE_OPPORTUNITY: {STEP_CREATE_OPPORTUNITY, STEP_FOLLOW_UP},
-    }[call.action_type]
-    if call.step not in allowed:
-        raise ValidationRejected(f"step: {call.step!r} is not a step of {call.action_type}")
-    return call.step
-
-
 def _created_type(step: str) -> str:
     return "deals" if step == STEP_CREATE_OPPORTUNITY else "tasks"
 
@@ -598,46 +529,6 @@ def _association(to_id: str, type_id: int) -> dict[str, Any]:
         "to": {"id": to_id},
         "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": type_id}],
     }
-
-
-def _check_text(
-    params: Mapping[str, Any], name: str, limit: int, *, required: bool = False, prefix: str = "parameters"
-) -> None:
-    value = params.get(name)
-    if value is None:
-        if required:
-            raise ValidationRejected(f"{prefix}.{name}: is required")
-        return
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise ValidationRejected(f"{prefix}.{name}: must be a non-empty string")
-    if len(value) > limit:
-        raise ValidationRejected(f"{prefix}.{name}: at most {limit} characters")
-
-
-def _check_date(
-    params: Mapping[str, Any], name: str, *, required: bool = False, prefix: str = "parameters"
-) -> None:
-    value = params.get(name)
-    if value is None:
-        if required:
-            raise ValidationRejected(f"{prefix}.{name}: is required")
-        return
-    if not isinstance(value, str) or not _DATE.fullmatch(value):
-        raise ValidationRejected(f"{prefix}.{name}: must be a date YYYY-MM-DD")
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        raise ValidationRejected(f"{prefix}.{name}: not a calendar date") from None
-
-
-def _check_related(related: Any) -> None:
-    if not isinstance(related, Mapping):
-        raise ValidationRejected("parameters.related_to: must be an object {object, id}")
-    if related.get("object") not in OBJECT_TYPES:
-        raise ValidationRejected(
-            "parameters.related_to.object: must be one of Account, Opportunity, Contact, Lead"
-        )
-    _check_numeric_id(related.get("id"), "parameters.related_to.id")
 
 
 def _check_numeric_id(value: Any, field: str) -> None:

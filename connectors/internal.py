@@ -13,15 +13,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from connectors.base import Connector, ExternalRef, StepCall, StepResult
+from connectors.base import Connector, ExternalRef, StepCall, StepResult, validate_contract
 from connectors.errors import NotFound, ProviderUnavailable, ValidationRejected
 from fulfill import ledger
 from fulfill.db import db_now, insert_ignore, transaction
-from fulfill.intent import PARAMETER_MODELS
 from fulfill.storage import ObjectStore
 from fulfill.tables import InternalAttachment, InternalNote, InternalTask
 
@@ -72,12 +70,7 @@ class InternalConnector(Connector):
         """The contract schema is the whole rule set for internal records."""
         if action_type not in self.action_types:
             raise ValidationRejected(f"action_type: {action_type} is not an internal action")
-        try:
-            PARAMETER_MODELS[action_type].model_validate(dict(params))
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            field = ".".join(str(p) for p in first["loc"]) or "parameters"
-            raise ValidationRejected(f"parameters.{field}: {first['msg']}") from None
+        validate_contract(action_type, params)
 
     # -- execute -----------------------------------------------------------------------------
     def execute(self, call: StepCall) -> StepResult:

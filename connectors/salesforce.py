@@ -1,10 +1,14 @@
 """Salesforce connector: ``crm.create_task``, ``crm.update_field`` and ``crm.create_opportunity``.
 
-Plans (one idempotency key per step)::
+Plans and the contract checks are shared with every CRM (:class:`connectors.crm.CrmConnector`)::
 
     crm.create_task          -> ["create_task"]
     crm.update_field         -> ["update_field"]
     crm.create_opportunity   -> ["create_opportunity"] (+ ["create_follow_up_task"] with follow_up_task)
+
+On top of the contract, validation checks Salesforce's own formats: record ids (at most 18 letters and digits),
+object and field API names, fields that can never be written (``Id``, ``CreatedDate``, …) and the
+255-character limit of ``StageName``.
 
 Creates are idempotent by construction (ARCHITECTURE §2): an *upsert* on a custom External ID + Unique
 field (the block's ``external_id_field``, default ``Fulfill_Intent_Key__c``),
@@ -36,18 +40,25 @@ value seen is :attr:`SalesforceConnector.limit_info`.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import date
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
 from blocks.salesforce import SalesforceCredentials
-from connectors.base import Connector, ExternalRef, StepCall, StepResult
+from connectors.base import ExternalRef, StepCall, StepResult
+from connectors.crm import (
+    CREATE_TASK,
+    STEP_CREATE_FOLLOW_UP_TASK,
+    STEP_CREATE_OPPORTUNITY,
+    STEP_CREATE_TASK,
+    STEP_UPDATE_FIELD,
+    UPDATE_FIELD,
+    CrmConnector,
+)
 from connectors.errors import (
     AuthenticationFailed,
     Conflict,
@@ -74,43 +85,26 @@ from connectors.http import (
     transport_error,
 )
 
-CREATE_TASK = "crm.create_task"
-UPDATE_FIELD = "crm.update_field"
-CREATE_OPPORTUNITY = "crm.create_opportunity"
-
-STEP_CREATE_TASK = "create_task"
-STEP_UPDATE_FIELD = "update_field"
-STEP_CREATE_OPPORTUNITY = "create_opportunity"
-STEP_CREATE_FOLLOW_UP_TASK = "create_follow_up_task"
-
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # Salesforce rejects a JWT whose exp is more than 3 minutes away
 # (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm).
 JWT_LIFETIME_SECONDS = 180
 
-UPDATABLE_OBJECTS = frozenset({"Account", "Opportunity", "Contact", "Lead"})
-PRIORITIES = frozenset({"Low", "Normal", "High"})
 # Task.WhoId points at people (Contact, Lead); Task.WhatId at everything else.
 WHO_OBJECTS = frozenset({"Contact", "Lead"})
-SUBJECT_MAX = 255
-DESCRIPTION_MAX = 32000
-OPPORTUNITY_NAME_MAX = 120
+# Opportunity.StageName (a picklist) holds at most 255 characters; the contract sets no limit.
+STAGE_MAX = 255
 
 _RECORD_ID = re.compile(r"^[A-Za-z0-9]{1,18}$")
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
 _OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 _LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
-_CREATED_OBJECTS: dict[str, dict[str, str | None]] = {
-    CREATE_TASK: {STEP_CREATE_TASK: "Task"},
-    UPDATE_FIELD: {STEP_UPDATE_FIELD: None},
-    CREATE_OPPORTUNITY: {STEP_CREATE_OPPORTUNITY: "Opportunity", STEP_CREATE_FOLLOW_UP_TASK: "Task"},
-}
-_PARAMS: dict[str, frozenset[str]] = {
-    CREATE_TASK: frozenset({"subject", "due_date", "description", "priority", "related_to"}),
-    UPDATE_FIELD: frozenset({"object", "record_id", "field", "value", "previous_value"}),
-    CREATE_OPPORTUNITY: frozenset({"name", "stage", "close_date", "amount", "currency", "follow_up_task"}),
+# The sObject each step creates; update_field creates nothing.
+_CREATED_OBJECTS: dict[str, str | None] = {
+    STEP_CREATE_TASK: "Task",
+    STEP_UPDATE_FIELD: None,
+    STEP_CREATE_OPPORTUNITY: "Opportunity",
+    STEP_CREATE_FOLLOW_UP_TASK: "Task",
 }
 _NOT_WRITABLE_FIELDS = frozenset({"id", "isdeleted", "createddate", "createdbyid", "systemmodstamp"})
 
@@ -128,7 +122,7 @@ def external_id_for(idempotency_key: str) -> str:
     return hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
 
 
-class SalesforceConnector(Connector):
+class SalesforceConnector(CrmConnector):
     """Creates Tasks and Opportunities and updates fields in one Salesforce org, idempotently.
 
     Args:
@@ -139,7 +133,7 @@ class SalesforceConnector(Connector):
     """
 
     system: ClassVar[str] = "salesforce"
-    action_types: ClassVar[frozenset[str]] = frozenset({CREATE_TASK, UPDATE_FIELD, CREATE_OPPORTUNITY})
+    provider: ClassVar[str] = "Salesforce"
 
     def __init__(
         self,
@@ -156,35 +150,31 @@ class SalesforceConnector(Connector):
         self.limit_info: tuple[int, int] | None = None
         """The last ``Sforce-Limit-Info`` ``api-usage`` seen, as ``(used, max)``; ``None`` before any call."""
 
-    # -- plan and validation ---------------------------------------------------------------
-    def steps(self, action_type: str, params: Mapping[str, Any]) -> list[str]:
-        """The step names of ``action_type``; a follow-up task adds a second step to an opportunity."""
-        _require_action(action_type)
-        if action_type == CREATE_TASK:
-            return [STEP_CREATE_TASK]
-        if action_type == UPDATE_FIELD:
-            return [STEP_UPDATE_FIELD]
-        plan = [STEP_CREATE_OPPORTUNITY]
-        if params.get("follow_up_task"):
-            plan.append(STEP_CREATE_FOLLOW_UP_TASK)
-        return plan
-
-    def validate(self, action_type: str, params: Mapping[str, Any]) -> None:
-        """Check parameters against the contract and Salesforce's field limits, without any I/O.
+    # -- validation beyond the contract -----------------------------------------------------
+    def _validate_provider(self, action_type: str, params: Mapping[str, Any]) -> None:
+        """Salesforce's id and API-name formats, unwritable fields and the ``StageName`` limit.
 
         Raises:
-            ValidationRejected: naming the field, e.g. ``parameters.subject: at most 255 characters``.
+            ValidationRejected: naming the field, e.g. ``parameters.record_id: must be a Salesforce record id``.
         """
-        _require_action(action_type)
-        for key in params:
-            if key not in _PARAMS[action_type]:
-                raise ValidationRejected(f"parameters.{key}: unknown parameter")
         if action_type == CREATE_TASK:
-            _validate_task(params, "parameters")
+            related = params.get("related_to")
+            if related is None:
+                return
+            if not _OBJECT_NAME.fullmatch(related["object"]):
+                raise ValidationRejected("parameters.related_to.object: must be a Salesforce object name")
+            if not _RECORD_ID.fullmatch(related["id"]):
+                raise ValidationRejected("parameters.related_to.id: must be a Salesforce record id")
         elif action_type == UPDATE_FIELD:
-            _validate_update(params)
-        else:
-            _validate_opportunity(params)
+            if not _RECORD_ID.fullmatch(params["record_id"]):
+                raise ValidationRejected("parameters.record_id: must be a Salesforce record id")
+            field = params["field"]
+            if not _FIELD_NAME.fullmatch(field):
+                raise ValidationRejected("parameters.field: must be a field API name, e.g. StageName")
+            if field.lower() in _NOT_WRITABLE_FIELDS:
+                raise ValidationRejected(f"parameters.field: {field} cannot be written")
+        elif len(params["stage"]) > STAGE_MAX:
+            raise ValidationRejected(f"parameters.stage: at most {STAGE_MAX} characters")
 
     # -- the steps -------------------------------------------------------------------------
     def execute(self, call: StepCall) -> StepResult:
@@ -193,7 +183,7 @@ class SalesforceConnector(Connector):
         Raises:
             ConnectorError: classified transient or permanent.
         """
-        sobject = _created_object(call)
+        sobject = self._created_object(call)
         if sobject is None:
             return self._update_field(call)
         value = external_id_for(call.idempotency_key)
@@ -218,7 +208,7 @@ class SalesforceConnector(Connector):
         Raises:
             Conflict: several records hold this step's external id.
         """
-        sobject = _created_object(call)
+        sobject = self._created_object(call)
         if sobject is None:
             params = call.params
             current = self._current_value(params)
@@ -236,7 +226,7 @@ class SalesforceConnector(Connector):
         Raises:
             Conflict: the updated field changed again since our write; it is left as it is for a person.
         """
-        if _created_object(call) is None:
+        if self._created_object(call) is None:
             self._restore_field(call, result)
             return
         # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_delete_record.htm
@@ -245,6 +235,10 @@ class SalesforceConnector(Connector):
         if response.status_code == 404:  # NOT_FOUND or ENTITY_IS_DELETED: already gone
             return
         _raise_for_status(response, what=f"delete {result.ref.object}")
+
+    def _created_object(self, call: StepCall) -> str | None:
+        """The sObject a create step makes, or ``None`` for ``update_field``; rejects foreign steps."""
+        return _CREATED_OBJECTS[self._require_step(call)]
 
     # -- update_field ----------------------------------------------------------------------
     def _update_field(self, call: StepCall) -> StepResult:
@@ -485,107 +479,6 @@ class SalesforceConnector(Connector):
             "exp": int(self._clock()) + JWT_LIFETIME_SECONDS,
         }
         return sign_rs256_jwt(creds.private_key.get_secret_value(), claims)
-
-
-# -- validation (module-private) --------------------------------------------------------------
-def _require_action(action_type: str) -> None:
-    if action_type not in SalesforceConnector.action_types:
-        raise ValidationRejected(f"action_type: {action_type!r} is not handled by Salesforce")
-
-
-def _created_object(call: StepCall) -> str | None:
-    """The sObject a create step makes, or ``None`` for ``update_field``; rejects foreign steps."""
-    _require_action(call.action_type)
-    expected = _CREATED_OBJECTS[call.action_type]
-    if call.step not in expected:
-        raise ValidationRejected(f"step: {call.step!r} is not a step of {call.action_type}")
-    return expected[call.step]
-
-
-def _validate_task(params: Mapping[str, Any], prefix: str) -> None:
-    _text(params, "subject", prefix, required=True, limit=SUBJECT_MAX)
-    _date(params, "due_date", prefix, required=False)
-    _text(params, "description", prefix, required=False, limit=DESCRIPTION_MAX)
-    priority = params.get("priority")
-    if priority is not None and priority not in PRIORITIES:
-        raise ValidationRejected(f"{prefix}.priority: must be one of Low, Normal, High")
-    related = params.get("related_to")
-    if related is None:
-        return
-    if not isinstance(related, Mapping) or set(related) - {"object", "id"}:
-        raise ValidationRejected(f"{prefix}.related_to: must be an object with 'object' and 'id'")
-    if not isinstance(related.get("object"), str) or not _OBJECT_NAME.fullmatch(related["object"]):
-        raise ValidationRejected(f"{prefix}.related_to.object: must be a Salesforce object name")
-    if not isinstance(related.get("id"), str) or not _RECORD_ID.fullmatch(related["id"]):
-        raise ValidationRejected(f"{prefix}.related_to.id: must be a Salesforce record id")
-
-
-def _validate_update(params: Mapping[str, Any]) -> None:
-    sobject = params.get("object")
-    if sobject not in UPDATABLE_OBJECTS:
-        raise ValidationRejected("parameters.object: must be one of Account, Opportunity, Contact, Lead")
-    record_id = params.get("record_id")
-    if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id):
-        raise ValidationRejected("parameters.record_id: must be a Salesforce record id")
-    field = params.get("field")
-    if not isinstance(field, str) or not _FIELD_NAME.fullmatch(field):
-        raise ValidationRejected("parameters.field: must be a field API name, e.g. StageName")
-    if field.lower() in _NOT_WRITABLE_FIELDS:
-        raise ValidationRejected(f"parameters.field: {field} cannot be written")
-    if "value" not in params:
-        raise ValidationRejected("parameters.value: is required (null clears the field)")
-    for name in ("value", "previous_value"):
-        if name in params and not _is_scalar(params[name]):
-            raise ValidationRejected(f"parameters.{name}: must be a string, number, boolean or null")
-
-
-def _validate_opportunity(params: Mapping[str, Any]) -> None:
-    _text(params, "name", "parameters", required=True, limit=OPPORTUNITY_NAME_MAX)
-    _text(params, "stage", "parameters", required=True, limit=255)
-    _date(params, "close_date", "parameters", required=True)
-    amount = params.get("amount")
-    if amount is not None and (
-        isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount)
-    ):
-        raise ValidationRejected("parameters.amount: must be a number")
-    currency = params.get("currency")
-    if currency is not None and (not isinstance(currency, str) or not _CURRENCY.fullmatch(currency)):
-        raise ValidationRejected("parameters.currency: must be an ISO 4217 code such as EUR")
-    follow_up = params.get("follow_up_task")
-    if follow_up is None:
-        return
-    if not isinstance(follow_up, Mapping) or set(follow_up) - {"subject", "due_date"}:
-        raise ValidationRejected("parameters.follow_up_task: must be an object with 'subject' and 'due_date'")
-    _text(follow_up, "subject", "parameters.follow_up_task", required=True, limit=SUBJECT_MAX)
-    _date(follow_up, "due_date", "parameters.follow_up_task", required=False)
-
-
-def _text(params: Mapping[str, Any], name: str, prefix: str, *, required: bool, limit: int) -> None:
-    value = params.get(name)
-    if value is None and not required:
-        return
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise ValidationRejected(f"{prefix}.{name}: must be a non-empty string")
-    if len(value) > limit:
-        raise ValidationRejected(f"{prefix}.{name}: at most {limit} characters")
-
-
-def _date(params: Mapping[str, Any], name: str, prefix: str, *, required: bool) -> None:
-    value = params.get(name)
-    if value is None and not required:
-        return
-    if not isinstance(value, str) or not _DATE.fullmatch(value):
-        raise ValidationRejected(f"{prefix}.{name}: must be a date YYYY-MM-DD")
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        raise ValidationRejected(f"{prefix}.{name}: not a valid date") from None
-
-
-def _is_scalar(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return value is None or isinstance(value, str | int | bool)
 
 
 # -- request building -------------------------------------------------------------------------

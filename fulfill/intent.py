@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -46,12 +46,16 @@ class IntentInvalid(ValueError):
         return (IntentInvalid, (self.field, self.message))
 
 
-def _rfc3339(value: str, *, require_utc: bool) -> str:
+def parse_timestamp(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp with an offset (``Z`` or ``z`` allowed) into an aware datetime."""
     text = value.replace("z", "Z")
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})", text):
         raise ValueError("must be an RFC 3339 timestamp with a time zone offset")
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if require_utc and parsed.utcoffset() != datetime.fromisoformat("2000-01-01T00:00:00+00:00").utcoffset():
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _rfc3339(value: str, *, require_utc: bool) -> str:
+    if parse_timestamp(value).utcoffset() != timedelta(0) and require_utc:
         raise ValueError("must be in UTC (Z)")
     return value
 
@@ -160,9 +164,7 @@ class CalendarDraftMeeting(_Strict):
 
     @model_validator(mode="after")
     def _end_after_start(self) -> CalendarDraftMeeting:
-        if datetime.fromisoformat(self.end.replace("Z", "+00:00")) <= datetime.fromisoformat(
-            self.start.replace("Z", "+00:00")
-        ):
+        if parse_timestamp(self.end) <= parse_timestamp(self.start):
             raise ValueError("end: must be after start")
         return self
 

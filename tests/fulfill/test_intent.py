@@ -85,3 +85,14 @@ def test_defaults_are_applied_in_normalized_parameters() -> None:
     document = load_vector("valid-crm-create-task.json")
     del document["parameters"]["priority"]
     assert parse_intent(json.dumps(document)).normalized_parameters()["priority"] == "Normal"
+
+
+def test_lowercase_z_is_rfc3339_and_names_the_field_when_wrong() -> None:
+    document = load_vector("valid-calendar-draft-meeting.json")
+    document["parameters"]["start"] = "2026-12-03T15:00:00z"
+    document["parameters"]["end"] = "2026-12-03T15:30:00z"
+    assert parse_intent(document).action_type == "calendar.draft_meeting"
+    document["parameters"]["end"] = "2026-12-03T14:30:00z"
+    with pytest.raises(IntentInvalid) as raised:
+        parse_intent(document)
+    assert raised.value.field == "parameters.end"
