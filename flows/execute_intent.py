@@ -104,7 +104,8 @@ def _refused(action_intent_id: str, refusal: ClaimRefused) -> dict[str, Any]:
 
 def _fulfil(lease: Lease, raw: dict[str, Any]) -> dict[str, Any]:
     intent = parse_intent(raw)
-    the_plan: Plan | Failure = plan(lease, intent.action_type, intent.normalized_parameters())
+    params = intent.normalized_parameters()
+    the_plan: Plan | Failure = plan(lease, intent.action_type, params)
     if isinstance(the_plan, Failure):
         return _end(lease, "FAILED", the_plan.message, the_plan, [])
     done = {r["step"]: r for r in step_records(lease.action_intent_id, lease.generation)}
@@ -117,8 +118,8 @@ def _fulfil(lease: Lease, raw: dict[str, Any]) -> dict[str, Any]:
             action_type=intent.action_type,
             step=step,
             idempotency_key=idempotency_key(lease.action_intent_id, step, lease.generation),
-            params=intent.normalized_parameters(),
-            prior={name: result.ref for _, c, result in completed for name in [c.step]},
+            params=params,
+            prior={done_call.step: result.ref for _, done_call, result in completed},
         )
         record = done.get(step)
         if record is not None and record["status"] == "SUCCEEDED":

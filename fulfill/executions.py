@@ -375,8 +375,10 @@ def checkpoint(session: Session, lease: Lease, *, seq: int, system: str, call: S
 
 
 def count_attempt(session: Session, lease: Lease, step: str) -> int:
-    """Fence and count one provider call attempt of ``step``; returns the attempt number."""
-    fence(session, lease)
+    """Count one provider call attempt of ``step``; returns the attempt number.
+
+    Call it in the transaction that has just :func:`fence`-d ``lease`` (the guard before a call).
+    """
     record = _step(session, lease, step)
     assert record is not None, "checkpoint() must precede the first call"
     record.attempts += 1
