@@ -418,7 +418,9 @@ def _raise_for_status(response: httpx.Response) -> None:
             detail, status_code=status, provider_code=reason, retry_after=retry_after(response)
         )
     error = error_class_for_status(status, overrides={410: NotFound}, default=Conflict)
-    raise error(detail, status_code=status, provider_code=reason)
+    # A 503 may say when to come back; never retry before that.
+    wait = retry_after(response) if status >= 500 else None
+    raise error(detail, status_code=status, provider_code=reason, retry_after=wait)
 
 
 def _network_error(exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn, Protocol
 
@@ -167,20 +169,26 @@ def retry_after(response: httpx.Response) -> float | None:
         response: Any provider answer.
 
     Returns:
-        The delay in seconds (never negative) from either a number of seconds or an HTTP date, or
-        ``None`` when the header is absent or unreadable.
+        The delay in seconds (never negative) from either a number of seconds (RFC 9110
+        ``delay-seconds``) or an HTTP date (measured against this machine's clock; a date without
+        a zone is read as UTC), or ``None`` when the header is absent or unreadable (``inf``/``nan``
+        included).
     """
-    value = response.headers.get("Retry-After")
+    value = response.headers.get("Retry-After", "").strip()
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
     return max(0.0, moment.timestamp() - time.time())
 
 

@@ -106,6 +106,11 @@ TOKEN_EXPIRY_MARGIN_SECONDS = 60
 RATE_LIMIT_HEADER_PREFIX = "x-hubspot-ratelimit-"
 # A deal stage is a pipeline stage id; longer values are refused before any call (the contract sets no limit).
 STAGE_MAX = 100
+# A 429 without Retry-After: HubSpot's burst limit is a 10-second rolling window ("TEN_SECONDLY_ROLLING").
+BURST_WINDOW_SECONDS = 10.0
+# A 429 with policyName DAILY: the quota resets at midnight in the account's (unknown) time zone, so
+# only a full day is surely after the reset (see ``_raise_for_status``).
+DAILY_RESET_WAIT_SECONDS = 86400.0
 
 _NUMERIC_ID = re.compile(r"^[0-9]{1,30}$")
 _PROPERTY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
@@ -585,7 +590,24 @@ def _category(response: httpx.Response) -> str | None:
 
 
 def _raise_for_status(response: httpx.Response) -> None:
-    """Map a non-2xx HubSpot answer onto the error hierarchy (401 is handled by ``_request``)."""
+    """Map a non-2xx HubSpot answer onto the error hierarchy (401 is handled by ``_request``).
+
+    A 429 always carries the earliest moment a retry can help as ``retry_after`` (seconds), so the
+    retry policy never retries earlier than HubSpot allows
+    (https://developers.hubspot.com/docs/api/usage-details):
+
+    * burst policy (``TEN_SECONDLY_ROLLING``), or a policy we do not know: the ``Retry-After``
+      header when present, else :data:`BURST_WINDOW_SECONDS` — the burst limit is a 10-second
+      rolling window, so after 10 s every request that counted against it has left the window.
+    * ``DAILY``: the daily quota is spent and only its reset helps. HubSpot resets it at midnight
+      in the ACCOUNT's time zone, which the connector does not know (the next local midnight can be
+      anywhere from now to 24 h away), so we ask for :data:`DAILY_RESET_WAIT_SECONDS` (24 h, or the
+      header's value if longer): the only wait that is never too early. A retry at midnight UTC would
+      still be refused for every account west of UTC. In practice an approval whose TTL ends before
+      that fails at once (``RETRIES_EXHAUSTED``) instead of burning retries within seconds.
+
+    A 5xx passes on its ``Retry-After`` too (maintenance windows announce it).
+    """
     status = response.status_code
     if status < 300:
         return
@@ -599,18 +621,28 @@ def _raise_for_status(response: httpx.Response) -> None:
         policy = body.get("policyName")
         if isinstance(policy, str) and re.fullmatch(r"[A-Z_]{1,40}", policy):
             detail += f", policy {policy}"
+        wait = retry_after(response)
+        if policy == "DAILY":
+            wait = max(wait or 0.0, DAILY_RESET_WAIT_SECONDS)
+        elif wait is None:
+            wait = BURST_WINDOW_SECONDS
         raise RateLimitedError(
             detail,
             status_code=status,
             provider_code=policy if isinstance(policy, str) else category,
-            retry_after=retry_after(response),
+            retry_after=wait,
         )
     error = error_class_for_status(status, overrides={422: ValidationRejected})
     if error is ValidationRejected:
         field = _invalid_property(body)
         if field:
             detail += f", property {field}"
-    raise error(detail, status_code=status, provider_code=category)
+    raise error(
+        detail,
+        status_code=status,
+        provider_code=category,
+        retry_after=retry_after(response) if status >= 500 else None,
+    )
 
 
 def _invalid_property(body: Mapping[str, Any]) -> str | None:

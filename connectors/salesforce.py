@@ -575,7 +575,9 @@ def _raise_for_status(response: httpx.Response, *, what: str) -> None:
         error = NotFound
     else:
         error = error_class_for_status(status)
-    raise error(detail, status_code=status, provider_code=code)
+    # A 503 (maintenance, overload) may say when to come back; never retry before that.
+    wait = retry_after(response) if status >= 500 else None
+    raise error(detail, status_code=status, provider_code=code, retry_after=wait)
 
 
 def _network_error(exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError:

@@ -9,8 +9,10 @@ https://developers.hubspot.com/docs/api-reference/legacy/authentication/oauth-to
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,11 +29,12 @@ from connectors.errors import (
     NetworkError,
     NotConfigured,
     OutcomeUnknown,
+    ProviderUnavailable,
     RateLimitedError,
     StalePrecondition,
     ValidationRejected,
 )
-from connectors.hubspot import HubSpotConnector
+from connectors.hubspot import DAILY_RESET_WAIT_SECONDS, HubSpotConnector
 from tests.connectors.cases_hubspot import OPPORTUNITY_PARAMS, TASK_PARAMS, UPDATE_PARAMS, make_credentials
 
 API = "https://api.hubapi.com"
@@ -465,10 +468,65 @@ def test_429_carries_retry_after_policy_and_rate_limit_headers(api: respx.MockRo
     hub = connector()
     with pytest.raises(RateLimitedError) as raised:
         hub.execute(TASK_CALL)
-    assert raised.value.retry_after == 10.0
+    # The daily quota is spent: a retry helps only after its reset (midnight in the account's time
+    # zone, unknown here), so a day is asked for — never the header's 10 s.
+    assert raised.value.retry_after == DAILY_RESET_WAIT_SECONDS == 86400.0
     assert raised.value.provider_code == "DAILY"
     assert "DAILY" in raised.value.detail
     assert hub.rate_limit["x-hubspot-ratelimit-daily-remaining"] == "0"
+
+
+def _rate_limit_body(policy: str | None) -> dict[str, Any]:
+    body = {"status": "error", "message": "You have reached your limit.", "errorType": "RATE_LIMIT"}
+    return body if policy is None else {**body, "policyName": policy}
+
+
+@pytest.mark.parametrize("policy", ["TEN_SECONDLY_ROLLING", "SOMETHING_NEW", None])
+def test_429_without_retry_after_waits_the_ten_second_window(
+    api: respx.MockRouter, policy: str | None
+) -> None:
+    """The burst limit is a 10 s rolling window: no Retry-After means 10 s, not a quick backoff."""
+    api.post("/crm/v3/objects/tasks").respond(429, json=_rate_limit_body(policy))
+    with pytest.raises(RateLimitedError) as raised:
+        connector().execute(TASK_CALL)
+    assert raised.value.retry_after == 10.0
+    assert raised.value.code == "RETRIES_EXHAUSTED" and raised.value.retryable
+
+
+def test_429_daily_without_retry_after_waits_a_day(api: respx.MockRouter) -> None:
+    api.post("/crm/v3/objects/tasks").respond(429, json=_rate_limit_body("DAILY"))
+    with pytest.raises(RateLimitedError) as raised:
+        connector().execute(TASK_CALL)
+    assert raised.value.retry_after == DAILY_RESET_WAIT_SECONDS
+
+
+@pytest.mark.parametrize(("header", "expected"), [("120", 120.0), ("3600", 3600.0), ("0", 0.0)])
+def test_429_retry_after_is_taken_as_given_not_cut(
+    api: respx.MockRouter, header: str, expected: float
+) -> None:
+    api.post("/crm/v3/objects/tasks").respond(
+        429, json=_rate_limit_body("TEN_SECONDLY_ROLLING"), headers={"Retry-After": header}
+    )
+    with pytest.raises(RateLimitedError) as raised:
+        connector().execute(TASK_CALL)
+    assert raised.value.retry_after == expected
+
+
+def test_retry_after_as_an_http_date(api: respx.MockRouter) -> None:
+    when = email.utils.formatdate(time.time() + 90, usegmt=True)
+    api.post("/crm/v3/objects/tasks").respond(
+        429, json=_rate_limit_body("TEN_SECONDLY_ROLLING"), headers={"Retry-After": when}
+    )
+    with pytest.raises(RateLimitedError) as raised:
+        connector().execute(TASK_CALL)
+    assert raised.value.retry_after is not None and 85.0 <= raised.value.retry_after <= 90.0
+
+
+def test_503_passes_on_its_retry_after(api: respx.MockRouter) -> None:
+    api.post("/crm/v3/objects/tasks").respond(503, headers={"Retry-After": "45"})
+    with pytest.raises(ProviderUnavailable) as raised:
+        connector().execute(TASK_CALL)
+    assert raised.value.retry_after == 45.0
 
 
 def test_read_timeout_on_a_create_is_outcome_unknown(api: respx.MockRouter) -> None:
