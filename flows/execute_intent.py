@@ -9,6 +9,7 @@ permanent failure it undoes the finished steps, newest first, from their persist
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -17,15 +18,25 @@ from prefect.runtime import flow_run as current_flow_run
 from connectors.base import StepCall, StepResult, idempotency_key
 from connectors.errors import ConnectorError, OutcomeUnknown
 from flows.hooks import record_flow_end
-from fulfill.executions import Failure, Lease, LeaseLost
+from fulfill import executions
+from fulfill.db import get_engine, transaction
+from fulfill.executions import UNDO_DONE, UNDO_PAUSED, Failure, Lease, LeaseLost
 from fulfill.intent import parse_intent
 from tasks.admit import admit
 from tasks.claim import ClaimRefused, claim
-from tasks.connector_step import Halted, compensate_step, lookup_step, make_retry_condition, run_step
+from tasks.connector_step import (
+    Halted,
+    compensate_step,
+    lookup_step,
+    make_retry_condition,
+    run_step,
+    wait_until_settled,
+)
 from tasks.plan import Plan, plan
 from tasks.record import (
     checkpoint,
     finish,
+    finish_undo,
     record_compensation,
     record_halt,
     record_step_failed,
@@ -62,11 +73,16 @@ class AdmissionRejected(ExecutionFailed):
     on_cancellation=[record_flow_end],
     validate_parameters=False,
 )
-def execute_intent(intent: dict[str, Any]) -> dict[str, Any]:
+def execute_intent(
+    intent: dict[str, Any] | None = None, action_intent_id: str | None = None
+) -> dict[str, Any]:
     """Execute one approved ActionIntentV1, exactly once.
 
     Args:
         intent: The intent exactly as approved (raw JSON object; the signature covers it).
+        action_intent_id: Instead of ``intent``: the id of an intent already received (intake
+            stores it first). Large intents (a brief of up to 1 MiB) travel this way, because
+            Prefect refuses flow-run parameters over 512 KiB. The stored intent is verified again.
 
     Returns:
         ``{"action_intent_id", "status", ...}`` — the execution's status after this run.
@@ -74,8 +90,9 @@ def execute_intent(intent: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ExecutionFailed: the intent was rejected, or its execution ended FAILED.
     """
+    raw = intent if intent is not None else received_intent(action_intent_id)
     flow_run_id = current_flow_run.id
-    admission = admit(intent, flow_run_id)
+    admission = admit(raw, flow_run_id)
     if not admission.admitted:
         raise AdmissionRejected(admission.code or "VALIDATION_FAILED", admission.reason or "rejected")
     assert admission.action_intent_id and admission.tenant_id and admission.action_type
@@ -83,7 +100,23 @@ def execute_intent(intent: dict[str, Any]) -> dict[str, Any]:
     lease = claim(admission.action_intent_id, admission.tenant_id, admission.action_type, owner, flow_run_id)
     if isinstance(lease, ClaimRefused):
         return _refused(admission.action_intent_id, lease)
-    return _fulfil(lease, intent)
+    try:
+        return _fulfil(lease, raw)
+    except LeaseLost as lost:
+        return _lost(lease, lost)
+
+
+def received_intent(action_intent_id: str | None) -> dict[str, Any]:
+    """The raw intent stored when it was received (its signature is verified again by admission)."""
+    if action_intent_id is None:
+        raise AdmissionRejected("VALIDATION_FAILED", "pass the intent or the id of a received intent")
+    with transaction(get_engine()) as session:
+        try:
+            return dict(executions.get(session, None, action_intent_id).intent_json)
+        except executions.ExecutionNotFound:
+            raise AdmissionRejected(
+                "VALIDATION_FAILED", f"no intent {action_intent_id!r} was received"
+            ) from None
 
 
 def _refused(action_intent_id: str, refusal: ClaimRefused) -> dict[str, Any]:
@@ -103,13 +136,14 @@ def _refused(action_intent_id: str, refusal: ClaimRefused) -> dict[str, Any]:
 
 
 def _fulfil(lease: Lease, raw: dict[str, Any]) -> dict[str, Any]:
+    """The steps, then the fenced finish. Raises LeaseLost when cancelled or taken over meanwhile."""
     intent = parse_intent(raw)
     params = intent.normalized_parameters()
     the_plan: Plan | Failure = plan(lease, intent.action_type, params)
     if isinstance(the_plan, Failure):
         return _end(lease, "FAILED", the_plan.message, the_plan, [])
     done = {r["step"]: r for r in step_records(lease.action_intent_id, lease.generation)}
-    completed: list[tuple[int, StepCall, StepResult]] = []
+    completed: list[tuple[StepCall, StepResult]] = []
     for seq, step in enumerate(the_plan.steps):
         call = StepCall(
             action_intent_id=lease.action_intent_id,
@@ -119,26 +153,25 @@ def _fulfil(lease: Lease, raw: dict[str, Any]) -> dict[str, Any]:
             step=step,
             idempotency_key=idempotency_key(lease.action_intent_id, step, lease.generation),
             params=params,
-            prior={done_call.step: result.ref for _, done_call, result in completed},
+            prior={done_call.step: result.ref for done_call, result in completed},
         )
         record = done.get(step)
         if record is not None and record["status"] == "SUCCEEDED":
-            completed.append((record["id"], call, StepResult.model_validate(record["result_json"])))
+            completed.append((call, StepResult.model_validate(record["result_json"])))
             continue
         try:
             checkpoint(lease, seq, the_plan.system, call)
             result = _call_with_reconcile(lease, call, the_plan.fingerprint)
         except Halted as halt:
             return _halted(lease, step, halt, completed)
-        except LeaseLost as lost:
-            return _lost(lease, lost, completed)
         except ConnectorError as error:
             record_step_failed(lease, step, error.as_dict())
-            return _failed(lease, error, completed)
-        record_id = record_step_succeeded(lease, step, result, step not in the_plan.self_ledgered_steps)
-        completed.append((record_id, call, result))
-    refs = [result.ref.model_dump(mode="json") for _, _, result in completed]
-    explanation = " ".join(result.summary for _, _, result in completed)
+            return _failed(lease, error)
+        # Recorded even if a cancellation raced the call: the write happened and must be undone.
+        record_step_succeeded(lease, step, result, step not in the_plan.self_ledgered_steps)
+        completed.append((call, result))
+    refs = [result.ref.model_dump(mode="json") for _, result in completed]
+    explanation = " ".join(result.summary for _, result in completed)
     return _end(lease, "SUCCEEDED", explanation, None, refs)
 
 
@@ -149,7 +182,7 @@ def _call_with_reconcile(lease: Lease, call: StepCall, fingerprint: str) -> Step
             call, lease, cache_key=f"{call.idempotency_key}:{fingerprint}"
         )
     except ConnectorError as error:
-        if not error.retryable:
+        if not error.retryable or not _answer_was_lost(lease, call.step):
             raise
         found = lookup_step(call, lease)
         if found is not None:
@@ -157,80 +190,170 @@ def _call_with_reconcile(lease: Lease, call: StepCall, fingerprint: str) -> Step
         raise
 
 
-def _compensate(lease: Lease, completed: list[tuple[int, StepCall, StepResult]]) -> str:
-    """Undo finished steps newest first; returns NONE, COMPENSATED or COMPENSATION_FAILED."""
-    if not completed:
-        return "NONE"
-    outcome = "COMPENSATED"
-    for record_id, call, result in reversed(completed):
+def _answer_was_lost(lease: Lease, step: str) -> bool:
+    """Whether an attempt of ``step`` lost its answer (only then can a lookup find anything)."""
+    records = step_records(lease.action_intent_id, lease.generation)
+    return any(r["step"] == step and r.get("unsettled_until") for r in records)
+
+
+def undo_steps(lease: Lease) -> tuple[str, str | None]:
+    """Undo this generation's steps newest first, from their persisted records.
+
+    Covers finished steps and steps whose outcome is unknown (a call in flight when the run was
+    cancelled, an answer lost): a step whose answer was lost is undone only after its late-commit
+    window has passed, then confirmed by a lookup of its key, so a late commit is not left behind.
+    Every external call checks the kill switches first; a switch stops the undo part-way.
+
+    Returns:
+        ``(compensation, halted)``: NONE / COMPENSATED / COMPENSATION_FAILED over every step of
+        the generation, and the operator control's reason when a kill switch stopped the undo.
+    """
+    for record in reversed(step_records(lease.action_intent_id, lease.generation)):
+        status, unsettled = record["status"], record.get("unsettled_until")
+        if status not in ("SUCCEEDED", "CALL_STARTED") and not (status == "FAILED" and unsettled):
+            continue
+        call = StepCall.model_validate(record["call_json"])
+        result = StepResult.model_validate(record["result_json"]) if status == "SUCCEEDED" else None
         try:
-            compensate_step(call, result)
+            wait_until_settled(lease, datetime.fromisoformat(unsettled) if unsettled else None)
+            undone = compensate_step(lease, call, result, confirm=unsettled is not None)
+        except Halted as halt:
+            record_halt(lease, f"undo {call.step}", halt.reason)
+            return _compensation_so_far(lease), halt.reason
         except ConnectorError as error:
-            record_compensation(lease.tenant_id, record_id, False, error.as_dict())
-            outcome = "COMPENSATION_FAILED"
-        else:
-            record_compensation(lease.tenant_id, record_id, True, None)
-    return outcome
+            record_compensation(lease.tenant_id, record["id"], False, error.as_dict())
+            continue
+        if undone:
+            record_compensation(lease.tenant_id, record["id"], True, None)
+    return _compensation_so_far(lease), None
 
 
-def _failed(
-    lease: Lease, error: ConnectorError, completed: list[tuple[int, StepCall, StepResult]]
-) -> dict[str, Any]:
-    compensation = _compensate(lease, completed)
+def _compensation_so_far(lease: Lease) -> str:
+    statuses = {r["status"] for r in step_records(lease.action_intent_id, lease.generation)}
+    if "COMPENSATION_FAILED" in statuses:
+        return "COMPENSATION_FAILED"
+    return "COMPENSATED" if "COMPENSATED" in statuses else "NONE"
+
+
+def _failed(lease: Lease, error: ConnectorError) -> dict[str, Any]:
+    compensation, halted = undo_steps(lease)
     ambiguous = isinstance(error, OutcomeUnknown)  # its code is AMBIGUOUS_OUTCOME
     message = error.seller_message
-    if compensation == "COMPENSATED":
-        message += " Everything done before the failure was undone."
-    elif compensation == "COMPENSATION_FAILED":
-        message += " Undoing the earlier steps failed too; a person will check."
+    if halted:
+        message += UNDO_PAUSED
+        compensation = "NONE"
+    elif compensation != "NONE":
+        message += UNDO_DONE[compensation]
     failure = Failure(
         error.code,
         message,
-        needs_human=ambiguous or compensation == "COMPENSATION_FAILED",
+        needs_human=ambiguous or bool(halted) or compensation == "COMPENSATION_FAILED",
         compensation=compensation,
     )
-    return _end(lease, "FAILED", message, failure, [], next_generation=compensation != "NONE")
+    return _end(
+        lease,
+        "FAILED",
+        message,
+        failure,
+        [],
+        next_generation=compensation != "NONE",
+        compensation_pending=bool(halted),
+    )
 
 
 def _halted(
-    lease: Lease, step: str, halt: Halted, completed: list[tuple[int, StepCall, StepResult]]
+    lease: Lease, step: str, halt: Halted, completed: list[tuple[StepCall, StepResult]]
 ) -> dict[str, Any]:
     if halt.kind == "EXPIRED":
-        compensation = _compensate(lease, completed)
-        explanation = (
-            "The approval expired before the action could finish; nothing was changed."
-            if (compensation != "COMPENSATION_FAILED")
-            else "The approval expired part-way and undoing failed."
+        compensation, halted = undo_steps(lease)
+        if halted:
+            explanation = "The approval expired part-way." + UNDO_PAUSED
+        elif compensation == "COMPENSATION_FAILED":
+            explanation = "The approval expired part-way and undoing failed."
+        else:
+            explanation = "The approval expired before the action could finish; nothing was changed."
+        return _end(
+            lease,
+            "EXPIRED",
+            explanation,
+            None,
+            [],
+            next_generation=compensation != "NONE",
+            compensation_pending=bool(halted),
         )
-        return _end(lease, "EXPIRED", explanation, None, [], next_generation=compensation != "NONE")
     record_halt(lease, step, halt.reason)
     partial = bool(completed)
     message = "Execution is paused by an operator; " + (
         "some steps are done and the rest will run when it is resumed." if partial else "nothing was changed."
     )
-    refs = [result.ref.model_dump(mode="json") for _, _, result in completed]
+    refs = [result.ref.model_dump(mode="json") for _, result in completed]
     return _end(lease, "FAILED", message, Failure("KILL_SWITCH", message, needs_human=partial), refs)
 
 
-def _lost(lease: Lease, lost: LeaseLost, completed: list[tuple[int, StepCall, StepResult]]) -> dict[str, Any]:
+CANCELLED_EXPLANATION = {
+    "NONE": "Cancelled before any change was made.",
+    "COMPENSATED": "Cancelled while executing; the steps already done were undone.",
+    "COMPENSATION_FAILED": "Cancelled while executing; undoing the steps already done failed.",
+}
+
+
+def _lost(lease: Lease, lost: LeaseLost) -> dict[str, Any]:
+    """The execution was cancelled or taken over while this run held it."""
     if lost.status != "CANCELLED":
         get_run_logger().warning(
             "Lease lost (%s); another executor owns %s", lost.status, lease.action_intent_id
         )
         return {"action_intent_id": lease.action_intent_id, "status": lost.status, "executed": False}
-    compensation = _compensate(lease, completed)
-    explanation = {
-        "NONE": "Cancelled before any change was made.",
-        "COMPENSATED": "Cancelled while executing; the steps already done were undone.",
-        "COMPENSATION_FAILED": "Cancelled while executing; undoing the steps already done failed.",
-    }[compensation]
-    failure = Failure(
-        "CANCELLED_BY_USER",
-        explanation,
-        needs_human=compensation == "COMPENSATION_FAILED",
-        compensation=compensation,
-    )
-    return _end(lease, "CANCELLED", explanation, failure, [])
+    try:
+        return settle_cancelled(lease)
+    except LeaseLost as again:
+        get_run_logger().warning("Undo of %s taken over (%s)", lease.action_intent_id, again.status)
+        return {"action_intent_id": lease.action_intent_id, "status": again.status, "executed": False}
+
+
+def settle_cancelled(lease: Lease) -> dict[str, Any]:
+    """Undo what a cancelled execution still owes, and record how it ended."""
+    return settle_owed_undo(lease, "CANCELLED")
+
+
+SETTLED_EXPLANATION = {
+    "CANCELLED": CANCELLED_EXPLANATION,
+    "FAILED": {
+        "NONE": "The action failed; nothing had to be undone.",
+        "COMPENSATED": "The action failed; everything done before the failure was undone.",
+        "COMPENSATION_FAILED": "The action failed and undoing the earlier steps failed; a person will check.",
+    },
+    "EXPIRED": {
+        "NONE": "The approval expired before the action could finish; nothing was changed.",
+        "COMPENSATED": "The approval expired part-way; the steps already done were undone.",
+        "COMPENSATION_FAILED": "The approval expired part-way and undoing failed.",
+    },
+}
+PAUSED_PREFIX = {
+    "CANCELLED": "Cancelled while executing.",
+    "FAILED": "The action failed.",
+    "EXPIRED": "The approval expired part-way.",
+}
+
+
+def settle_owed_undo(lease: Lease, status: str) -> dict[str, Any]:
+    """Undo what a terminal (CANCELLED, FAILED, EXPIRED) execution still owes; record how it ended.
+
+    Run by the executor that was cancelled, or by the reconciler for an undo whose run died or that
+    a kill switch stopped (once released).
+    """
+    compensation, halted = undo_steps(lease)
+    explanation = SETTLED_EXPLANATION[status][compensation]
+    if halted:
+        explanation = PAUSED_PREFIX[status] + UNDO_PAUSED
+    status = finish_undo(lease, compensation, explanation, bool(halted))
+    return {
+        "action_intent_id": lease.action_intent_id,
+        "status": status,
+        "executed": False,
+        "explanation": explanation,
+        "compensation": compensation,
+    }
 
 
 def _end(
@@ -240,8 +363,11 @@ def _end(
     failure: Failure | None,
     refs: list[dict[str, Any]],
     next_generation: bool = False,
+    compensation_pending: bool = False,
 ) -> dict[str, Any]:
-    final = finish(lease, status, explanation, failure, refs, next_generation)
+    final = finish(lease, status, explanation, failure, refs, next_generation, compensation_pending)
+    if isinstance(final, LeaseLost):
+        raise final  # cancelled meanwhile: execute_intent settles it (_lost)
     if final == "FAILED" and failure is not None:
         raise ExecutionFailed(failure.code, failure.message)
     return {

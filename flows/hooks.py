@@ -20,8 +20,10 @@ logger = logging.getLogger("fulfill.hooks")
 
 def record_flow_end(flow: Any, flow_run: Any, state: Any) -> None:
     """on_failure / on_crashed / on_cancellation: close an execution this run left EXECUTING."""
-    intent = (flow_run.parameters or {}).get("intent") or {}
+    parameters = flow_run.parameters or {}
+    intent = parameters.get("intent") or {}
     intent_id = intent.get("action_intent_id") if isinstance(intent, dict) else None
+    intent_id = intent_id or parameters.get("action_intent_id")
     if not isinstance(intent_id, str):
         return
     try:
@@ -31,7 +33,13 @@ def record_flow_end(flow: Any, flow_run: Any, state: Any) -> None:
             except executions.ExecutionNotFound:
                 return
             owner = execution.lease_owner or ""
-            if execution.status != "EXECUTING" or not owner.startswith(f"{flow_run.id}/"):
+            if not owner.startswith(f"{flow_run.id}/"):
+                return
+            if execution.compensation_pending:
+                # Cancelled (or halted) while undoing: the reconciler finishes the undo, now.
+                executions.release_undo(session, intent_id, owner)
+                return
+            if execution.status != "EXECUTING":
                 return
             steps = executions.steps_of(session, intent_id, execution.generation)
             unknown = [s.step for s in steps if s.status == "CALL_STARTED"]

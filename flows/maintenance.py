@@ -13,39 +13,108 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 from prefect.events import emit_event
+from prefect.exceptions import ObjectNotFound
 from sqlmodel import col, select
 
-from flows.execute_intent import ExecutionFailed, execute_intent
+from flows.execute_intent import ExecutionFailed, execute_intent, settle_owed_undo
+from fulfill import executions
+from fulfill.controls import blocked_reason
 from fulfill.db import db_now, get_engine, transaction
+from fulfill.executions import LeaseLost
 from fulfill.tables import Execution, Signal
+from tasks.record import claim_undo
 
 BATCH = 100
+PENDING_GRACE_SECONDS = 60.0
+WAITING_STATES = frozenset({StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED})
 
 
 @flow(name="reconcile")
-def reconcile(limit: int = BATCH, tenant_id: str | None = None) -> list[dict[str, Any]]:
-    """Re-run executions whose lease expired without a terminal state (optionally one tenant's)."""
+def reconcile(
+    limit: int = BATCH, tenant_id: str | None = None, pending_grace_seconds: float = PENDING_GRACE_SECONDS
+) -> list[dict[str, Any]]:
+    """Settle what runs left behind (optionally one tenant's), in three kinds.
+
+    * EXECUTING with an expired lease: its worker died; re-run it (finished steps are skipped).
+    * PENDING for longer than ``pending_grace_seconds`` whose Prefect run is not waiting to start
+      (scheduled, late or pending — e.g. held by a paused work pool): the run died between
+      registration and claim, or was never created; run it now (the claim expires it if its TTL passed).
+    * An owed undo (cancelled mid-call, or an undo a kill switch stopped) whose lease is free and
+      whose kill switches are released: finish undoing it.
+    """
     with transaction(get_engine()) as session:
         now = db_now(session)
-        query = select(Execution).where(Execution.status == "EXECUTING", col(Execution.lease_until) < now)
-        if tenant_id is not None:
-            query = query.where(Execution.tenant_id == tenant_id)
-        stale = session.exec(query.limit(limit)).all()
-        intents = [row.intent_json for row in stale]
-    results = []
-    for intent in intents:
-        try:
-            results.append(execute_intent(intent))
-        except ExecutionFailed as failed:
-            results.append(
-                {"action_intent_id": intent.get("action_intent_id"), "status": "FAILED", "code": failed.code}
+        scoped = (Execution.tenant_id == tenant_id) if tenant_id is not None else sa.true()
+        stale = session.exec(
+            select(Execution.action_intent_id)
+            .where(Execution.status == "EXECUTING", col(Execution.lease_until) < now, scoped)
+            .limit(limit)
+        ).all()
+        orphans = session.exec(
+            select(Execution.action_intent_id, Execution.flow_run_id)
+            .where(
+                Execution.status == "PENDING",
+                col(Execution.updated_at) < now - timedelta(seconds=pending_grace_seconds),
+                scoped,
             )
-    get_run_logger().info("reconciled %d stale executions", len(results))
+            .limit(limit)
+        ).all()
+        owed = [
+            (row.action_intent_id, row.status)
+            for row in session.exec(
+                select(Execution)
+                .where(
+                    col(Execution.compensation_pending).is_(True),
+                    sa.or_(col(Execution.lease_until).is_(None), col(Execution.lease_until) < now),
+                    scoped,
+                )
+                .limit(limit)
+            )
+            if blocked_reason(session, row.tenant_id, row.action_type) is None
+        ]
+    results = [_rerun(intent_id) for intent_id in stale]
+    results += [_rerun(intent_id) for intent_id, run_id in orphans if not _run_waiting(run_id)]
+    results += [r for intent_id, status in owed if (r := _finish_undo(intent_id, status)) is not None]
+    get_run_logger().info("reconciled %d executions", len(results))
     return results
+
+
+def _rerun(action_intent_id: str) -> dict[str, Any]:
+    try:
+        return execute_intent(action_intent_id=action_intent_id)
+    except ExecutionFailed as failed:
+        return {"action_intent_id": action_intent_id, "status": "FAILED", "code": failed.code}
+
+
+def _run_waiting(flow_run_id: str | None) -> bool:
+    """Whether the intent's Prefect run is still waiting to start (a paused pool holds it)."""
+    if not flow_run_id:
+        return False
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(uuid.UUID(flow_run_id))
+    except (ValueError, ObjectNotFound):
+        return False
+    return run.state is not None and run.state.type in WAITING_STATES
+
+
+def _finish_undo(action_intent_id: str, status: str) -> dict[str, Any] | None:
+    lease = claim_undo(action_intent_id, f"reconcile/{uuid.uuid4().hex[:12]}")
+    if lease is None:
+        return None  # someone else holds it, or it is settled
+    try:
+        return settle_owed_undo(lease, status)
+    except LeaseLost:
+        return None
 
 
 @flow(name="expire-sweeper")
@@ -53,14 +122,18 @@ def expire_sweeper(limit: int = BATCH, tenant_id: str | None = None) -> list[dic
     """Expire PENDING intents whose approval ran out before any worker picked them up."""
     with transaction(get_engine()) as session:
         now = db_now(session)
-        query = select(Execution).where(
+        query = select(Execution.action_intent_id).where(
             Execution.status == "PENDING", col(Execution.expires_at_epoch) <= int(now.timestamp())
         )
         if tenant_id is not None:
             query = query.where(Execution.tenant_id == tenant_id)
         pending = session.exec(query.limit(limit)).all()
-        intents = [row.intent_json for row in pending]
-    return [execute_intent(intent) for intent in intents]  # the claim records EXPIRED
+    expired = []
+    for intent_id in pending:  # one transaction each: a bad row does not stop the sweep
+        with transaction(get_engine()) as session:
+            if executions.expire_if_due(session, intent_id):
+                expired.append({"action_intent_id": intent_id, "status": "EXPIRED"})
+    return expired
 
 
 @flow(name="deliver-signals")

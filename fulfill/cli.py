@@ -55,9 +55,13 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def _read_json(path: Path) -> Any:
-    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
-    return text
+def _read_json(path: Path) -> bytes:
+    """The document's raw bytes (file, or stdin for ``-``): decoding is the safe loader's job."""
+    try:
+        return sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except OSError as exc:
+        typer.echo(f"cannot read {path}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _status(value: str) -> str:
@@ -69,16 +73,17 @@ def _status(value: str) -> str:
 def intent_verify(file: Path = typer.Argument(..., help="Intent JSON file, or - for stdin.")) -> None:
     """Check schema and approval signature against FULFILL_APPROVAL_KEYS; prints `valid` or the reason."""
     from fulfill.approval import ApprovalInvalid, TrustedKeys
-    from fulfill.intent import IntentInvalid, parse_intent
+    from fulfill.intent import IntentInvalid, load_intent_document, parse_intent
     from fulfill.settings import load_settings
 
-    text = _read_json(file)
+    data = _read_json(file)
     try:
-        parse_intent(text)
+        document = load_intent_document(data)
+        parse_intent(document)
         keys = TrustedKeys.from_setting(load_settings().approval_keys)
         if not keys.keys:
             raise ApprovalInvalid("no trusted approval keys: set FULFILL_APPROVAL_KEYS")
-        keys.verify(json.loads(text))
+        keys.verify(document)
     except IntentInvalid as exc:
         typer.echo(f"invalid: VALIDATION_FAILED: {exc}")
         raise typer.Exit(1) from None
@@ -115,19 +120,22 @@ def execute(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Execute one intent through the execute-intent flow in this process."""
-    from fulfill.intent import IntentInvalid
+    from fulfill.intent import IntentInvalid, load_intent_document
     from fulfill.service import ExecutionService, IntentRejected
+    from tasks.admit import verify_and_register
 
-    text = _read_json(file)
+    data = _read_json(file)
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        err.print(f"invalid: $: is not valid JSON ({exc})")
+        raw = load_intent_document(data)
+    except IntentInvalid:
+        # Refused like any other submission: admission ledgers it and names the field.
+        refused = verify_and_register(data)
+        typer.echo(f"rejected: {refused.code}: {refused.reason}", err=True)
         raise typer.Exit(1) from None
     try:
         status = ExecutionService().execute_action_intent(raw)
     except (IntentRejected, IntentInvalid) as exc:
-        err.print(f"rejected: {exc}")
+        typer.echo(f"rejected: {exc}", err=True)
         raise typer.Exit(1) from None
     _show_status(status.model_dump(mode="json"), as_json)
     if status.status != "SUCCEEDED":
@@ -140,16 +148,17 @@ def plan(
 ) -> None:
     """Dry run: print the exact provider requests the intent would make, sending nothing."""
     from fulfill.dry_run import PlanFailed, format_plan, plan_requests
+    from fulfill.intent import IntentInvalid, load_intent_document
 
     try:
-        raw = json.loads(_read_json(file))
-    except json.JSONDecodeError as exc:
-        err.print(f"invalid: $: is not valid JSON ({exc})")
+        raw = load_intent_document(_read_json(file))
+    except IntentInvalid as exc:
+        typer.echo(f"invalid: VALIDATION_FAILED: {exc}", err=True)
         raise typer.Exit(1) from None
     try:
         requests = plan_requests(raw)
     except PlanFailed as failed:
-        err.print(f"cannot plan: {failed}")
+        typer.echo(f"cannot plan: {failed}", err=True)
         raise typer.Exit(1) from None
     if as_json:
         _print_json([r.model_dump(mode="json") for r in requests])

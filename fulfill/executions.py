@@ -33,6 +33,16 @@ FINISH_EVENT = {
     "EXPIRED": "ACTION_EXPIRED",
     "CANCELLED": "ACTION_CANCELLED",
 }
+#: Appended to a seller message while undoing is stopped by an operator control (and replaced once done).
+UNDO_PAUSED = (
+    " Undoing the steps already done is paused by an operator; it finishes when the pause is released,"
+    " and a person will check."
+)
+UNDO_DONE = {
+    "NONE": " Nothing had to be undone.",
+    "COMPENSATED": " Everything done before the failure was undone.",
+    "COMPENSATION_FAILED": " Undoing the earlier steps failed too; a person will check.",
+}
 SIGNAL_NAMESPACE = uuid.UUID("6f1c8f5e-3d0a-4c55-9a51-0c7e4c1f2a10")
 DEFAULT_LEASE_SECONDS = 300
 
@@ -189,22 +199,38 @@ def register(
 def record_rejection(
     session: Session, raw: Any, *, code: str, field: str | None, reason: str, actor: str = "system"
 ) -> None:
-    """Ledger a rejected intent. No execution row is created, so a forgery cannot block the real intent."""
+    """Ledger a rejected intent. No execution row is created, so a forgery cannot block the real intent.
+
+    The document is hostile by definition: every text taken from it (or from the reason, which may
+    quote it) is made storable on every backend — NUL becomes U+FFFD, a lone surrogate ``?``, and
+    lengths are bounded — so the rejection itself is always ledgered.
+    """
+
+    def storable(value: str, limit: int) -> str:
+        text = value[: limit * 2].encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+        return text[:limit]
+
     document = raw if isinstance(raw, dict) else {}
     claimed_tenant = document.get("tenant_id")
     tenant_id = (
         claimed_tenant
-        if isinstance(claimed_tenant, str) and claimed_tenant.replace("-", "").replace("_", "").isalnum()
+        if isinstance(claimed_tenant, str)
+        and claimed_tenant.isascii()
+        and claimed_tenant.replace("-", "").replace("_", "").isalnum()
         else "_unknown"
     )[:64]
     intent_id = document.get("action_intent_id")
     ledger.append(
         session,
         tenant_id=tenant_id,
-        action_intent_id=intent_id[:128] if isinstance(intent_id, str) else None,
+        action_intent_id=storable(intent_id, 128) if isinstance(intent_id, str) and intent_id else None,
         event_type="INTENT_REJECTED",
-        actor=actor,
-        details={"code": code, "field": field, "reason": reason[:500]},
+        actor=storable(actor, 320),
+        details={
+            "code": storable(code, 64),
+            "field": storable(field, 256) if field is not None else None,
+            "reason": storable(reason, 500),
+        },
     )
 
 
@@ -212,7 +238,7 @@ def record_rejection(
 class Refusal:
     """Why a claim did not start an attempt; ``execution`` is the current state."""
 
-    reason: str  # ALREADY_FINISHED | BUSY | EXPIRED | KILL_SWITCH
+    reason: str  # ALREADY_FINISHED | BUSY | COMPENSATING | EXPIRED | KILL_SWITCH
     execution: Execution
 
 
@@ -241,6 +267,8 @@ def claim(
     now = db_now(session)
     if execution.status in NEVER_AGAIN:
         return Refusal("ALREADY_FINISHED", execution)
+    if execution.compensation_pending:
+        return Refusal("COMPENSATING", execution)
     if execution.status == "EXECUTING" and execution.lease_until and execution.lease_until > now:
         return Refusal("BUSY", execution)
     if now.timestamp() >= execution.expires_at_epoch:
@@ -293,6 +321,29 @@ def claim(
     return Lease(action_intent_id, execution.tenant_id, owner, execution.attempt, execution.generation)
 
 
+def expire_if_due(session: Session, action_intent_id: str) -> bool:
+    """EXPIRED for a PENDING intent whose approval ran out (database clock); nothing else changes.
+
+    Expiring makes no external call, so it needs no admission: an intent signed by a key that was
+    rotated out since is expired like any other.
+    """
+    execution = _locked(session, action_intent_id)
+    if execution is None or execution.status != "PENDING":
+        return False
+    if db_now(session).timestamp() < execution.expires_at_epoch:
+        return False
+    _terminal(
+        session,
+        execution,
+        status="EXPIRED",
+        explanation="The approval expired before the action could start; nothing was done.",
+        failure=None,
+        refs=[],
+        attempt=execution.attempt,
+    )
+    return True
+
+
 def halted(
     session: Session, tenant_id: str, action_intent_id: str, *, reason: str, before_step: str | None
 ) -> None:
@@ -306,19 +357,25 @@ def halted(
     )
 
 
-def fence(session: Session, lease: Lease, *, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> Execution:
+def fence(
+    session: Session, lease: Lease, *, settling: bool = False, lease_seconds: int = DEFAULT_LEASE_SECONDS
+) -> Execution:
     """Re-check ownership (and extend the lease) before a write of this attempt.
+
+    Args:
+        settling: Also accept an execution that is no longer EXECUTING but still owes the undo of
+            its steps (``compensation_pending``: cancelled while a call was in flight, or an undo the
+            reconciler took over). Recording what a call did and undoing it are allowed then; a new
+            forward step is not.
 
     Raises:
         LeaseLost: cancelled, finished, or taken over by another executor.
     """
     execution = _locked(session, lease.action_intent_id)
     assert execution is not None
-    if (
-        execution.status != "EXECUTING"
-        or execution.lease_owner != lease.owner
-        or execution.attempt != lease.attempt
-    ):
+    owned = execution.lease_owner == lease.owner and execution.attempt == lease.attempt
+    live = execution.status == "EXECUTING" or (settling and execution.compensation_pending)
+    if not (owned and live):
         raise LeaseLost(execution.status)
     now = db_now(session)
     execution.lease_until = now + timedelta(seconds=lease_seconds)
@@ -389,8 +446,12 @@ def count_attempt(session: Session, lease: Lease, step: str) -> int:
 def step_succeeded(
     session: Session, lease: Lease, step: str, result: StepResult, *, write_ledger: bool = True
 ) -> StepRecord:
-    """Mark a step SUCCEEDED with its result (idempotent: a second call changes nothing)."""
-    fence(session, lease)
+    """Mark a step SUCCEEDED with its result (idempotent: a second call changes nothing).
+
+    Also after a cancellation that raced the call (``fence(settling=True)``): the write happened at
+    the provider, so it is recorded, and then undone like every other finished step.
+    """
+    fence(session, lease, settling=True)
     record = _step(session, lease, step)
     assert record is not None
     if record.status == "SUCCEEDED":
@@ -443,15 +504,34 @@ def step_failed(session: Session, lease: Lease, step: str, error: dict[str, Any]
 
 
 def step_retry_scheduled(
-    session: Session, tenant_id: str, action_intent_id: str, step: str, attempt: int, error: dict[str, Any]
+    session: Session,
+    tenant_id: str,
+    action_intent_id: str,
+    step: str,
+    attempt: int,
+    error: dict[str, Any],
+    *,
+    wait_seconds: float,
+    backoff_seconds_max: float,
 ) -> None:
-    """Ledger that a transient failure will be retried (written from the retry condition)."""
+    """Ledger that a transient failure will be retried (written from the retry condition).
+
+    Args:
+        wait_seconds: The wait the provider asked for (``Retry-After``), honoured in full.
+        backoff_seconds_max: The longest backoff Prefect adds on top of it.
+    """
     ledger.append(
         session,
         tenant_id=tenant_id,
         action_intent_id=action_intent_id,
         event_type="STEP_RETRY_SCHEDULED",
-        details={"step": step, "attempt": attempt, "error": error},
+        details={
+            "step": step,
+            "attempt": attempt,
+            "error": error,
+            "wait_seconds": wait_seconds,
+            "backoff_seconds_max": backoff_seconds_max,
+        },
     )
 
 
@@ -486,32 +566,20 @@ def finish(
     failure: Failure | None,
     refs: list[dict[str, Any]],
     next_generation: bool = False,
+    compensation_pending: bool = False,
 ) -> Execution:
     """Fenced terminal transition: execution row, outcome, ledger fact and outbox signal together.
 
-    A cancellation that raced the attempt is honoured: the row stays CANCELLED and only its
-    compensation outcome is updated.
+    Args:
+        compensation_pending: Steps of this attempt still have to be undone (an operator control
+            stopped the undo); the reconciler finishes it once the control is released.
+
+    Raises:
+        LeaseLost: the execution was cancelled (or taken over) meanwhile. After a cancellation the
+            caller still holds the lease for undoing its steps (:func:`finish_undo`).
     """
-    execution = _locked(session, lease.action_intent_id)
-    assert execution is not None
-    if execution.status == "CANCELLED" and execution.attempt == lease.attempt:
-        if failure is not None:
-            execution.compensation = failure.compensation
-            execution.needs_human = failure.needs_human
-            execution.explanation = explanation
-            session.add(execution)
-            outcome = session.exec(
-                select(Outcome).where(
-                    Outcome.action_intent_id == lease.action_intent_id, Outcome.attempt == lease.attempt
-                )
-            ).first()
-            if outcome is not None and outcome.failure_json is not None:
-                outcome.failure_json = {**outcome.failure_json, "compensation": failure.compensation}
-                outcome.explanation = explanation
-                session.add(outcome)
-        return execution
-    fence(session, lease)
-    if next_generation:
+    execution = fence(session, lease)
+    if next_generation and not compensation_pending:
         execution.generation += 1
     _terminal(
         session,
@@ -522,7 +590,92 @@ def finish(
         refs=refs,
         attempt=lease.attempt,
     )
+    execution.compensation_pending = compensation_pending
+    if compensation_pending:
+        execution.needs_human = True  # an owed undo is always a person's business too
     return execution
+
+
+def release_undo(session: Session, action_intent_id: str, owner: str) -> bool:
+    """Free the lease of an owed undo whose holder is gone, so the reconciler can take it at once."""
+    execution = _locked(session, action_intent_id)
+    if execution is None or not execution.compensation_pending or execution.lease_owner != owner:
+        return False
+    execution.lease_owner = None
+    execution.lease_until = None
+    session.add(execution)
+    return True
+
+
+def claim_undo(
+    session: Session, action_intent_id: str, *, owner: str, lease_seconds: int = DEFAULT_LEASE_SECONDS
+) -> Lease | None:
+    """Take over an undo that is owed (``compensation_pending``) and whose lease is free or expired."""
+    execution = _locked(session, action_intent_id)
+    if execution is None or not execution.compensation_pending:
+        return None
+    now = db_now(session)
+    if execution.lease_until is not None and execution.lease_until > now:
+        return None
+    execution.lease_owner = owner
+    execution.lease_until = now + timedelta(seconds=lease_seconds)
+    execution.updated_at = now
+    session.add(execution)
+    return Lease(action_intent_id, execution.tenant_id, owner, execution.attempt, execution.generation)
+
+
+def finish_undo(
+    session: Session, lease: Lease, *, compensation: str, explanation: str, halted: bool = False
+) -> Execution:
+    """Record how undoing a terminal execution's steps ended, and release its lease.
+
+    ``halted``: an operator control stopped the undo part-way; it stays owed (the reconciler
+    finishes it after release) and a person is flagged. ``needs_human`` is never cleared here.
+    """
+    execution = fence(session, lease, settling=True)
+    now = db_now(session)
+    execution.needs_human = execution.needs_human or halted or compensation == "COMPENSATION_FAILED"
+    if not halted:
+        execution.compensation = compensation
+        execution.compensation_pending = False
+        if execution.failure_message and execution.failure_message.endswith(UNDO_PAUSED):
+            execution.failure_message = (
+                execution.failure_message.removesuffix(UNDO_PAUSED) + (UNDO_DONE[compensation])
+            )
+        if compensation != "NONE":
+            execution.generation += 1  # a rerun must not find the objects it deliberately undid
+    execution.explanation = explanation
+    execution.lease_owner = None
+    execution.lease_until = None
+    execution.updated_at = now
+    session.add(execution)
+    outcome = session.exec(
+        select(Outcome).where(
+            Outcome.action_intent_id == lease.action_intent_id, Outcome.attempt == execution.attempt
+        )
+    ).first()
+    if outcome is not None:
+        outcome.explanation = explanation
+        if outcome.failure_json is not None:
+            outcome.failure_json = {
+                **outcome.failure_json,
+                "message": execution.failure_message or outcome.failure_json.get("message"),
+                "compensation": execution.compensation,
+                "needs_human": execution.needs_human,
+            }
+        session.add(outcome)
+    return execution
+
+
+def mark_unsettled(session: Session, lease: Lease, step: str, *, seconds: float) -> None:
+    """An attempt of ``step`` lost its answer: the provider may still commit it for ``seconds``."""
+    record = _step(session, lease, step)
+    if record is None:
+        return
+    until = db_now(session) + timedelta(seconds=seconds)
+    if record.unsettled_until is None or record.unsettled_until < until:
+        record.unsettled_until = until
+        session.add(record)
 
 
 def _terminal(
@@ -626,6 +779,7 @@ def cancel(session: Session, tenant_id: str | None, action_intent_id: str, *, ac
     if execution.status in TERMINAL:
         raise AlreadyFinished(execution.status)
     was_executing = execution.status == "EXECUTING"
+    owner, until = execution.lease_owner, execution.lease_until
     _terminal(
         session,
         execution,
@@ -640,4 +794,9 @@ def cancel(session: Session, tenant_id: str | None, action_intent_id: str, *, ac
         attempt=execution.attempt,
         actor=actor,
     )
+    if was_executing:
+        # The executor keeps its lease to record a call already in flight and to undo its steps;
+        # if it is gone, the reconciler takes the undo over once that lease expires.
+        execution.compensation_pending = True
+        execution.lease_owner, execution.lease_until = owner, until
     return execution

@@ -7,6 +7,7 @@ path (``parameters.subject``) so an integrator can fix the producer.
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -26,6 +27,13 @@ from pydantic import (
 
 SCHEMA_VERSION = "action_intent.v1"
 MAX_BRIEF_BYTES = 1024 * 1024
+# Limits of the raw document, checked before the schema (:func:`load_intent_document`).
+# JSON text: a 1 MiB brief whose every byte a producer escapes as \uXXXX (6 bytes), plus the rest.
+MAX_INTENT_BYTES = 7 * 1024 * 1024
+MAX_DEPTH = 32  # nested objects/arrays; a real intent needs 3
+MAX_INT_DIGITS = 20  # digits of any integer (an epoch needs 11; int64 has 19)
+# 10000-01-01T00:00:00Z: any expiry below converts to a datetime without overflowing.
+MAX_EXPIRES_AT_EPOCH = 253402300800
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -239,7 +247,7 @@ class ActionIntentV1(_Strict):
     parameters: dict[str, Any]
     approval: Approval
     created_at: UtcTimestamp
-    expires_at_epoch: StrictInt
+    expires_at_epoch: Annotated[StrictInt, Field(gt=0, lt=MAX_EXPIRES_AT_EPOCH)]
 
     @model_validator(mode="after")
     def _validate_parameters(self) -> ActionIntentV1:
@@ -256,8 +264,25 @@ class ActionIntentV1(_Strict):
         return PARAMETER_MODELS[self.action_type].model_validate(self.parameters)
 
     def normalized_parameters(self) -> dict[str, Any]:
-        """Parameters with defaults applied, as JSON-ready data."""
-        return self.typed_parameters().model_dump(mode="json", exclude_none=True)
+        """Parameters with defaults applied, as JSON-ready data.
+
+        An optional field that was absent stays absent; one given as ``null`` stays ``null``:
+        ``previous_value: null`` means "the field was empty when the human approved" and must reach
+        the connector's precondition check (contract §2), while an absent one means "no check".
+        """
+        return _explicit(self.typed_parameters())
+
+
+def _explicit(model: BaseModel) -> dict[str, Any]:
+    """``model_dump(mode="json")`` without the ``None`` values that came from defaults, not from input."""
+    dumped: dict[str, Any] = model.model_dump(mode="json")
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if value is None and name not in model.model_fields_set:
+            del dumped[name]
+        elif isinstance(value, BaseModel):
+            dumped[name] = _explicit(value)
+    return dumped
 
 
 def _format(error: Exception) -> IntentInvalid:
@@ -277,8 +302,179 @@ def _format(error: Exception) -> IntentInvalid:
     return IntentInvalid("$", str(error))
 
 
+class _Refused:
+    """A JSON token the loader will not convert; :func:`check_document` reports it with its path."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class _DuplicateKeys(dict[str, Any]):
+    """A JSON object in which ``duplicate`` (the first repeated key) appeared more than once."""
+
+    duplicate: str = ""
+
+
+def _json_int(token: str) -> int | _Refused:
+    # Refused before int() runs: Python's own limit (4300 digits) raises a bare ValueError.
+    digits = len(token) - token.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        return _Refused(f"is an integer of {digits} digits; the limit is {MAX_INT_DIGITS}")
+    return int(token)
+
+
+def _json_float(token: str) -> float | _Refused:
+    value = float(token)
+    return value if math.isfinite(value) else _Refused("is a number too large to represent")
+
+
+def _json_constant(token: str) -> _Refused:
+    return _Refused(f"is {token}, which is not a JSON number")
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) == len(pairs):
+        return result
+    marked = _DuplicateKeys(result)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.duplicate = key
+            break
+        seen.add(key)
+    return marked
+
+
+def _too_large(size: str) -> IntentInvalid:
+    return IntentInvalid("$", f"is {size} bytes; the limit is {MAX_INTENT_BYTES} bytes (7 MiB)")
+
+
+def load_intent_document(text: str | bytes) -> dict[str, Any]:
+    """Parse an intent's JSON text safely: size first, then JSON, then :func:`check_document`.
+
+    Refuses, as :class:`IntentInvalid` (never another exception): more than
+    :data:`MAX_INTENT_BYTES` (before any parsing), invalid UTF-8, invalid JSON, ``NaN``/``Infinity``,
+    non-finite numbers, integers over :data:`MAX_INT_DIGITS` digits, duplicate keys, nesting deeper
+    than :data:`MAX_DEPTH`, NUL characters and lone surrogates (in values and keys).
+
+    Args:
+        text: The document as received (bytes must be UTF-8).
+
+    Returns:
+        The parsed JSON object.
+
+    Raises:
+        IntentInvalid: naming the offending field (dotted path), or ``$`` for the whole document.
+    """
+    if isinstance(text, bytes | bytearray):
+        if len(text) > MAX_INTENT_BYTES:
+            raise _too_large(str(len(text)))
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise IntentInvalid("$", f"is not valid UTF-8 (invalid byte at offset {exc.start})") from None
+    else:
+        if len(text) > MAX_INTENT_BYTES:  # a character is at least one byte: no need to encode
+            raise _too_large(f"more than {MAX_INTENT_BYTES}")
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > MAX_INTENT_BYTES:
+            raise _too_large(str(size))
+    try:
+        document = json.loads(
+            text,
+            object_pairs_hook=_json_object,
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+        )
+    except json.JSONDecodeError as exc:
+        raise IntentInvalid("$", f"is not valid JSON ({exc.__class__.__name__}: {exc})") from None
+    except RecursionError:
+        raise IntentInvalid("$", f"nests deeper than {MAX_DEPTH} levels") from None
+    if not isinstance(document, dict):
+        raise IntentInvalid("$", "must be a JSON object")
+    check_document(document)
+    return document
+
+
+def _display_key(key: str) -> str:
+    shown = key if key.isprintable() else ascii(key)[1:-1]
+    return shown if len(shown) <= 64 else f"{shown[:61]}..."
+
+
+def _child(path: str, key: str) -> str:
+    return key if path == "$" else f"{path}.{key}"
+
+
+def _text_size(value: str, path: str, what: str) -> int:
+    if "\x00" in value:
+        raise IntentInvalid(path, f"{what}contains a NUL character (U+0000)")
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise IntentInvalid(
+            path, f"{what}contains a lone surrogate (U+D800..U+DFFF), which is not valid Unicode"
+        ) from None
+
+
+def check_document(document: Any) -> None:
+    """Check an already-parsed intent document is plain, bounded JSON (iteratively, no recursion).
+
+    The same limits as :func:`load_intent_document`: only JSON types (string keys), nesting at most
+    :data:`MAX_DEPTH`, integers of at most :data:`MAX_INT_DIGITS` digits, finite floats, no NUL
+    character or lone surrogate in any string or key, at most :data:`MAX_INTENT_BYTES` of text.
+
+    Raises:
+        IntentInvalid: naming the first offending field (dotted path), or ``$``.
+    """
+    total = 0
+    pending: list[tuple[Any, str, int]] = [(document, "$", 0)]
+    while pending:
+        value, path, depth = pending.pop()
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, str):
+            total += _text_size(value, path, "")
+        elif isinstance(value, int):
+            if abs(value) >= 10**MAX_INT_DIGITS:
+                raise IntentInvalid(path, f"is an integer of more than {MAX_INT_DIGITS} digits")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise IntentInvalid(path, "is not a finite number")
+        elif isinstance(value, _Refused):
+            raise IntentInvalid(path, value.message)
+        elif isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                raise IntentInvalid(path, f"nests deeper than {MAX_DEPTH} levels")
+            if isinstance(value, _DuplicateKeys):
+                raise IntentInvalid(
+                    _child(path, _display_key(value.duplicate)), "appears more than once in its object"
+                )
+            children: list[tuple[Any, str, int]] = []
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        raise IntentInvalid(path, "object keys must be strings")
+                    child = _child(path, _display_key(key))
+                    total += _text_size(key, child, "key ")
+                    children.append((item, child, depth + 1))
+            else:
+                children = [(item, _child(path, str(i)), depth + 1) for i, item in enumerate(value)]
+            pending.extend(reversed(children))  # popped in document order
+        else:
+            raise IntentInvalid(path, f"is not a JSON value ({type(value).__name__})")
+        if total > MAX_INTENT_BYTES:
+            raise _too_large(f"more than {MAX_INTENT_BYTES}")
+
+
 def parse_intent(document: dict[str, Any] | str | bytes) -> ActionIntentV1:
     """Validate a raw intent (JSON text or parsed object).
+
+    Text goes through :func:`load_intent_document`, a parsed object through :func:`check_document`,
+    before the schema.
 
     Args:
         document: The intent as received.
@@ -290,11 +486,10 @@ def parse_intent(document: dict[str, Any] | str | bytes) -> ActionIntentV1:
         IntentInvalid: naming the first offending field.
     """
     if isinstance(document, str | bytes):
-        try:
-            document = json.loads(document)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise IntentInvalid("$", f"is not valid JSON ({exc.__class__.__name__}: {exc})") from None
-    if not isinstance(document, dict):
+        document = load_intent_document(document)
+    elif isinstance(document, dict):
+        check_document(document)
+    else:
         raise IntentInvalid("$", "must be a JSON object")
     try:
         return ActionIntentV1.model_validate(document)

@@ -69,23 +69,27 @@ class ExecutionService:
         from prefect.settings import temporary_settings
 
         from flows.execute_intent import AdmissionRejected, ExecutionFailed, execute_intent
+        from tasks.admit import verify_and_register
 
-        intent_id = raw.get("action_intent_id") if isinstance(raw, dict) else None
+        # Received first (verified, registered, ledgered), then run by reference: the intent (up to
+        # a 1 MiB brief) never travels as a flow-run parameter, which Prefect caps at 512 KiB.
+        admission = verify_and_register(raw)
+        if not admission.admitted or admission.action_intent_id is None:
+            code = admission.code or "VALIDATION_FAILED"
+            raise IntentRejected(code, admission.field, admission.reason or "rejected")
         try:
             # In-process runs have no worker to watch them, so Prefect's flow heartbeat (zombie
             # detection) only costs time: a sync flow joins its heartbeat thread at exit (≈1 s per
             # run, measured). Crashes are still settled by the lease and the reconcile flow.
             # Deployment runs on workers keep the heartbeat.
             with temporary_settings(updates={"flows.heartbeat_frequency": None}):
-                execute_intent(raw)
+                execute_intent(action_intent_id=admission.action_intent_id)
         except AdmissionRejected as rejected:
             _, _, reason = str(rejected).partition(": ")
             raise IntentRejected(rejected.code, None, reason) from None
         except ExecutionFailed:
             pass  # the execution is FAILED; its status below says why
-        if not isinstance(intent_id, str):
-            raise IntentRejected("VALIDATION_FAILED", "action_intent_id", "missing")
-        return self.get_execution_status(intent_id)
+        return self.get_execution_status(admission.action_intent_id)
 
     def get_execution_status(self, action_intent_id: str, tenant_id: str | None = None) -> ExecutionStatus:
         """The contract status body. Raises ExecutionNotFound (also for another tenant's id)."""

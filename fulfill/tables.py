@@ -97,6 +97,12 @@ class Execution(ExecutionBase, table=True):
     generation: int = 0
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = _ts()
+    compensation_pending: bool = Field(
+        default=False,
+        sa_column_kwargs={"server_default": sa.false()},
+        description="Steps of this generation still have to be undone (cancel, failure, expiry); "
+        "whoever holds the lease finishes it, else the reconciler",
+    )
     created_at: datetime | None = _ts(nullable=False)
     updated_at: datetime | None = _ts(nullable=False)
     finished_at: datetime | None = _ts()
@@ -120,6 +126,9 @@ class StepRecord(SQLModel, table=True):
     call_json: dict[str, Any] = Field(sa_type=JSONText)
     result_json: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
     error_json: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
+    unsettled_until: datetime | None = _ts(
+        description="An attempt's answer was lost: the provider may still commit it until this instant"
+    )
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
 

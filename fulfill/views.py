@@ -90,10 +90,30 @@ class ExecutionPage(BaseModel):
 
 
 def iso(value: datetime | None) -> str | None:
-    """RFC 3339 UTC with a Z."""
+    """RFC 3339 UTC with a Z (never raises: a value that cannot be shifted to UTC is shown as is)."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return value.isoformat()
+
+
+def epoch_iso(value: Any) -> str:
+    """Unix seconds as RFC 3339 UTC; a stored value out of datetime's range is shown as its number."""
+    try:
+        return iso(datetime.fromtimestamp(value, UTC)) or ""
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(value)
+
+
+def _int(value: Any, default: int = 1) -> int:
+    """A count from stored details; anything that is not a small integer counts as ``default``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9 else default
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def status_view(execution: Execution, steps: list[StepRecord]) -> ExecutionStatus:
@@ -121,15 +141,15 @@ def status_view(execution: Execution, steps: list[StepRecord]) -> ExecutionStatu
         attempts=max([s.attempts for s in steps] or [execution.attempt and 1 or 0]),
         approved_by=execution.approved_by,
         approved_at=execution.approved_at,
-        expires_at=iso(datetime.fromtimestamp(execution.expires_at_epoch, UTC)) or "",
+        expires_at=epoch_iso(execution.expires_at_epoch),
         created_at=iso(execution.created_at) or "",
         updated_at=iso(execution.updated_at) or "",
         finished_at=iso(execution.finished_at),
     )
 
 
-def _ref_text(ref: dict[str, Any] | None) -> str:
-    if not ref:
+def _ref_text(ref: Any) -> str:
+    if not ref or not isinstance(ref, dict):
         return ""
     return f"{ref.get('system')} {ref.get('object')} {ref.get('id')}"
 
@@ -140,11 +160,11 @@ def _times(n: int) -> str:
 
 def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
     """Decision → approval → execution → outcome, retries collapsed into their step's line."""
-    intent = execution.intent_json
+    intent = _dict(execution.intent_json)
     events: list[TimelineEvent] = []
     retries: dict[str, int] = {}
     for row in rows:
-        d = row.details
+        d = _dict(row.details)
         kind = row.event_type
         if kind == "INTENT_RECEIVED":
             events.append(
@@ -181,7 +201,7 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
             title = "Execution started" if attempt == 1 else f"Execution restarted (run {attempt})"
             events.append(TimelineEvent(at=row.at, stage="execution", title=title, detail=""))
         elif kind == "STEP_SUCCEEDED":
-            attempts = max(int(d.get("attempts") or 1), retries.get(str(d.get("step")), 0) + 1)
+            attempts = max(_int(d.get("attempts")), retries.get(str(d.get("step")), 0) + 1)
             how = "succeeded" if attempts == 1 else f"succeeded after {_times(attempts)}"
             reused = (
                 "" if d.get("created", True) else " (found the earlier attempt's result; nothing duplicated)"
@@ -195,13 +215,13 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
                 )
             )
         elif kind == "STEP_FAILED":
-            error = d.get("error") or {}
+            error = _dict(d.get("error"))
             events.append(
                 TimelineEvent(
                     at=row.at,
                     stage="execution",
                     title=f"Step {d.get('step')} failed",
-                    detail=f"After {_times(max(int(d.get('attempts') or 1), retries.get(str(d.get('step')), 0) + 1))}: {error.get('error')} "
+                    detail=f"After {_times(max(_int(d.get('attempts')), retries.get(str(d.get('step')), 0) + 1))}: {error.get('error')} "
                     f"({error.get('provider_code') or error.get('status_code') or error.get('code')}).",
                 )
             )
@@ -231,7 +251,7 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
                 "ACTION_EXPIRED": "Expired",
                 "ACTION_CANCELLED": "Cancelled",
             }[kind]
-            failure = d.get("failure") or {}
+            failure = _dict(d.get("failure"))
             detail = str(d.get("explanation") or "")
             if failure.get("code"):
                 detail = f"{detail} [{failure['code']}; compensation {failure.get('compensation')}]"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
 from prefect import task
@@ -9,9 +11,9 @@ from pydantic import BaseModel
 
 from fulfill import executions
 from fulfill.approval import ApprovalInvalid, TrustedKeys
-from fulfill.db import get_engine, transaction
+from fulfill.db import db_now, get_engine, transaction
 from fulfill.executions import IntentConflict
-from fulfill.intent import IntentInvalid, parse_intent
+from fulfill.intent import MAX_INTENT_BYTES, IntentInvalid, load_intent_document, parse_intent
 from fulfill.settings import load_settings
 
 
@@ -29,20 +31,33 @@ class Admission(BaseModel):
 
 
 def verify_and_register(raw: Any, *, flow_run_id: str | None = None) -> Admission:
-    """Validate, verify the approval, and register the intent once; ledger a rejection otherwise."""
+    """Validate, verify the approval, and register the intent once; ledger a rejection otherwise.
+
+    ``raw`` is the parsed JSON object, or its text/bytes (parsed by the safe loader). Anything the
+    loader or the schema refuses — NUL, lone surrogates, huge numbers, deep nesting — is a ledgered
+    ``VALIDATION_FAILED``, as is an expiry more than ``FULFILL_MAX_APPROVAL_TTL`` after receipt
+    (checked after the signature, with the database clock).
+    """
     try:
-        intent = parse_intent(raw)
+        document = load_intent_document(raw) if isinstance(raw, str | bytes) else raw
+        intent = parse_intent(document)
     except IntentInvalid as exc:
-        return _reject(raw, "VALIDATION_FAILED", exc.field, str(exc))
+        return _reject(_claimed(raw), "VALIDATION_FAILED", exc.field, str(exc))
+    raw = document
+    settings = load_settings()
     try:
-        TrustedKeys.from_setting(load_settings().approval_keys).verify(raw)
+        TrustedKeys.from_setting(settings.approval_keys).verify(raw)
     except ApprovalInvalid as exc:
         return _reject(raw, "APPROVAL_INVALID", "approval.signature", exc.reason)
     try:
         with transaction(get_engine()) as session:
-            _, created = executions.register(session, raw, intent, flow_run_id=flow_run_id)
+            too_late = _beyond_ttl(intent.expires_at_epoch, db_now(session), settings.max_approval_ttl)
+            if too_late is None:
+                _, created = executions.register(session, raw, intent, flow_run_id=flow_run_id)
     except IntentConflict as exc:
         return _reject(raw, "CONFLICT", "action_intent_id", str(exc))
+    if too_late is not None:
+        return _reject(raw, "VALIDATION_FAILED", too_late.field, str(too_late))
     return Admission(
         admitted=True,
         action_intent_id=intent.action_intent_id,
@@ -52,17 +67,49 @@ def verify_and_register(raw: Any, *, flow_run_id: str | None = None) -> Admissio
     )
 
 
+def _claimed(raw: Any) -> Any:
+    """For a refused text's ledger row only: the tenant and id it claims, best effort."""
+    if not isinstance(raw, str | bytes) or len(raw) > MAX_INTENT_BYTES:
+        return raw
+    try:
+        document = json.loads(raw, parse_int=str)  # str: no int-conversion limit to hit
+    except Exception:  # hostile by definition: bad UTF-8, huge integers, deep nesting, ...
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {key: document.get(key) for key in ("tenant_id", "action_intent_id")}
+
+
+def _beyond_ttl(expires_at_epoch: int, received: datetime, max_ttl: int) -> IntentInvalid | None:
+    """Contract §1: an expiry more than ``max_ttl`` seconds after receipt is refused."""
+    lifetime = expires_at_epoch - int(received.timestamp())
+    if lifetime <= max_ttl:
+        return None
+    return IntentInvalid(
+        "expires_at_epoch",
+        f"is {lifetime} seconds after receipt; the longest accepted approval lifetime is "
+        f"{max_ttl} seconds (FULFILL_MAX_APPROVAL_TTL)",
+    )
+
+
+def _printable(value: Any, limit: int) -> str | None:
+    """``value`` as text safe to return and serialise (no NUL, no lone surrogate, bounded)."""
+    if not isinstance(value, str):
+        return None
+    text = value[:limit].encode("utf-8", "replace").decode("utf-8")
+    return text.replace("\x00", "\ufffd")
+
+
 def _reject(raw: Any, code: str, field: str | None, reason: str) -> Admission:
     with transaction(get_engine()) as session:
         executions.record_rejection(session, raw, code=code, field=field, reason=reason)
     document = raw if isinstance(raw, dict) else {}
-    intent_id = document.get("action_intent_id")
     return Admission(
         admitted=False,
-        action_intent_id=intent_id if isinstance(intent_id, str) else None,
+        action_intent_id=_printable(document.get("action_intent_id"), 128),
         code=code,
-        field=field,
-        reason=reason,
+        field=_printable(field, 256),
+        reason=_printable(reason, 1000),
     )
 
 

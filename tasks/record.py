@@ -9,7 +9,7 @@ from prefect import task
 from connectors.base import StepCall, StepResult
 from fulfill import executions
 from fulfill.db import get_engine, transaction
-from fulfill.executions import Failure, Lease
+from fulfill.executions import Failure, Lease, LeaseLost
 
 
 @task(name="checkpoint")
@@ -61,19 +61,44 @@ def finish(
     failure: Failure | None,
     refs: list[dict[str, Any]],
     next_generation: bool = False,
-) -> str:
-    """Fenced terminal transition; returns the execution's final status."""
+    compensation_pending: bool = False,
+) -> str | LeaseLost:
+    """Fenced terminal transition; returns the execution's final status.
+
+    A cancellation (or take-over) that came first is RETURNED as :class:`LeaseLost`, not raised:
+    it is an expected outcome of the race, not a failed task for operators to chase.
+    """
     with transaction(get_engine()) as session:
-        execution = executions.finish(
-            session,
-            lease,
-            status=status,
-            explanation=explanation,
-            failure=failure,
-            refs=refs,
-            next_generation=next_generation,
+        try:
+            execution = executions.finish(
+                session,
+                lease,
+                status=status,
+                explanation=explanation,
+                failure=failure,
+                refs=refs,
+                next_generation=next_generation,
+                compensation_pending=compensation_pending,
+            )
+        except LeaseLost as lost:
+            return lost
+        return execution.status
+
+
+@task(name="finish-undo")
+def finish_undo(lease: Lease, compensation: str, explanation: str, halted: bool) -> str:
+    """Record how undoing a terminal execution's steps ended; returns the execution's status."""
+    with transaction(get_engine()) as session:
+        execution = executions.finish_undo(
+            session, lease, compensation=compensation, explanation=explanation, halted=halted
         )
         return execution.status
+
+
+def claim_undo(action_intent_id: str, owner: str) -> Lease | None:
+    """Take over an owed undo whose lease is free (the reconciler)."""
+    with transaction(get_engine()) as session:
+        return executions.claim_undo(session, action_intent_id, owner=owner)
 
 
 def step_records(action_intent_id: str, generation: int) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,6 +109,8 @@ def database_url(
     monkeypatch.setenv("FULFILL_DATABASE_URL", url)
     monkeypatch.setenv("FULFILL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FULFILL_APPROVAL_KEYS", str(VECTORS / "keys.json"))
+    # A lost answer's late-commit window, short so tests that lose answers stay fast.
+    monkeypatch.setenv("FULFILL_LATE_COMMIT_SECONDS", "1")
     monkeypatch.delenv("FULFILL_EMERGENCY_STOP", raising=False)
     get_engine(url)
     yield url
@@ -157,10 +160,12 @@ def make_intent(tenant: str, unique: str) -> Signer:
         action_type: str,
         parameters: dict[str, Any],
         *,
-        expires_at_epoch: int = 4102444800,
+        expires_at_epoch: int | None = None,
         key_index: int = 0,
         **overrides: Any,
     ) -> dict[str, Any]:
+        if expires_at_epoch is None:  # admission refuses more than FULFILL_MAX_APPROVAL_TTL (30 days) ahead
+            expires_at_epoch = int(time.time()) + 7 * 86400
         intent = {
             "schema_version": "action_intent.v1",
             "action_intent_id": f"ai_{unique}_{next(counter)}",

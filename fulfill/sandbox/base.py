@@ -13,7 +13,9 @@ Faults are injected per emulator (Python API or ``POST /__sandbox/faults``):
 * ``status``   answer with a given status/body/headers without processing (e.g. 503, 429 + Retry-After);
 * ``latency``  sleep, then process normally;
 * ``timeout``  never answer (MockTransport raises ``httpx.ReadTimeout``; the server stalls then drops);
-* ``drop``     process the request (the write COMMITS), then lose the response.
+* ``drop``     process the request (the write COMMITS), then lose the response;
+* ``late``     lose the response at once, and process the request (the write COMMITS) ``delay`` seconds
+  LATER, in the background: a provider that was still working on a request the client gave up on.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any, Literal
 
 import httpx
 
-FaultKind = Literal["status", "latency", "timeout", "drop"]
+FaultKind = Literal["status", "latency", "timeout", "drop", "late"]
 
 
 @dataclass
@@ -117,10 +119,17 @@ class Emulator:
             if fault.kind == "timeout":
                 time.sleep(fault.delay)
                 raise httpx.ReadTimeout("emulated timeout", request=request)
+            if fault.kind == "late":
+                threading.Timer(fault.delay, self._commit_late, args=(request,)).start()
+                raise httpx.ReadTimeout("emulated timeout; the request commits later", request=request)
         response = self._dispatch(request)
         if fault is not None and fault.kind == "drop":
             raise httpx.ReadTimeout("emulated dropped response after commit", request=request)
         return response
+
+    def _commit_late(self, request: httpx.Request) -> None:
+        with contextlib.suppress(Exception):  # a late commit has no one to answer
+            self._dispatch(request)
 
     def _dispatch(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +47,7 @@ from fulfill.tables import Execution, LedgerEntry, StepRecord
 from fulfill.tenants import configure
 from tasks.admit import verify_and_register
 from tasks.resolve import clear_cache, resolve_connector
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -664,3 +671,243 @@ def test_reconcile_finishes_a_step_whose_worker_died_after_the_provider_committe
         assert [s["took_over_expired_lease"] for s in started] == [False, True]
         assert [e.event_type for e in entries].count("ACTION_EXECUTED") == 1
         assert session.exec(select(LedgerEntry).where(LedgerEntry.tenant_id == tenant)).first() is not None
+
+
+# -- f. previous_value: null means "the field was empty when approved" ------------------------
+NULL_GUARD_CASES = {
+    # The seeded records hold these fields filled: the approver saw them empty, so nothing is written.
+    "salesforce": ("salesforce", "Account", SF_ACCOUNT, "Type", "Customer - Direct"),
+    "hubspot": ("hubspot", "Account", HS_COMPANY, "domain", "acme.example"),
+}
+
+
+def _current(sandbox: Sandbox, crm: str, record_id: str, field_name: str) -> Any:
+    if crm == "salesforce":
+        record = sandbox.salesforce.record(record_id)
+        assert record is not None
+        return record[field_name]
+    company = sandbox.hubspot.record("companies", record_id)
+    assert company is not None
+    return company["properties"][field_name]
+
+
+@pytest.mark.parametrize("case", list(NULL_GUARD_CASES.values()), ids=list(NULL_GUARD_CASES))
+def test_previous_value_null_refuses_to_overwrite_a_filled_field(
+    engine: Any, make_intent: Any, tenant: str, sandbox: Sandbox, configured: Any, case: tuple[str, ...]
+) -> None:
+    crm, sobject, record_id, field_name, filled = case
+    configured(crm)
+    params = {
+        "object": sobject,
+        "record_id": record_id,
+        "field": field_name,
+        "value": "written by fulfill",
+        "previous_value": None,
+    }
+    intent = make_intent("crm.update_field", params, account_id=record_id)
+    assert parse_intent(intent).normalized_parameters()["previous_value"] is None, "null is kept, not dropped"
+
+    with pytest.raises(ExecutionFailed) as raised:
+        execute_intent(intent)
+
+    assert raised.value.code == "STALE_PRECONDITION"
+    assert _current(sandbox, crm, record_id, field_name) == filled, "nothing was written"
+    status = ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant)
+    assert status.failure is not None and status.failure.code == "STALE_PRECONDITION"
+
+
+@pytest.mark.parametrize("crm", ["salesforce", "hubspot"])
+def test_absent_previous_value_still_writes(
+    engine: Any, make_intent: Any, tenant: str, sandbox: Sandbox, configured: Any, crm: str
+) -> None:
+    _, sobject, record_id, field_name, _ = NULL_GUARD_CASES[crm]
+    configured(crm)
+    params = {"object": sobject, "record_id": record_id, "field": field_name, "value": "written by fulfill"}
+    intent = make_intent("crm.update_field", params, account_id=record_id)
+    assert "previous_value" not in parse_intent(intent).normalized_parameters(), "absent stays absent"
+
+    assert execute_intent(intent)["status"] == "SUCCEEDED"
+
+    assert _current(sandbox, crm, record_id, field_name) == "written by fulfill"
+
+
+# -- g. cancel, kill switches and late commits while undoing ----------------------------------
+def _requests(sandbox: Sandbox, method: str, path: str) -> list[Any]:
+    return [r for r in sandbox.salesforce.requests if r.method == method and re.search(path, r.url.path)]
+
+
+def _execution(engine: Any, intent_id: str) -> Execution:
+    with transaction(engine) as session:
+        return executions.get(session, None, intent_id)
+
+
+def test_cancel_during_an_in_flight_call_records_and_undoes_the_write(
+    engine: Any,
+    database_url: str,
+    prefect_server: str,
+    make_intent: Any,
+    tenant: str,
+    sandbox: Sandbox,
+    configured: Any,
+    tmp_path: Path,
+) -> None:
+    """Real processes: the executor's provider call commits AFTER `fulfill cancel` returned."""
+    configured("salesforce")
+    inject(sandbox, "salesforce", Fault(kind="latency", method=SF_TASK[0], path=SF_TASK[1], delay=6.0))
+    intent = make_intent("crm.create_task", TASK, account_id=SF_ACCOUNT)
+    intent_id = intent["action_intent_id"]
+    intent_file = tmp_path / "intent.json"
+    intent_file.write_text(json.dumps(intent))
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    (barrier / "go").touch()
+    env = {
+        **os.environ,
+        "FULFILL_DATABASE_URL": database_url,
+        "FULFILL_DATA_DIR": str(tmp_path / "data"),
+        "PREFECT_API_URL": prefect_server,
+        "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+        "PYTHONPATH": str(REPO),
+    }
+    executor = subprocess.Popen(
+        [sys.executable, "-m", "tests.flows.race_worker", str(intent_file), str(barrier), "executor"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not _requests(sandbox, *SF_TASK):
+        assert executor.poll() is None, executor.communicate()
+        assert time.monotonic() < deadline, "the executor never called the provider"
+        time.sleep(0.05)
+
+    cancelled = subprocess.run(
+        [str(Path(sys.executable).with_name("fulfill")), "cancel", intent_id, "--actor", "ops@acme.example"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert not [o for o in objects_of_intent(sandbox, "salesforce", intent_id) if o.live], (
+        "the cancel returned while the provider call was still in flight"
+    )
+    out, err = executor.communicate(timeout=120)
+
+    assert executor.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+    mine = objects_of_intent(sandbox, "salesforce", intent_id)
+    assert kinds(mine) == {"Task": 1}, "the in-flight call committed one Task"
+    assert not any(o.live for o in mine), "and it was undone"
+    status = ExecutionService(engine).get_execution_status(intent_id, tenant)
+    assert status.status == "CANCELLED"
+    assert status.failure is not None
+    assert status.failure.compensation == "COMPENSATED"
+    assert status.failure.needs_human is False
+    assert "undone" in status.explanation and "being undone" not in status.explanation
+    assert _execution(engine, intent_id).compensation_pending is False
+    history = events(engine, tenant, intent_id)
+    assert history.index("ACTION_CANCELLED") < history.index("STEP_SUCCEEDED") < history.index("COMPENSATED")
+    with transaction(engine) as session:
+        assert all(report.ok for report in ledger.verify_chains(session, [tenant]))
+
+
+def test_a_kill_switch_stops_compensation_until_it_is_released(
+    engine: Any, make_intent: Any, tenant: str, sandbox: Sandbox, configured: Any
+) -> None:
+    configured("salesforce")
+    marker = f"[blocked-{uuid.uuid4().hex[:6]}]"
+    _block_follow_up(sandbox, "salesforce", marker)
+    inject(sandbox, "salesforce", Fault(kind="latency", method=SF_TASK[0], path=SF_TASK[1], delay=2.0))
+    params = {
+        **OPPORTUNITY,
+        "follow_up_task": {"subject": f"Send the quote {marker}", "due_date": "2026-12-05"},
+    }
+    intent = make_intent("crm.create_opportunity", params, account_id=SF_ACCOUNT)
+    intent_id = intent["action_intent_id"]
+    service = ExecutionService(engine)
+
+    def engage_while_the_follow_up_is_in_flight() -> None:
+        deadline = time.monotonic() + 60
+        while not _requests(sandbox, *SF_TASK) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        service.set_kill_switch(
+            "tenant", tenant, enabled=False, reason="incident 42", actor="ops@acme.example"
+        )
+
+    switch = threading.Thread(target=engage_while_the_follow_up_is_in_flight)
+    switch.start()
+    with pytest.raises(ExecutionFailed) as raised:
+        execute_intent(intent)
+    switch.join()
+
+    assert raised.value.code == "VALIDATION_FAILED"
+    opportunity = [o for o in objects_of_intent(sandbox, "salesforce", intent_id) if o.kind == "Opportunity"]
+    assert len(opportunity) == 1 and opportunity[0].live, "the switch stopped the compensating DELETE"
+    assert _requests(sandbox, "DELETE", r"/sobjects/") == []
+    status = service.get_execution_status(intent_id, tenant)
+    assert status.status == "FAILED" and status.failure is not None
+    assert status.failure.needs_human is True, "a person is flagged"
+    assert _execution(engine, intent_id).compensation_pending is True
+    history = events(engine, tenant, intent_id)
+    assert "EXECUTION_HALTED" in history and "COMPENSATED" not in history
+
+    reconcile(tenant_id=tenant)  # still engaged: nothing happens, nothing is ledgered again
+    assert events(engine, tenant, intent_id) == history
+    assert _requests(sandbox, "DELETE", r"/sobjects/") == []
+
+    service.set_kill_switch("tenant", tenant, enabled=True, reason="resolved", actor="ops@acme.example")
+    reconcile(tenant_id=tenant)
+
+    assert not any(o.live for o in objects_of_intent(sandbox, "salesforce", intent_id)), (
+        "undone after release"
+    )
+    status = service.get_execution_status(intent_id, tenant)
+    assert status.failure is not None
+    assert status.failure.compensation == "COMPENSATED"
+    assert status.failure.message == (
+        "The connected system rejected the values in this action. Everything done before the failure was undone."
+    )
+    assert status.failure.needs_human is True, "only a completed rerun clears the flag"
+    assert _execution(engine, intent_id).compensation_pending is False
+    with transaction(engine) as session:
+        assert all(report.ok for report in ledger.verify_chains(session, [tenant]))
+
+
+def test_a_write_that_commits_late_is_undone_too(
+    engine: Any,
+    make_intent: Any,
+    tenant: str,
+    sandbox: Sandbox,
+    configured: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first request times out but commits 2.5 s later: after the retry made the opportunity and the
+    follow-up failed. The undo waits out the late-commit window, then deletes and confirms by lookup."""
+    monkeypatch.setenv("FULFILL_LATE_COMMIT_SECONDS", "4")
+    configured("salesforce")
+    marker = f"[blocked-{uuid.uuid4().hex[:6]}]"
+    _block_follow_up(sandbox, "salesforce", marker)
+    inject(
+        sandbox,
+        "salesforce",
+        Fault(kind="late", method=SF_OPPORTUNITY[0], path=SF_OPPORTUNITY[1], delay=2.5),
+    )
+    params = {
+        **OPPORTUNITY,
+        "follow_up_task": {"subject": f"Send the quote {marker}", "due_date": "2026-12-05"},
+    }
+    intent = make_intent("crm.create_opportunity", params, account_id=SF_ACCOUNT)
+    intent_id = intent["action_intent_id"]
+
+    with pytest.raises(ExecutionFailed):
+        execute_intent(intent)
+
+    time.sleep(3.0)  # the late commit (2.5 s after the first attempt, before the flow ended) has landed
+    mine = objects_of_intent(sandbox, "salesforce", intent_id)
+    assert mine and not any(o.live for o in mine), f"no orphan at the provider: {mine}"
+    status = ExecutionService(engine).get_execution_status(intent_id, tenant)
+    assert status.failure is not None and status.failure.compensation == "COMPENSATED"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from types import SimpleNamespace
 from typing import Any
@@ -137,3 +138,85 @@ def test_crash_hook_flags_an_in_flight_step_for_a_human(engine: Any, make_intent
     status = ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant)
     assert status.status == "FAILED"
     assert status.failure and status.failure.code == "AMBIGUOUS_OUTCOME" and status.failure.needs_human
+
+
+def _backdate_pending(engine: Any, intent_id: str, flow_run_id: str | None = None) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE executions SET updated_at = :t, flow_run_id = :r WHERE action_intent_id = :i"),
+            {"t": "2000-01-01 00:00:00", "r": flow_run_id, "i": intent_id},
+        )
+
+
+def test_reconcile_runs_an_intent_left_pending_by_a_dead_run(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    """Killed between registration and claim: the intent is PENDING and nothing will run it."""
+    intent = make_intent("internal.create_task", {"title": "Registered, never claimed"})
+    assert verify_and_register(intent, flow_run_id=str(uuid.uuid4())).admitted
+    intent_id = intent["action_intent_id"]
+
+    assert reconcile(tenant_id=tenant) == [], "a PENDING intent inside its grace period is left alone"
+    _backdate_pending(engine, intent_id, flow_run_id=str(uuid.uuid4()))  # a run Prefect never heard of
+    reconcile(tenant_id=tenant)
+
+    status = ExecutionService(engine).get_execution_status(intent_id, tenant)
+    assert status.status == "SUCCEEDED"
+    with transaction(engine) as session:
+        tasks = session.exec(select(InternalTask).where(InternalTask.action_intent_id == intent_id))
+        assert len(list(tasks)) == 1
+
+
+def test_reconcile_leaves_a_pending_intent_whose_run_waits_in_a_paused_pool(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    """A run held by a paused work pool (Scheduled/Late) still owns its intent: no bypass of the pause."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    intent = make_intent("internal.create_task", {"title": "Held by a paused pool"})
+    intent_id = intent["action_intent_id"]
+    assert verify_and_register(intent).admitted
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(
+            execute_intent, parameters={"action_intent_id": intent_id}, state=Scheduled()
+        )
+    _backdate_pending(engine, intent_id, flow_run_id=str(run.id))
+
+    reconcile(tenant_id=tenant)
+
+    assert ExecutionService(engine).get_execution_status(intent_id, tenant).status == "PENDING"
+
+
+def test_expire_sweeper_expires_an_intent_signed_by_a_rotated_out_key(
+    engine: Any, make_intent: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = make_intent("internal.create_task", {"title": "expired"}, expires_at_epoch=1)
+    rotated = make_intent("internal.create_task", {"title": "signed by a retired key"}, expires_at_epoch=1)
+    for intent in (good, rotated):
+        with transaction(engine) as session:
+            executions.register(session, intent, parse_intent(intent))
+    # The second intent's key is no longer trusted: its admission fails, the sweep goes on.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE executions SET intent_json = :j WHERE action_intent_id = :i"),
+            {
+                "j": json.dumps({**rotated, "approval": {**rotated["approval"], "key_id": "retired"}}),
+                "i": rotated["action_intent_id"],
+            },
+        )
+
+    results = expire_sweeper(tenant_id=tenant)
+
+    assert sorted(r["action_intent_id"] for r in results) == sorted(
+        i["action_intent_id"] for i in (good, rotated)
+    )
+    for intent in (good, rotated):
+        status = ExecutionService(engine).get_execution_status(intent["action_intent_id"], tenant)
+        assert status.status == "EXPIRED"
+        assert events_of(engine, tenant, intent["action_intent_id"]).count("ACTION_EXPIRED") == 1
+
+
+def events_of(engine: Any, tenant: str, intent_id: str) -> list[str]:
+    with transaction(engine) as session:
+        return [row.event_type for row in ledger.entries_for_intent(session, tenant, intent_id)]

@@ -139,3 +139,111 @@ def test_the_readme_demo_runs_every_scenario_end_to_end(
     status = runner.invoke(app, ["status", by_title["internal task"]["action_intent_id"], "--json"])
     assert json.loads(status.output)["status"] == "SUCCEEDED"
     assert runner.invoke(app, ["ledger", "verify"]).exit_code == 0
+
+
+# --- hostile documents: one clear line and exit 1, never a traceback -----------------------------
+_VECTOR = (VECTORS / "valid-crm-create-task.json").read_bytes()
+HOSTILE = {
+    "nul": (_VECTOR.replace(b'"priority": "High"', b'"priority": "Hi\\u0000gh"'), "parameters.priority"),
+    "surrogate": (_VECTOR.replace(b'"priority": "High"', b'"priority": "\\ud800"'), "parameters.priority"),
+    "bad-utf8": (_VECTOR.replace(b"Follow up", b"Follow \xff\xfe"), "$"),
+    "5000-digits": (_VECTOR.replace(b"4102444800", b"9" * 5000), "expires_at_epoch"),
+    "deep": (b"[" * 10_000 + b"]" * 10_000, "$"),
+    "year-10000": (_VECTOR.replace(b"4102444800", b"253402300800"), "expires_at_epoch"),
+}
+
+
+def _one_line(result: Any) -> str:
+    """The command failed cleanly (exit 1, no exception) and said exactly one line."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1, lines
+    return str(lines[0])
+
+
+@pytest.mark.usefixtures("keys_env")
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_intent_verify_refuses_a_hostile_document_in_one_line(name: str, tmp_path: Path) -> None:
+    data, field = HOSTILE[name]
+    path = tmp_path / "hostile.json"
+    path.write_bytes(data)
+    assert _one_line(runner.invoke(app, ["intent", "verify", str(path)])).startswith(
+        f"invalid: VALIDATION_FAILED: {field}: "
+    )
+    from_stdin = runner.invoke(app, ["intent", "verify", "-"], input=data)
+    assert _one_line(from_stdin).startswith(f"invalid: VALIDATION_FAILED: {field}: ")
+
+
+@pytest.mark.usefixtures("keys_env")
+def test_intent_verify_does_not_apply_the_approval_lifetime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FULFILL_MAX_APPROVAL_TTL", "60")  # the vector expires in 2100
+    result = runner.invoke(app, ["intent", "verify", str(VECTORS / "valid-crm-create-task.json")])
+    assert (result.exit_code, result.output.strip()) == (0, "valid")
+
+
+def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
+    for command in (["intent", "verify"], ["execute"], ["plan"]):
+        line = _one_line(runner.invoke(app, [*command, str(tmp_path / "missing.json")]))
+        assert line.startswith("cannot read ") and "missing.json" in line
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_plan_refuses_a_hostile_document_in_one_line(name: str, tmp_path: Path) -> None:
+    data, field = HOSTILE[name]
+    path = tmp_path / "hostile.json"
+    path.write_bytes(data)
+    result = runner.invoke(app, ["plan", str(path)])
+    # The loader's refusals are "invalid: …"; the schema's (year 10000) come from the planner.
+    prefix = "cannot plan" if name == "year-10000" else "invalid"
+    assert _one_line(result).startswith(f"{prefix}: VALIDATION_FAILED: {field}: ")
+    assert result.stdout == ""
+
+
+def _rejected_rows(tenant_id: str) -> list[Any]:
+    from sqlmodel import select
+
+    from fulfill.db import get_engine, transaction
+    from fulfill.tables import LedgerEntry
+
+    with transaction(get_engine()) as session:
+        query = select(LedgerEntry).where(
+            LedgerEntry.tenant_id == tenant_id, LedgerEntry.event_type == "INTENT_REJECTED"
+        )
+        return [(row.action_intent_id, row.details) for row in session.exec(query)]
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_execute_refuses_a_hostile_document_and_ledgers_it(
+    database_url: str, name: str, tmp_path: Path
+) -> None:
+    data, field = HOSTILE[name]
+    path = tmp_path / "hostile.json"
+    path.write_bytes(data)
+    tenant = "_unknown" if field == "$" else "acme"  # the vector's tenant, when it can be read
+    before = len(_rejected_rows(tenant))
+
+    result = runner.invoke(app, ["execute", str(path)])
+
+    assert _one_line(result).startswith(f"rejected: VALIDATION_FAILED: {field}: ")
+    assert result.stdout == ""
+    rows = _rejected_rows(tenant)
+    assert len(rows) == before + 1
+    assert rows[-1][1]["code"] == "VALIDATION_FAILED" and rows[-1][1]["field"] == field
+
+
+def test_execute_refuses_a_signed_approval_that_outlives_the_limit(
+    database_url: str, make_intent: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FULFILL_MAX_APPROVAL_TTL", raising=False)
+    intent = make_intent("internal.log_note", {"body": "Forever"}, expires_at_epoch=253402300799)
+    path = tmp_path / "intent.json"
+    path.write_text(json.dumps(intent))
+
+    line = _one_line(runner.invoke(app, ["execute", str(path)]))
+
+    assert line.startswith("rejected: VALIDATION_FAILED: expires_at_epoch: is ")
+    assert "FULFILL_MAX_APPROVAL_TTL" in line
+    assert [details["field"] for _, details in _rejected_rows(intent["tenant_id"])] == ["expires_at_epoch"]
+    assert _one_line(runner.invoke(app, ["status", intent["action_intent_id"]])).startswith("not found")

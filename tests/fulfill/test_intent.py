@@ -1,11 +1,23 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from fulfill.intent import ACTION_TYPES, IntentInvalid, parse_intent
+from fulfill.intent import (
+    ACTION_TYPES,
+    MAX_BRIEF_BYTES,
+    MAX_DEPTH,
+    MAX_EXPIRES_AT_EPOCH,
+    MAX_INTENT_BYTES,
+    IntentInvalid,
+    check_document,
+    load_intent_document,
+    parse_intent,
+)
 from tests.conftest import VECTORS, load_vector
 
 
@@ -96,3 +108,166 @@ def test_lowercase_z_is_rfc3339_and_names_the_field_when_wrong() -> None:
     with pytest.raises(IntentInvalid) as raised:
         parse_intent(document)
     assert raised.value.field == "parameters.end"
+
+
+# --- the safe loader: hostile documents are IntentInvalid naming the field, never a crash ---------
+def _vector_text() -> str:
+    return (VECTORS / "valid-crm-create-task.json").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        (
+            _vector_text().replace('"priority": "High"', '"priority": "Hi\\u0000gh"'),
+            "parameters.priority",
+            "NUL",
+        ),
+        (
+            _vector_text().replace('"priority":', '"prio\\u0000rity":'),
+            "parameters.prio\\x00rity",
+            "key contains a NUL",
+        ),
+        (
+            _vector_text().replace('"priority": "High"', '"priority": "\\ud800"'),
+            "parameters.priority",
+            "lone surrogate",
+        ),
+        (
+            _vector_text().replace('"priority":', '"\\udc00":'),
+            "parameters.\\udc00",
+            "key contains a lone surrogate",
+        ),
+        (_vector_text().replace("4102444800", "9" * 5000), "expires_at_epoch", "5000 digits"),
+        (_vector_text().replace("4102444800", "-" + "9" * 21), "expires_at_epoch", "21 digits"),
+        (_vector_text().replace("4102444800", "1e999"), "expires_at_epoch", "too large"),
+        (_vector_text().replace("4102444800", "Infinity"), "expires_at_epoch", "Infinity"),
+        (
+            _vector_text().replace('"edited": false', '"edited": false, "edited": true'),
+            "approval.edited",
+            "more than once",
+        ),
+        ("[" * 10_000 + "]" * 10_000, "$", "nests deeper than 32 levels"),
+        ('{"parameters": ' + '{"a": ' * 10_000 + "1" + "}" * 10_001, "$", "nests deeper than 32 levels"),
+        (
+            '{"parameters": ' + "[" * 40 + "]" * 40 + "}",
+            "parameters" + ".0" * 31,
+            "nests deeper than 32 levels",
+        ),
+        ("[]", "$", "must be a JSON object"),
+        ("\ufeff{}", "$", "not valid JSON"),
+    ],
+    ids=[
+        "nul-value",
+        "nul-key",
+        "surrogate-value",
+        "surrogate-key",
+        "5000-digits",
+        "21-digits",
+        "1e999",
+        "infinity",
+        "duplicate-key",
+        "deep-array",
+        "deep-object",
+        "depth-40",
+        "array",
+        "bom",
+    ],
+)
+def test_hostile_text_names_the_field(text: str, field: str, words: str) -> None:
+    for form in (text, text.encode("utf-8", "surrogatepass")):
+        with pytest.raises(IntentInvalid) as raised:
+            load_intent_document(form)
+        assert (raised.value.field, str(raised.value).splitlines()) == (field, [str(raised.value)])
+        assert words in raised.value.message
+        with pytest.raises(IntentInvalid) as again:
+            parse_intent(form)
+        assert again.value.field == field
+
+
+def test_invalid_utf8_is_a_clear_error() -> None:
+    data = _vector_text().encode().replace(b"Follow up", b"Follow \xff\xfe")
+    with pytest.raises(IntentInvalid) as raised:
+        parse_intent(data)
+    assert raised.value.field == "$"
+    assert raised.value.message.startswith("is not valid UTF-8 (invalid byte at offset ")
+
+
+def test_oversize_text_is_refused_before_parsing() -> None:
+    huge = "[" + "1," * (16 * 1024 * 1024) + "1]"  # 32 MiB: parsing it would take seconds
+    for form in (huge, huge.encode()):
+        started = time.perf_counter()
+        with pytest.raises(IntentInvalid) as raised:
+            load_intent_document(form)
+        assert time.perf_counter() - started < 0.5
+        assert raised.value.field == "$" and f"the limit is {MAX_INTENT_BYTES} bytes" in raised.value.message
+
+
+def test_a_contract_sized_brief_fits_as_text() -> None:
+    document = load_vector("valid-internal-attach-brief.json")
+    document["parameters"]["content"] = "# Brief\n" + "x" * (MAX_BRIEF_BYTES - 8)
+    text = json.dumps(document)
+    assert len(text) > MAX_BRIEF_BYTES
+    assert len(parse_intent(text).parameters["content"].encode()) == MAX_BRIEF_BYTES
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "words"),
+    [
+        (lambda d: d["parameters"].update(subject="Call\x00back"), "parameters.subject", "NUL"),
+        (lambda d: d.update(tenant_id="acme\x00"), "tenant_id", "NUL"),
+        (lambda d: d["parameters"].update({"x\x00": 1}), "parameters.x\\x00", "key contains a NUL"),
+        (lambda d: d["approval"].update(approved_by="\ud83d"), "approval.approved_by", "lone surrogate"),
+        (lambda d: d.update(expires_at_epoch=10**5000), "expires_at_epoch", "more than 20 digits"),
+        (lambda d: d["parameters"].update(description=float("nan")), "parameters.description", "finite"),
+        (lambda d: d["parameters"].update({1: "x"}), "parameters", "keys must be strings"),
+        (lambda d: d["parameters"].update(subject=b"bytes"), "parameters.subject", "not a JSON value"),
+        (lambda d: d["parameters"].update(subject="x" * (MAX_INTENT_BYTES + 1)), "$", "bytes"),
+    ],
+)
+def test_a_parsed_document_gets_the_same_checks(mutate: Any, field: str, words: str) -> None:
+    with pytest.raises(IntentInvalid) as raised:
+        parse_intent(_mutated(mutate))
+    assert raised.value.field == field and words in raised.value.message
+
+
+def test_a_deeply_nested_parsed_document_is_refused_without_recursion() -> None:
+    document = load_vector("valid-crm-create-task.json")
+    nested: dict[str, Any] = {}
+    document["parameters"]["related_to"] = nested
+    for _ in range(100_000):  # far beyond Python's recursion limit
+        nested["a"] = {}
+        nested = nested["a"]
+    with pytest.raises(IntentInvalid) as raised:
+        check_document(document)
+    assert raised.value.field.startswith("parameters.related_to.a.a")
+    assert raised.value.message == f"nests deeper than {MAX_DEPTH} levels"
+    cyclic = load_vector("valid-crm-create-task.json")
+    cyclic["parameters"]["self"] = cyclic
+    with pytest.raises(IntentInvalid):
+        check_document(cyclic)
+
+
+@pytest.mark.parametrize(
+    ("expires", "accepted"),
+    [(1, True), (MAX_EXPIRES_AT_EPOCH - 1, True), (MAX_EXPIRES_AT_EPOCH, False), (0, False), (-1, False)],
+)
+def test_expires_at_epoch_is_bounded_so_it_always_converts(expires: int, accepted: bool) -> None:
+    assert int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()) + 1 == MAX_EXPIRES_AT_EPOCH
+    document = load_vector("valid-crm-create-task.json")
+    document["expires_at_epoch"] = expires
+    if accepted:
+        assert datetime.fromtimestamp(parse_intent(document).expires_at_epoch, UTC).year <= 9999
+    else:
+        with pytest.raises(IntentInvalid) as raised:
+            parse_intent(document)
+        assert raised.value.field == "expires_at_epoch"
+
+
+def test_a_contract_sized_brief_fits_even_when_every_byte_is_escaped() -> None:
+    """The producer may escape every character (ensure_ascii, control characters): still accepted."""
+    document = load_vector("valid-internal-attach-brief.json")
+    document["parameters"]["content"] = "\x01" * MAX_BRIEF_BYTES  # 6 bytes of JSON each: \u0001
+    text = json.dumps(document)
+    assert len(text) > 6 * MAX_BRIEF_BYTES
+    assert len(parse_intent(text).parameters["content"]) == MAX_BRIEF_BYTES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -46,7 +47,8 @@ def test_malformed_cursor_is_a_clear_error(engine: Any, tenant: str) -> None:
 
 
 def test_pending_status_body_has_the_contract_shape(engine: Any, make_intent: Any, tenant: str) -> None:
-    intent = make_intent("internal.log_note", {"body": "x"})
+    expires = int(time.time()) + 86400
+    intent = make_intent("internal.log_note", {"body": "x"}, expires_at_epoch=expires)
     assert verify_and_register(intent).admitted
     body = (
         ExecutionService(engine)
@@ -72,6 +74,33 @@ def test_pending_status_body_has_the_contract_shape(engine: Any, make_intent: An
         "finished_at",
     }
     assert body["status"] == "PENDING" and body["failure"] is None and body["attempts"] == 0
-    assert body["expires_at"] == "2100-01-01T00:00:00Z"
+    assert body["expires_at"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
     with pytest.raises(ExecutionNotFound):
         ExecutionService(engine).get_execution_status("ai_never_seen", tenant)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_brief_above_prefects_parameter_limit_executes_by_reference(
+    engine: Any, make_intent: Any, tenant: str, tmp_path: Any
+) -> None:
+    """Prefect refuses flow-run parameters over 512 KiB; a contract-sized brief (≤ 1 MiB) must still run."""
+    from prefect.client.orchestration import get_client
+
+    from fulfill import executions
+    from fulfill.db import transaction
+
+    content = "# Account brief\n" + "x" * (900 * 1024)
+    intent = make_intent("internal.attach_brief", {"title": "Big brief", "content": content})
+
+    status = ExecutionService(engine).execute_action_intent(intent)
+
+    assert status.status == "SUCCEEDED", status
+    with transaction(engine) as session:
+        flow_run_id = executions.get(session, tenant, intent["action_intent_id"]).flow_run_id
+    assert flow_run_id is not None
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+    assert run.parameters["action_intent_id"] == intent["action_intent_id"]
+    assert run.parameters.get("intent") is None, "the intent's content is no flow-run parameter"
+    stored = list((tmp_path / "data" / "objects").rglob("*"))
+    assert any(p.is_file() and p.stat().st_size == len(content.encode()) for p in stored), stored
