@@ -30,8 +30,8 @@ def main() -> None:
         os.environ["FULFILL_DATABASE_URL"] = args.database_url
 
     from fulfill.approval import sign_intent
-    from fulfill.demo import DEMO_KEY_ID, demo_keys
-    from fulfill.service import ExecutionService
+    from surfaces.demo import DEMO_KEY_ID, demo_keys
+    from surfaces.service import ExecutionService
 
     keys, seed = demo_keys(data)
     os.environ["FULFILL_APPROVAL_KEYS"] = str(keys)

@@ -8,7 +8,7 @@ Two ways to authorise, both documented by Google:
 * ``oauth_refresh_token`` — an installed/web OAuth client's refresh token, exchanged at ``token_uri``
   (https://developers.google.com/identity/protocols/oauth2/web-server#offline).
 
-``api_base_url`` and ``token_uri`` can point at the local emulator (``fulfill.sandbox.google_calendar``).
+``api_base_url`` and ``token_uri`` can point at the local emulator (``sandbox.google_calendar``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ The portal must hold a custom property with "require unique values" (``hasUnique
 ``intent_key_property`` on tasks and on deals: fulfill writes each step's idempotency key there, and
 HubSpot's uniqueness check is what makes a retried create return the first record instead of a copy.
 
-``api_base_url`` and ``token_url`` can point at the local emulator (``fulfill.sandbox.hubspot``).
+``api_base_url`` and ``token_url`` can point at the local emulator (``sandbox.hubspot``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ deprecated and not offered):
   RS256 with ``private_key``, whose certificate is uploaded to the connected app
   (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm).
 
-``login_url`` and ``instance_url`` can point at the local emulator (``fulfill.sandbox.salesforce``).
+``login_url`` and ``instance_url`` can point at the local emulator (``sandbox.salesforce``).
 The org needs one custom field per written object (Task, Opportunity): a Text field marked
 *External ID* and *Unique* named ``external_id_field`` — it holds each write's idempotency key.
 """

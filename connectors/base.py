@@ -20,55 +20,23 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from connectors.errors import ValidationRejected
 from fulfill.intent import PARAMETER_MODELS
+from fulfill.steps import ExternalRef, StepCall, StepResult, idempotency_key
 
-
-class ExternalRef(BaseModel):
-    """Where an effect lives in the external (or internal) system."""
-
-    model_config = ConfigDict(frozen=True)
-
-    system: str = Field(description="salesforce, hubspot, google_calendar, internal, object_storage")
-    object: str = Field(description="Provider object type, e.g. Task, Opportunity, deal, event")
-    id: str = Field(description="Provider id of the object")
-    url: str | None = Field(default=None, description="A link a person can open, when there is one")
-
-
-class StepCall(BaseModel):
-    """Everything one step needs. Versioned so persisted calls stay readable."""
-
-    model_config = ConfigDict(frozen=True)
-
-    version: Literal[1] = 1
-    action_intent_id: str
-    tenant_id: str
-    account_id: str
-    action_type: str
-    step: str
-    idempotency_key: str = Field(
-        description="Deterministic per (intent, step, generation); reused on retries"
-    )
-    params: dict[str, Any]
-    prior: dict[str, ExternalRef] = Field(
-        default_factory=dict, description="Results of earlier steps of the same action, by step name"
-    )
-
-
-class StepResult(BaseModel):
-    """What a committed step produced, persisted so it can be shown and compensated."""
-
-    ref: ExternalRef
-    created: bool = Field(description="False when an earlier attempt's write was found and reused")
-    undo: dict[str, Any] = Field(
-        default_factory=dict, description="What compensate() needs, e.g. the value before an update"
-    )
-    summary: str = Field(description="Seller-readable sentence, e.g. 'Created the task “X” in Salesforce.'")
+__all__ = [
+    "Connector",
+    "ExternalRef",
+    "StepCall",
+    "StepResult",
+    "idempotency_key",
+    "validate_contract",
+]
 
 
 class Connector(ABC):
@@ -116,16 +84,6 @@ class Connector(ABC):
     @abstractmethod
     def compensate(self, call: StepCall, result: StepResult) -> None:
         """Undo a committed step. Must be idempotent: undoing twice is not an error."""
-
-
-def idempotency_key(action_intent_id: str, step: str, generation: int = 0) -> str:
-    """The deterministic key of one step.
-
-    Generation 0 is ``"{intent}:{step}"``; after a compensated failure a rerun uses a new
-    generation so it does not find the objects it deliberately undid.
-    """
-    base = f"{action_intent_id}:{step}"
-    return base if generation == 0 else f"{base}:g{generation}"
 
 
 def validate_contract(action_type: str, params: Mapping[str, Any]) -> None:

@@ -19,10 +19,10 @@ from typing import Any
 import rfc8785
 from sqlmodel import Session, col, select
 
-from connectors.base import StepCall, StepResult
 from fulfill import ledger
 from fulfill.db import db_now, insert_ignore, lock_clause
 from fulfill.intent import ActionIntentV1
+from fulfill.steps import StepCall, StepResult
 from fulfill.tables import Execution, Outcome, Signal, StepRecord
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"})

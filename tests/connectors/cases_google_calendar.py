@@ -22,8 +22,8 @@ from connectors.errors import (
     ValidationRejected,
 )
 from connectors.google_calendar import GoogleCalendarConnector
-from fulfill.sandbox.base import Fault
-from fulfill.sandbox.google_calendar import GoogleCalendarEmulator
+from sandbox.base import Fault
+from sandbox.google_calendar import GoogleCalendarEmulator
 from tests.connectors.conformance import ConformanceCase, ErrorCase
 
 API = "https://www.googleapis.com"

@@ -22,8 +22,8 @@ from connectors.errors import (
     ValidationRejected,
 )
 from connectors.hubspot import HubSpotConnector
-from fulfill.sandbox.base import Fault
-from fulfill.sandbox.hubspot import (
+from sandbox.base import Fault
+from sandbox.hubspot import (
     OAUTH_CLIENT_ID,
     OAUTH_CLIENT_SECRET,
     OAUTH_REFRESH_TOKEN,

@@ -22,8 +22,8 @@ from connectors.errors import (
     ValidationRejected,
 )
 from connectors.salesforce import SalesforceConnector
-from fulfill.sandbox.base import Fault
-from fulfill.sandbox.salesforce import SEED_ACCOUNT_ID, SEED_OPPORTUNITY_ID, SalesforceEmulator
+from sandbox.base import Fault
+from sandbox.salesforce import SEED_ACCOUNT_ID, SEED_OPPORTUNITY_ID, SalesforceEmulator
 from tests.connectors.conformance import ConformanceCase, ConformanceEnv, ErrorCase
 
 INSTANCE = "https://acme.my.salesforce.com"

@@ -1,6 +1,6 @@
 """Every SaaS connector end to end: the real flow, a real Prefect server, emulators served on loopback.
 
-The emulators are real HTTP servers on 127.0.0.1 (``fulfill.sandbox.local.start_sandbox``); the
+The emulators are real HTTP servers on 127.0.0.1 (``sandbox.local.start_sandbox``); the
 tenant's credentials blocks are saved to the test Prefect server and loaded by name inside the flow,
 exactly as in production. Each test runs on SQLite and on PostgreSQL (the ``engine`` fixture).
 Emulator state is reset before every test, and every assertion about the provider is made by
@@ -38,13 +38,13 @@ from flows.maintenance import reconcile
 from fulfill import executions, ledger
 from fulfill.db import db_now, transaction
 from fulfill.intent import parse_intent
-from fulfill.sandbox.base import Fault
-from fulfill.sandbox.hubspot import rate_limit_fault
-from fulfill.sandbox.local import Sandbox, start_sandbox
-from fulfill.sandbox.salesforce import SalesforceEmulator
-from fulfill.service import ExecutionService
 from fulfill.tables import Execution, LedgerEntry, StepRecord
 from fulfill.tenants import configure
+from sandbox.base import Fault
+from sandbox.hubspot import rate_limit_fault
+from sandbox.local import Sandbox, start_sandbox
+from sandbox.salesforce import SalesforceEmulator
+from surfaces.service import ExecutionService
 from tasks.admit import verify_and_register
 from tasks.resolve import clear_cache, resolve_connector
 from tests.conftest import REPO

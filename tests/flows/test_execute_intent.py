@@ -15,9 +15,9 @@ from connectors.internal import InternalConnector
 from flows.execute_intent import ExecutionFailed, execute_intent
 from fulfill import controls, ledger
 from fulfill.db import transaction
-from fulfill.service import ExecutionService
 from fulfill.storage import LocalObjectStore
 from fulfill.tables import Execution, InternalAttachment, InternalTask, LedgerEntry, StepRecord
+from surfaces.service import ExecutionService
 from tasks import resolve
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

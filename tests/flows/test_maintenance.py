@@ -18,8 +18,8 @@ from flows.maintenance import deliver_signals, expire_sweeper, reconcile
 from fulfill import executions, ledger
 from fulfill.db import transaction
 from fulfill.intent import parse_intent
-from fulfill.service import ExecutionService
 from fulfill.tables import Execution, InternalTask, Signal
+from surfaces.service import ExecutionService
 from tasks.admit import verify_and_register
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -11,13 +11,13 @@ from sqlmodel import select
 from typer.testing import CliRunner
 
 from fulfill import executions
-from fulfill.cli import app
 from fulfill.db import transaction
 from fulfill.intent import MAX_EXPIRES_AT_EPOCH, MAX_INTENT_BYTES
 from fulfill.ledger import verify_chains
-from fulfill.service import ExecutionService
 from fulfill.settings import DEFAULT_MAX_APPROVAL_TTL, load_settings
 from fulfill.tables import Execution, LedgerEntry
+from surfaces.cli import app
+from surfaces.service import ExecutionService
 from tasks.admit import verify_and_register
 
 SOON = 3600  # seconds: well inside the default approval lifetime

@@ -18,9 +18,9 @@ from connectors.internal import InternalConnector
 from flows.execute_intent import ExecutionFailed, execute_intent
 from fulfill import controls, executions, ledger
 from fulfill.db import db_now, transaction
-from fulfill.sandbox.hubspot import HubSpotEmulator, rate_limit_fault
 from fulfill.storage import LocalObjectStore
 from fulfill.tables import Execution, InternalTask
+from sandbox.hubspot import HubSpotEmulator, rate_limit_fault
 from tasks.admit import verify_and_register
 from tasks.connector_step import (
     DEFAULT_RETRIES,

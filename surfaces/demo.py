@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from fulfill.approval import b64url_encode, sign_intent
-from fulfill.sandbox.base import Fault
-from fulfill.sandbox.local import Sandbox
 from fulfill.settings import load_settings
+from sandbox.base import Fault
+from sandbox.local import Sandbox
 
 DEMO_KEY_ID = "fulfill-demo"
 SF_TENANT = "demo-sf"
@@ -256,8 +256,8 @@ def configure_sandbox_tenants(sandbox: Sandbox) -> None:
 
 def run_demo(emit: Callable[[str], None] = print) -> list[Scenario]:
     """Execute every scenario through the real flow; returns them with their outcomes."""
-    from fulfill.sandbox.local import start_sandbox
-    from fulfill.service import ExecutionService, IntentRejected
+    from sandbox.local import start_sandbox
+    from surfaces.service import ExecutionService, IntentRejected
 
     settings = load_settings()
     keys_path, seed = demo_keys(settings.data_dir)

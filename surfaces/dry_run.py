@@ -4,7 +4,7 @@ The connector is built exactly as ``tasks.resolve`` builds it for execution — 
 configuration picks the provider and the credentials block, the block is loaded by name
 (:func:`tasks.resolve.load_credentials`) and handed to :func:`connectors.registry.build_connector` —
 with ONE difference: its ``httpx.Client`` has a transport that records every request and answers it
-from an in-memory emulator of that provider (``fulfill.sandbox``). No socket is ever opened, so no
+from an in-memory emulator of that provider (``sandbox``). No socket is ever opened, so no
 request can reach the provider (or anything else), and token fetches and multi-step actions
 (a follow-up task needs the opportunity's id) still run through the real connector code.
 
@@ -46,15 +46,15 @@ from connectors.registry import ACTION_FAMILY, build_connector
 from fulfill.db import get_engine
 from fulfill.intent import ActionIntentV1, IntentInvalid, parse_intent
 from fulfill.redaction import MASK, SECRET_KEY, redact, scrub_text
-from fulfill.sandbox.base import Emulator
-from fulfill.sandbox.google_calendar import JWT_BEARER_GRANT as GOOGLE_JWT_GRANT
-from fulfill.sandbox.google_calendar import GoogleCalendarEmulator
-from fulfill.sandbox.hubspot import HubSpotEmulator
-from fulfill.sandbox.salesforce import JWT_BEARER_GRANT as SALESFORCE_JWT_GRANT
-from fulfill.sandbox.salesforce import USER_ID, SalesforceEmulator
 from fulfill.settings import load_settings
 from fulfill.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from fulfill.tenants import get_tenant
+from sandbox.base import Emulator
+from sandbox.google_calendar import JWT_BEARER_GRANT as GOOGLE_JWT_GRANT
+from sandbox.google_calendar import GoogleCalendarEmulator
+from sandbox.hubspot import HubSpotEmulator
+from sandbox.salesforce import JWT_BEARER_GRANT as SALESFORCE_JWT_GRANT
+from sandbox.salesforce import USER_ID, SalesforceEmulator
 from tasks.resolve import load_credentials
 
 APPROVAL_NOTE = (

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from fulfill.cli import app
+from surfaces.cli import app
 from tests.conftest import KEYS, VECTORS
 
 runner = CliRunner()

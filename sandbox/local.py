@@ -14,10 +14,10 @@ from pydantic import SecretStr
 from blocks.google_calendar import GoogleCalendarCredentials
 from blocks.hubspot import HubSpotCredentials
 from blocks.salesforce import SalesforceCredentials
-from fulfill.sandbox.base import Emulator
-from fulfill.sandbox.google_calendar import GoogleCalendarEmulator
-from fulfill.sandbox.hubspot import PRIVATE_APP_TOKEN, HubSpotEmulator
-from fulfill.sandbox.salesforce import SalesforceEmulator
+from sandbox.base import Emulator
+from sandbox.google_calendar import GoogleCalendarEmulator
+from sandbox.hubspot import PRIVATE_APP_TOKEN, HubSpotEmulator
+from sandbox.salesforce import SalesforceEmulator
 
 GOOGLE_CLIENT = ("fulfill-sandbox-client", "fulfill-sandbox-secret", "fulfill-sandbox-refresh")
 SANDBOX_PORTAL_ID = "424242"

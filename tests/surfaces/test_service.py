@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fulfill.executions import ExecutionNotFound
-from fulfill.service import ExecutionService
+from surfaces.service import ExecutionService
 from tasks.admit import verify_and_register
 
 

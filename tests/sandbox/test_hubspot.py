@@ -11,8 +11,8 @@ import pytest
 from connectors.base import ExternalRef, StepCall, StepResult, idempotency_key
 from connectors.errors import ProviderUnavailable
 from connectors.hubspot import HubSpotConnector
-from fulfill.sandbox.base import Fault
-from fulfill.sandbox.hubspot import (
+from sandbox.base import Fault
+from sandbox.hubspot import (
     OAUTH_CLIENT_ID,
     OAUTH_CLIENT_SECRET,
     OAUTH_REFRESH_TOKEN,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -121,7 +122,7 @@ def execute(
 ) -> None:
     """Execute one intent through the execute-intent flow in this process."""
     from fulfill.intent import IntentInvalid, load_intent_document
-    from fulfill.service import ExecutionService, IntentRejected
+    from surfaces.service import ExecutionService, IntentRejected
     from tasks.admit import verify_and_register
 
     data = _read_json(file)
@@ -147,8 +148,8 @@ def plan(
     file: Path = typer.Argument(..., help="Intent JSON file, or - for stdin."), as_json: bool = JSON_OPTION
 ) -> None:
     """Dry run: print the exact provider requests the intent would make, sending nothing."""
-    from fulfill.dry_run import PlanFailed, format_plan, plan_requests
     from fulfill.intent import IntentInvalid, load_intent_document
+    from surfaces.dry_run import PlanFailed, format_plan, plan_requests
 
     try:
         raw = load_intent_document(_read_json(file))
@@ -210,7 +211,7 @@ def status(
 ) -> None:
     """Show one execution's status (or the newest executions)."""
     from fulfill.executions import ExecutionNotFound
-    from fulfill.service import ExecutionService
+    from surfaces.service import ExecutionService
 
     service = ExecutionService()
     if action_intent_id is None:
@@ -261,7 +262,7 @@ def executions_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List executions, newest first (keyset pagination)."""
-    from fulfill.service import ExecutionService
+    from surfaces.service import ExecutionService
 
     _list(
         ExecutionService(),
@@ -278,7 +279,7 @@ def executions_cmd(
 def timeline(action_intent_id: str, tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
     """Decision → approval → execution → outcome for one intent."""
     from fulfill.executions import ExecutionNotFound
-    from fulfill.service import ExecutionService
+    from surfaces.service import ExecutionService
 
     try:
         data = ExecutionService().get_timeline(action_intent_id, tenant)
@@ -306,7 +307,7 @@ def cancel(
 ) -> None:
     """Cancel a PENDING/EXECUTING intent: no further external call starts."""
     from fulfill.executions import AlreadyFinished, ExecutionNotFound
-    from fulfill.service import ExecutionService
+    from surfaces.service import ExecutionService
 
     try:
         result = ExecutionService().cancel_execution(action_intent_id, tenant, actor=actor)
@@ -324,7 +325,7 @@ def rerun(action_intent_id: str, as_json: bool = JSON_OPTION) -> None:
     """Rerun a FAILED execution in this process (finished steps are skipped)."""
     from fulfill.db import transaction
     from fulfill.executions import get
-    from fulfill.service import ExecutionService
+    from surfaces.service import ExecutionService
 
     with transaction() as session:
         raw = get(session, None, action_intent_id).intent_json
@@ -403,8 +404,8 @@ def ledger_show(action_intent_id: str, tenant: str = TENANT_OPTION, as_json: boo
 @controls_app.command("list")
 def controls_list(as_json: bool = JSON_OPTION) -> None:
     """Show every kill switch, with the global emergency stop (read-only, from the environment)."""
-    from fulfill.service import ExecutionService
     from fulfill.settings import emergency_stop_engaged
+    from surfaces.service import ExecutionService
 
     rows = ExecutionService().list_kill_switches()
     if as_json:
@@ -440,7 +441,7 @@ def controls_set(
     actor: str = typer.Option("operator", "--actor"),
 ) -> None:
     """Flip a kill switch; no new external call starts while disabled."""
-    from fulfill.service import ExecutionService
+    from surfaces.service import ExecutionService
 
     row = ExecutionService().set_kill_switch(scope, key, enabled=enabled, reason=reason, actor=actor)
     console.print(f"{row.scope} {row.key}: {'enabled' if row.enabled else 'DISABLED'}")
@@ -508,8 +509,7 @@ def sandbox_serve(
     ),
 ) -> None:
     """Serve the Salesforce, HubSpot and Google Calendar emulators on loopback until Ctrl-C."""
-    from fulfill.sandbox.local import start_sandbox
-
+    start_sandbox = _development_tool("sandbox.local").start_sandbox
     sandbox = start_sandbox(
         ports={"salesforce": salesforce_port, "hubspot": hubspot_port, "google_calendar": google_port}
     )
@@ -525,6 +525,18 @@ def sandbox_serve(
         sandbox.shutdown()
 
 
+def _development_tool(module: str) -> Any:
+    """The demo and the provider emulators: development tools, kept out of the production import graph
+    and wheel (import-linter checks that no production module imports them), loaded only on demand."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        err.print(
+            f"{module} is a development tool that this installation does not include; run it from a checkout"
+        )
+        raise typer.Exit(2) from None
+
+
 # --- demo --------------------------------------------------------------------------------
 @app.command("demo")
 def demo(
@@ -534,8 +546,9 @@ def demo(
     """Execute signed sample intents end to end on the embedded defaults and show the outcomes."""
     if verbose:
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
-    from fulfill.demo import run_demo
-    from fulfill.service import ExecutionService
+    from surfaces.service import ExecutionService
+
+    run_demo = _development_tool("surfaces.demo").run_demo
 
     started = time.monotonic()
     console.print(

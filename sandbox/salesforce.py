@@ -49,7 +49,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from fulfill.sandbox.base import Emulator, json_response, request_json
+from sandbox.base import Emulator, json_response, request_json
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 DEFAULT_EXTERNAL_ID_FIELD = "Fulfill_Intent_Key__c"

@@ -30,10 +30,10 @@ from connectors.base import StepCall
 from connectors.internal import brief_object_key
 from flows.execute_intent import execute_intent
 from fulfill.db import transaction
-from fulfill.dry_run import PlanFailed, PlannedRequest, format_plan, plan_requests
-from fulfill.sandbox.local import SANDBOX_PORTAL_ID, Sandbox, start_sandbox
 from fulfill.tables import Execution, InternalAttachment
 from fulfill.tenants import configure
+from sandbox.local import SANDBOX_PORTAL_ID, Sandbox, start_sandbox
+from surfaces.dry_run import PlanFailed, PlannedRequest, format_plan, plan_requests
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -35,7 +35,7 @@ from urllib.parse import parse_qs
 
 import httpx
 
-from fulfill.sandbox.base import Emulator, Fault, json_response, request_json
+from sandbox.base import Emulator, Fault, json_response, request_json
 
 PRIVATE_APP_TOKEN = "pat-na1-emulator-0000"
 OAUTH_CLIENT_ID = "emulator-client-id"

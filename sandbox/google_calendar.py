@@ -42,7 +42,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from fulfill.sandbox.base import Emulator, json_response, request_json
+from sandbox.base import Emulator, json_response, request_json
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 EVENT_ID = re.compile(r"[a-v0-9]{5,1024}")

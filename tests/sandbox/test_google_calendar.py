@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from connectors.base import StepCall, idempotency_key
 from connectors.google_calendar import GoogleCalendarConnector, event_id_for
-from fulfill.sandbox.base import Fault
-from fulfill.sandbox.google_calendar import GoogleCalendarEmulator
+from sandbox.base import Fault
+from sandbox.google_calendar import GoogleCalendarEmulator
 from tests.connectors.cases_google_calendar import (
     ORGANIZER,
     PARAMS,

@@ -18,8 +18,8 @@ from blocks.salesforce import SalesforceCredentials
 from connectors.base import ExternalRef, StepCall, StepResult, idempotency_key
 from connectors.errors import ValidationRejected
 from connectors.salesforce import SalesforceConnector
-from fulfill.sandbox.base import Fault
-from fulfill.sandbox.salesforce import SEED_ACCOUNT_ID, SEED_OPPORTUNITY_ID, SalesforceEmulator
+from sandbox.base import Fault
+from sandbox.salesforce import SEED_ACCOUNT_ID, SEED_OPPORTUNITY_ID, SalesforceEmulator
 from tests.conftest import VECTORS
 
 ORIGIN = "https://acme.my.salesforce.com"
