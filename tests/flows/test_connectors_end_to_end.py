@@ -282,13 +282,13 @@ def test_lost_answer_after_commit_leaves_exactly_one_object(
 
     result = execute_intent(intent)
 
-    assert result["status"] == "SUCCEEDED", result
+    assert result.status == "SUCCEEDED", result
     mine = objects_of_intent(sandbox, case.provider, intent_id)
     assert kinds(mine) == case.expected, "exactly one object per create step, at the provider"
     assert all(o.live for o in mine)
     created = set(provider_objects(sandbox, case.provider)) - before
     assert created == {(o.kind, o.id) for o in mine}, "nothing else was created at the provider"
-    assert sorted(ref["id"] for ref in result["external_refs"]) == sorted(o.id for o in mine)
+    assert sorted(ref["id"] for ref in result.external_refs) == sorted(o.id for o in mine)
     history = events(engine, tenant, intent_id)
     assert history.count("ACTION_EXECUTED") == 1
     assert history.count("STEP_RETRY_SCHEDULED") == len(case.drops), "each lost answer was retried once"
@@ -344,7 +344,7 @@ def test_transient_error_is_retried_and_succeeds(
     intent = make_intent("crm.create_task", TASK, account_id=account_id)
     intent_id = intent["action_intent_id"]
 
-    assert execute_intent(intent)["status"] == "SUCCEEDED"
+    assert execute_intent(intent).status == "SUCCEEDED"
 
     assert kinds(objects_of_intent(sandbox, crm, intent_id)) == {
         "Task" if crm == "salesforce" else "tasks": 1
@@ -539,7 +539,7 @@ def test_canary_secret_appears_nowhere(
         caplog.set_level(logging.DEBUG, logger=name)
     try:
         intent = make_intent("crm.create_task", TASK)
-        assert execute_intent(intent)["status"] == "SUCCEEDED"
+        assert execute_intent(intent).status == "SUCCEEDED"
     finally:
         capture.removeHandler(caplog.handler)
 
@@ -583,7 +583,7 @@ def test_every_answer_lost_then_lookup_finds_the_single_write(
     intent = make_intent("crm.create_task", TASK)
     intent_id = intent["action_intent_id"]
 
-    assert execute_intent(intent)["status"] == "SUCCEEDED"
+    assert execute_intent(intent).status == "SUCCEEDED"
 
     mine = objects_of_intent(sandbox, "salesforce", intent_id)
     assert len(mine) == 1 and mine[0].live, "four committed attempts, one object (same upsert key)"
@@ -655,8 +655,8 @@ def test_reconcile_finishes_a_step_whose_worker_died_after_the_provider_committe
 
     results = reconcile()
 
-    mine = [r for r in results if r.get("action_intent_id") == intent_id]
-    assert len(mine) == 1 and mine[0]["status"] == "SUCCEEDED", results
+    mine = [r for r in results if r.action_intent_id == intent_id]
+    assert len(mine) == 1 and mine[0].status == "SUCCEEDED", results
     status = ExecutionService(engine).get_execution_status(intent_id, tenant)
     assert status.status == "SUCCEEDED"
     objects = objects_of_intent(sandbox, provider, intent_id)
@@ -726,7 +726,7 @@ def test_absent_previous_value_still_writes(
     intent = make_intent("crm.update_field", params, account_id=record_id)
     assert "previous_value" not in parse_intent(intent).normalized_parameters(), "absent stays absent"
 
-    assert execute_intent(intent)["status"] == "SUCCEEDED"
+    assert execute_intent(intent).status == "SUCCEEDED"
 
     assert _current(sandbox, crm, record_id, field_name) == "written by fulfill"
 
@@ -911,3 +911,68 @@ def test_a_write_that_commits_late_is_undone_too(
     assert mine and not any(o.live for o in mine), f"no orphan at the provider: {mine}"
     status = ExecutionService(engine).get_execution_status(intent_id, tenant)
     assert status.failure is not None and status.failure.compensation == "COMPENSATED"
+
+
+def test_a_really_crashed_run_is_closed_by_its_state_hook(
+    engine: Any,
+    database_url: str,
+    prefect_server: str,
+    make_intent: Any,
+    tenant: str,
+    sandbox: Sandbox,
+    configured: Any,
+    tmp_path: Path,
+) -> None:
+    """The executing process is terminated while its provider call is in flight: Prefect marks the run
+    CRASHED and runs ``on_crashed``, which closes the execution: FAILED, AMBIGUOUS_OUTCOME, needs a
+    person; and the rerun (here: the reconciler) finds the write by its key instead of making another."""
+    from prefect.client.orchestration import get_client
+
+    configured("salesforce")
+    inject(sandbox, "salesforce", Fault(kind="latency", method=SF_TASK[0], path=SF_TASK[1], delay=3.0))
+    intent = make_intent("crm.create_task", TASK, account_id=SF_ACCOUNT)
+    intent_id = intent["action_intent_id"]
+    intent_file = tmp_path / "intent.json"
+    intent_file.write_text(json.dumps(intent))
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    (barrier / "go").touch()
+    env = {
+        **os.environ,
+        "FULFILL_DATABASE_URL": database_url,
+        "FULFILL_DATA_DIR": str(tmp_path / "data"),
+        "PREFECT_API_URL": prefect_server,
+        "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
+        "PYTHONPATH": str(REPO),
+    }
+    executor = subprocess.Popen(
+        [sys.executable, "-m", "tests.flows.race_worker", str(intent_file), str(barrier), "doomed"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not _requests(sandbox, *SF_TASK):
+        assert executor.poll() is None, executor.communicate()
+        assert time.monotonic() < deadline, "the executor never called the provider"
+        time.sleep(0.05)
+
+    executor.terminate()  # SIGTERM, mid-call
+    executor.communicate(timeout=120)
+
+    execution = _execution(engine, intent_id)
+    assert execution.status == "FAILED", "the on_crashed hook closed the execution"
+    assert execution.failure_code == "AMBIGUOUS_OUTCOME" and execution.needs_human
+    assert execution.flow_run_id is not None
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(uuid.UUID(execution.flow_run_id)).state
+    assert state is not None and state.is_crashed(), state
+
+    time.sleep(3.5)  # the call the crash interrupted commits at the provider meanwhile
+    rerun = ExecutionService(engine).execute_action_intent(intent)  # FAILED is rerunnable, same step key
+
+    assert rerun.status == "SUCCEEDED"
+    assert rerun.failure is None, "a completed rerun is what clears needs_human"
+    assert kinds(objects_of_intent(sandbox, "salesforce", intent_id)) == {"Task": 1}, "one Task, found by key"
