@@ -9,21 +9,30 @@ Two ways to authorise, both documented by Google:
   (https://developers.google.com/identity/protocols/oauth2/web-server#offline).
 
 ``api_base_url`` and ``token_uri`` can point at the local emulator (``sandbox.google_calendar``).
+
+:meth:`GoogleCalendarCredentials.get_client` hands out ONE client for every impersonated user: each
+request names the user to act as in its ``blocks.auth.SUBJECT`` extension (the connector decides it per
+call: the block's ``subject``, else the intent's organizer), and the service-account auth keeps one
+token per user. Tokens are kept for their ``expires_in`` and refreshed once on a 401.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import time
+from typing import Any, ClassVar, Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.auth import BearerAuth, ClientFactory, Clock, JwtBearerAuth, RefreshTokenAuth, unconfigured
 from blocks.fields import empty_fields
 
 CALENDAR_EVENTS_SCOPE = "https://www.googleapis.com/auth/calendar.events"
+#: A Google access token lives an hour; the longest assertion Google accepts does too.
+TOKEN_LIFETIME_SECONDS = 3600
 
 
-class GoogleCalendarCredentials(Block):
+class GoogleCalendarCredentials(ClientFactory, Block):
     """How fulfill reaches one tenant's Google Calendar to draft meetings (no invitation is ever sent)."""
 
     _block_type_name: ClassVar[str] = "Fulfill Google Calendar Credentials"
@@ -99,3 +108,38 @@ class GoogleCalendarCredentials(Block):
         if self.auth_mode == "service_account":
             return empty_fields(self, "service_account_email", "private_key")
         return empty_fields(self, "client_id", "client_secret", "refresh_token")
+
+    def auth(self, *, clock: Clock = time.time) -> BearerAuth:
+        """The ``httpx.Auth`` of the configured mode (refuses every request when a field is missing).
+
+        Args:
+            clock: Seconds since the epoch, for the JWT's ``iat``/``exp`` and token expiry (tests).
+        """
+        missing = unconfigured("Google Calendar", self.auth_mode, self.missing_fields())
+        if missing is not None:
+            return missing
+        options: dict[str, Any] = {
+            "provider": "Google",
+            "default_lifetime": TOKEN_LIFETIME_SECONDS,
+            "clock": clock,
+        }
+        if self.auth_mode == "service_account":
+            # https://developers.google.com/identity/protocols/oauth2/service-account#authorizingrequests
+            assert self.service_account_email and self.private_key is not None
+            return JwtBearerAuth(
+                self.token_uri,
+                private_key=self.private_key,
+                claims={"iss": self.service_account_email, "scope": self.scope, "aud": self.token_uri},
+                subject=self.subject,
+                assertion_lifetime=TOKEN_LIFETIME_SECONDS,
+                issued_at=True,
+                jwt_headers={"kid": self.private_key_id} if self.private_key_id else None,
+                key_name="service account private key",
+                **options,
+            )
+        # https://developers.google.com/identity/protocols/oauth2/web-server#offline
+        return RefreshTokenAuth.of_client(self.token_uri, self, **options)
+
+    def client_base_url(self) -> str:
+        """Where ``get_client()``'s client is aimed: ``api_base_url``."""
+        return self.api_base_url

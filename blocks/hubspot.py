@@ -13,19 +13,34 @@ The portal must hold a custom property with "require unique values" (``hasUnique
 HubSpot's uniqueness check is what makes a retried create return the first record instead of a copy.
 
 ``api_base_url`` and ``token_url`` can point at the local emulator (``sandbox.hubspot``).
+:meth:`HubSpotCredentials.get_client` hands out a client that authenticates with the configured mode
+(``blocks.auth``): the private-app token as it is, or OAuth access tokens kept for their ``expires_in``
+(:data:`TOKEN_LIFETIME_SECONDS` when the answer has none) and refreshed once on a 401.
 """
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar, Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl, SecretStr
 
+from blocks.auth import (
+    BearerAuth,
+    ClientFactory,
+    Clock,
+    RefreshTokenAuth,
+    StaticTokenAuth,
+    unconfigured,
+)
 from blocks.fields import empty_fields
 
+#: An OAuth access token's life when the token answer gives no expires_in (HubSpot's are 30 minutes).
+TOKEN_LIFETIME_SECONDS = 1800
 
-class HubSpotCredentials(Block):
+
+class HubSpotCredentials(ClientFactory, Block):
     """How fulfill reaches one tenant's HubSpot portal to create tasks and deals and update fields."""
 
     _block_type_name: ClassVar[str] = "Fulfill HubSpot Credentials"
@@ -101,3 +116,29 @@ class HubSpotCredentials(Block):
         if self.auth_mode == "private_app":
             return empty_fields(self, "private_app_token")
         return empty_fields(self, "client_id", "client_secret", "refresh_token")
+
+    def auth(self, *, clock: Clock = time.time) -> BearerAuth:
+        """The ``httpx.Auth`` of the configured mode (refuses every request when a field is missing).
+
+        Args:
+            clock: Seconds since the epoch, for token expiry (tests).
+        """
+        missing = unconfigured("HubSpot", self.auth_mode, self.missing_fields())
+        if missing is not None:
+            return missing
+        if self.auth_mode == "private_app":
+            assert self.private_app_token is not None
+            return StaticTokenAuth(self.private_app_token)
+        # https://developers.hubspot.com/docs/api-reference/legacy/authentication/oauth-tokens/v1/refresh-oauth-token
+        return RefreshTokenAuth.of_client(
+            self.token_url,
+            self,
+            provider="HubSpot",
+            default_lifetime=TOKEN_LIFETIME_SECONDS,
+            error_field="status",  # HubSpot's token errors carry their code in status (BAD_REFRESH_TOKEN)
+            clock=clock,
+        )
+
+    def client_base_url(self) -> str:
+        """Where ``get_client()``'s client is aimed: ``api_base_url``."""
+        return self.api_base_url

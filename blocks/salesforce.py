@@ -12,24 +12,46 @@ deprecated and not offered):
   (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm).
 
 ``login_url`` and ``instance_url`` can point at the local emulator (``sandbox.salesforce``).
+
+:meth:`SalesforceCredentials.get_client` hands out a client that authenticates with the configured grant
+(``blocks.auth``). The token answer names the instance the token is valid on (``instance_url``); requests
+aimed at the block's base URL (``instance_url``, else ``login_url``) are sent there. Salesforce's token
+answer carries no ``expires_in`` (the session lasts the org's session timeout, counted from the last
+use), so a token is kept :data:`SESSION_LIFETIME_SECONDS` — the shortest timeout an org can set — and
+a 401 before that fetches a fresh one once.
 The org needs one custom field per written object (Task, Opportunity): a Text field marked
 *External ID* and *Unique* named ``external_id_field`` — it holds each write's idempotency key.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import time
+from typing import Any, ClassVar, Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl, SecretStr
 
+from blocks.auth import (
+    BearerAuth,
+    ClientCredentialsAuth,
+    ClientFactory,
+    Clock,
+    JwtBearerAuth,
+    unconfigured,
+)
 from blocks.fields import empty_fields
 
 DEFAULT_EXTERNAL_ID_FIELD = "Fulfill_Intent_Key__c"
 DEFAULT_API_VERSION = "62.0"
+#: How long a token is kept: Salesforce's answer has no expires_in; 15 minutes is the shortest session
+#: timeout an org can set, so a cached token is never older than any org allows.
+SESSION_LIFETIME_SECONDS = 900
+# Salesforce rejects a JWT whose exp is more than 3 minutes away
+# (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm).
+JWT_LIFETIME_SECONDS = 180
 
 
-class SalesforceCredentials(Block):
+class SalesforceCredentials(ClientFactory, Block):
     """How fulfill reaches one tenant's Salesforce org to create tasks and opportunities and update fields."""
 
     _block_type_name: ClassVar[str] = "Fulfill Salesforce Credentials"
@@ -108,3 +130,50 @@ class SalesforceCredentials(Block):
         if self.auth_mode == "client_credentials":
             return empty_fields(self, "client_id", "client_secret")
         return empty_fields(self, "client_id", "username", "private_key")
+
+    @property
+    def token_url(self) -> str:
+        """The OAuth token endpoint: ``{login_url}/services/oauth2/token``."""
+        return f"{self.login_url.rstrip('/')}/services/oauth2/token"
+
+    @property
+    def api_base_url(self) -> str:
+        """Where API requests are aimed until a token names its instance: ``instance_url``, else ``login_url``."""
+        return (self.instance_url or self.login_url).rstrip("/")
+
+    def auth(self, *, clock: Clock = time.time) -> BearerAuth:
+        """The ``httpx.Auth`` of the configured grant (refuses every request when a field is missing).
+
+        Args:
+            clock: Seconds since the epoch, for the JWT's ``exp`` and token expiry (tests).
+        """
+        missing = unconfigured("Salesforce", self.auth_mode, self.missing_fields())
+        if missing is not None:
+            return missing
+        options: dict[str, Any] = {
+            "provider": "Salesforce",
+            "default_lifetime": SESSION_LIFETIME_SECONDS,
+            "instance_base": self.api_base_url,
+            "clock": clock,
+        }
+        if self.auth_mode == "client_credentials":
+            # https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm
+            assert self.client_id is not None and self.client_secret is not None
+            return ClientCredentialsAuth(
+                self.token_url, client_id=self.client_id, client_secret=self.client_secret, **options
+            )
+        # https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm
+        assert self.client_id is not None and self.private_key is not None
+        return JwtBearerAuth(
+            self.token_url,
+            private_key=self.private_key,
+            claims={"iss": self.client_id, "aud": self.jwt_audience},
+            subject=self.username,
+            assertion_lifetime=JWT_LIFETIME_SECONDS,
+            jwt_headers={"typ": None},  # Salesforce's documented header is {"alg": "RS256"} alone
+            **options,
+        )
+
+    def client_base_url(self) -> str:
+        """Where ``get_client()``'s client is aimed: ``api_base_url``."""
+        return self.api_base_url

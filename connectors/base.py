@@ -13,6 +13,11 @@ Lifecycle of a step, as driven by ``flows/execute_intent.py``::
     execute(call)                -> StepResult  (retried on TransientError with the SAME key)
     lookup(call)                 -> StepResult | None   (did an earlier attempt commit?)
     compensate(call, result)        undo a committed step (delete / restore / void)
+    describe(call)               -> [ProviderRequest]  the requests execute(call) sends, none sent
+                                    (``fulfill plan``); built by the same code execute() uses
+
+A connector sends what it describes: each request is a :class:`ProviderRequest` built once, by the
+same method, whether it is then sent (``connectors.http.send``) or only shown.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, get_args
 
 from pydantic import BaseModel, ValidationError
@@ -32,11 +38,55 @@ from fulfill.steps import ExternalRef, StepCall, StepResult, idempotency_key
 __all__ = [
     "Connector",
     "ExternalRef",
+    "ProviderRequest",
     "StepCall",
     "StepResult",
     "idempotency_key",
+    "placeholder_ref",
     "validate_contract",
 ]
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    """One request a step sends to its provider (or, for internal steps, one write of its own).
+
+    Built by a connector once and then either sent (``connectors.http.send``) or shown (``describe``).
+
+    Args:
+        method: The HTTP method (``INSERT``/``PUT`` for internal writes).
+        url: The absolute URL, without the query.
+        purpose: What the request is for, e.g. ``"upsert Task by external id"``; names it in errors.
+        write: Whether it changes something at the provider.
+        params: The query parameters.
+        body: The JSON body, if any.
+        subject: The user the request acts as (Google's impersonated user), if it matters.
+        condition: When it is sent, if not always, e.g. ``"only if the field still holds previous_value"``.
+        note: What a reader of a dry run should know about it.
+    """
+
+    method: str
+    url: str
+    purpose: str
+    write: bool
+    params: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+    subject: str | None = None
+    condition: str = ""
+    note: str = ""
+
+
+def placeholder_ref(system: str, step: str) -> ExternalRef:
+    """The stand-in for the object ``step`` creates, for describing later steps before it exists.
+
+    Args:
+        system: The connector's system.
+        step: The step that creates the object, e.g. ``create_opportunity``.
+
+    Returns:
+        A reference whose id reads ``{id from create_opportunity}``.
+    """
+    return ExternalRef(system=system, object=step, id=f"{{id from {step}}}")
 
 
 class Connector(ABC):
@@ -84,6 +134,25 @@ class Connector(ABC):
     @abstractmethod
     def compensate(self, call: StepCall, result: StepResult) -> None:
         """Undo a committed step. Must be idempotent: undoing twice is not an error."""
+
+    @abstractmethod
+    def describe(self, call: StepCall) -> list[ProviderRequest]:
+        """The requests :meth:`execute` sends for ``call``, in order, without sending any. No I/O.
+
+        Requests that depend on an answer (a write after a read) carry their ``condition``. Objects of
+        earlier steps are taken from ``call.prior``: pass :meth:`planned_ref` of those steps.
+
+        Raises:
+            ValidationRejected: the call is not one of this connector's steps.
+        """
+
+    def planned_ref(self, call: StepCall) -> ExternalRef:
+        """The object ``call`` will create, as far as it is known before it exists (for :meth:`describe`).
+
+        Returns:
+            A :func:`placeholder_ref` unless the connector derives the id from the key alone.
+        """
+        return placeholder_ref(self.system, call.step)
 
 
 def validate_contract(action_type: str, params: Mapping[str, Any]) -> None:

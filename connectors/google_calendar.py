@@ -28,6 +28,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -35,27 +36,9 @@ from urllib.parse import quote
 import httpx
 
 from blocks.google_calendar import GoogleCalendarCredentials
-from connectors.base import Connector, ExternalRef, StepCall, StepResult, validate_contract
-from connectors.errors import (
-    AuthenticationFailed,
-    Conflict,
-    ConnectorError,
-    NotConfigured,
-    NotFound,
-    RateLimitedError,
-    ValidationRejected,
-)
-from connectors.http import (
-    bearer_request,
-    error_class_for_status,
-    json_object,
-    json_or_none,
-    refresh_token_grant,
-    request_access_token,
-    retry_after,
-    sign_rs256_jwt,
-    transport_error,
-)
+from connectors.base import Connector, ExternalRef, ProviderRequest, StepCall, StepResult, validate_contract
+from connectors.errors import Conflict, NotFound, RateLimitedError, ValidationRejected
+from connectors.http import ProviderClient, error_class_for_status, json_object, json_or_none, retry_after
 
 ACTION_TYPE = "calendar.draft_meeting"
 STEP = "draft_meeting"
@@ -66,9 +49,7 @@ ATTENDEES_PROPERTY = "fulfill_proposed_attendees"
 # (https://developers.google.com/workspace/calendar/api/guides/extended-properties#limits).
 PROPERTY_VALUE_LIMIT = 1024
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
-JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-TOKEN_LIFETIME_SECONDS = 3600
-TOKEN_EXPIRY_MARGIN_SECONDS = 60
+PROVIDER = "Google Calendar"
 
 # Stricter than the contract, which allows any number of fractional-second digits.
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|z|[+-]\d{2}:\d{2})$")
@@ -92,8 +73,10 @@ class GoogleCalendarConnector(Connector):
     """Drafts meetings in Google Calendar without inviting anyone.
 
     Args:
-        client: Injected HTTP client (tests pass one with a mock transport); URLs are absolute, taken
-            from the credentials block, so its ``base_url`` is not used.
+        client: The block's ``get_client()``, or any client (tests pass one with a mock transport): when it
+            has no auth of its own, the block's ``auth()`` is used. URLs are absolute, taken from the
+            credentials block, so its ``base_url`` is not used. Each request names the user it acts as
+            (``blocks.auth.SUBJECT``): the block's ``subject``, else the intent's organizer.
         credentials: The tenant's :class:`GoogleCalendarCredentials` block.
         clock: Seconds since the epoch, injectable for token-expiry tests.
     """
@@ -108,10 +91,8 @@ class GoogleCalendarConnector(Connector):
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client = client
+        self._http = ProviderClient(client, credentials, provider=PROVIDER, clock=clock)
         self._credentials = credentials
-        self._clock = clock
-        self._tokens: dict[str, tuple[str, float]] = {}
 
     # -- plan and validation ---------------------------------------------------------------
     def steps(self, action_type: str, params: Mapping[str, Any]) -> list[str]:
@@ -148,15 +129,7 @@ class GoogleCalendarConnector(Connector):
         _require_step(call)
         calendar_id = self._calendar_id(call.params)
         event_id = event_id_for(call.idempotency_key)
-        # https://developers.google.com/workspace/calendar/api/v3/reference/events/insert
-        response = self._request(
-            "POST",
-            self._events_url(calendar_id),
-            subject=self._subject(call.params),
-            params={"sendUpdates": "none"},
-            body=self._event_body(call, event_id),
-            write=True,
-        )
+        response = self._http.send(self._insert(call))
         if response.status_code == 409:
             existing = self._get_event(calendar_id, event_id, subject=self._subject(call.params))
             if existing is None:
@@ -200,18 +173,39 @@ class GoogleCalendarConnector(Connector):
         """Delete the draft with ``sendUpdates=none``; 404/410 mean it is already gone."""
         calendar_id = str(result.undo.get("calendar_id") or self._calendar_id(call.params))
         # https://developers.google.com/workspace/calendar/api/v3/reference/events/delete
-        response = self._request(
-            "DELETE",
-            f"{self._events_url(calendar_id)}/{quote(result.ref.id, safe='')}",
-            subject=str(result.undo.get("subject") or self._subject(call.params)),
-            params={"sendUpdates": "none"},
-            write=True,
+        response = self._http.send(
+            ProviderRequest(
+                "DELETE",
+                f"{self._events_url(calendar_id)}/{quote(result.ref.id, safe='')}",
+                "DELETE event",
+                True,
+                params={"sendUpdates": "none"},
+                subject=str(result.undo.get("subject") or self._subject(call.params)),
+            )
         )
         if response.status_code in (404, 410):
             return
         _raise_for_status(response)
 
+    def describe(self, call: StepCall) -> list[ProviderRequest]:
+        """The insert of the draft, as the calendar's owner (the impersonated user). No I/O."""
+        _require_step(call)
+        note = "a 409 duplicate reads the event back by its id and reuses it when it holds this step's key"
+        return [replace(self._insert(call), note=note)]
+
     # -- building blocks -------------------------------------------------------------------
+    def _insert(self, call: StepCall) -> ProviderRequest:
+        # https://developers.google.com/workspace/calendar/api/v3/reference/events/insert
+        return ProviderRequest(
+            "POST",
+            self._events_url(self._calendar_id(call.params)),
+            "POST event",
+            True,
+            params={"sendUpdates": "none"},
+            body=self._event_body(call, event_id_for(call.idempotency_key)),
+            subject=self._subject(call.params),
+        )
+
     def _calendar_id(self, params: Mapping[str, Any]) -> str:
         return self._credentials.draft_calendar_id or str(params["organizer"])
 
@@ -242,8 +236,14 @@ class GoogleCalendarConnector(Connector):
 
     def _get_event(self, calendar_id: str, event_id: str, *, subject: str) -> dict[str, Any] | None:
         # https://developers.google.com/workspace/calendar/api/v3/reference/events/get
-        response = self._request(
-            "GET", f"{self._events_url(calendar_id)}/{quote(event_id, safe='')}", subject=subject, write=False
+        response = self._http.send(
+            ProviderRequest(
+                "GET",
+                f"{self._events_url(calendar_id)}/{quote(event_id, safe='')}",
+                "GET event",
+                False,
+                subject=subject,
+            )
         )
         if response.status_code in (404, 410):
             return None
@@ -262,88 +262,6 @@ class GoogleCalendarConnector(Connector):
             created=created,
             undo={"calendar_id": calendar_id, "subject": self._subject(call.params)},
             summary=f"Drafted the meeting “{title}” ({when}) in Google Calendar; nobody was invited.",
-        )
-
-    # -- HTTP with auth --------------------------------------------------------------------
-    def _request(
-        self,
-        method: str,
-        url: str,
-        *,
-        subject: str,
-        write: bool,
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
-    ) -> httpx.Response:
-        """Send with a bearer token; on 401 fetch a fresh token once, then give up."""
-        for attempt in range(2):
-            token = self._access_token(subject, force=attempt > 0)
-            response = bearer_request(
-                self._client,
-                method,
-                url,
-                token=token,
-                write=write,
-                what=f"{method} event",
-                network_error=_network_error,
-                params=params,
-                body=body,
-            )
-            if response.status_code != 401:
-                return response
-            self._tokens.pop(subject, None)
-        raise AuthenticationFailed(
-            "Google Calendar refused the access token after one refresh",
-            status_code=401,
-            provider_code="authError",
-        )
-
-    def _access_token(self, subject: str, *, force: bool = False) -> str:
-        cached = self._tokens.get(subject)
-        if cached is not None and not force and cached[1] - TOKEN_EXPIRY_MARGIN_SECONDS > self._clock():
-            return cached[0]
-        token, expires_in = self._fetch_token(subject)
-        self._tokens[subject] = (token, self._clock() + expires_in)
-        return token
-
-    def _fetch_token(self, subject: str) -> tuple[str, float]:
-        creds = self._credentials
-        missing = creds.missing_fields()
-        if missing:
-            raise NotConfigured(
-                f"Google Calendar credentials lack {', '.join(missing)} for {creds.auth_mode}"
-            )
-        if creds.auth_mode == "service_account":
-            # https://developers.google.com/identity/protocols/oauth2/service-account#authorizingrequests
-            form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._assertion(subject)}
-        else:
-            # https://developers.google.com/identity/protocols/oauth2/web-server#offline
-            form = refresh_token_grant(creds.client_id, creds.client_secret, creds.refresh_token)
-        token, body = request_access_token(
-            self._client, creds.token_uri, form, provider="Google", network_error=_network_error
-        )
-        return token, float(body.get("expires_in") or TOKEN_LIFETIME_SECONDS)
-
-    def _assertion(self, subject: str) -> str:
-        creds = self._credentials
-        assert creds.private_key is not None
-        headers = {"typ": "JWT"}
-        if creds.private_key_id:
-            headers["kid"] = creds.private_key_id
-        now = int(self._clock())
-        claims = {
-            "iss": creds.service_account_email,
-            "sub": subject,
-            "scope": creds.scope,
-            "aud": creds.token_uri,
-            "iat": now,
-            "exp": now + TOKEN_LIFETIME_SECONDS,
-        }
-        return sign_rs256_jwt(
-            creds.private_key.get_secret_value(),
-            claims,
-            headers=headers,
-            key_name="service account private key",
         )
 
 
@@ -421,8 +339,3 @@ def _raise_for_status(response: httpx.Response) -> None:
     # A 503 may say when to come back; never retry before that.
     wait = retry_after(response) if status >= 500 else None
     raise error(detail, status_code=status, provider_code=reason, retry_after=wait)
-
-
-def _network_error(exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError:
-    """Timeouts and broken connections; after a sent write the outcome is unknown."""
-    return transport_error(exc, write=write, what=what, provider="Google Calendar", host="Google")

@@ -1,27 +1,34 @@
-"""HTTP and OAuth helpers shared by the provider connectors (Salesforce, HubSpot, Google Calendar).
+"""The transport pieces shared by the provider connectors (Salesforce, HubSpot, Google Calendar).
 
-Only what is the same for every provider lives here: sending with a bearer token and mapping transport
-failures, reading JSON bodies and ``Retry-After``, the default error class of an HTTP status, the OAuth
-token request and the classes of its errors, and RS256 JWT assertions. How each provider's error bodies
-are read and classified stays in its own connector module.
+Only what is the same for every provider lives here: sending a :class:`ProviderRequest` through the
+client's auth (``blocks.auth``) with the ONE mapping of failures to the error tree — no answer
+(:func:`transport_error`) and no token (:func:`auth_error`) — reading JSON bodies and ``Retry-After``,
+and the default error class of an HTTP status. Authentication itself (grants, token cache, refresh on
+401) is the credentials block's ``httpx.Auth``; how each provider's error bodies are read and
+classified stays in its own connector module.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import math
 import time
 from collections.abc import Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any, NoReturn, Protocol
+from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pydantic import SecretStr
 
+from blocks.auth import (
+    SUBJECT,
+    TOKEN_REQUEST,
+    AuthError,
+    AuthNotConfigured,
+    ClientFactory,
+    Clock,
+    TokenRequestFailed,
+)
+from connectors.base import ProviderRequest
 from connectors.errors import (
     AuthenticationFailed,
     Conflict,
@@ -48,54 +55,106 @@ STATUS_ERRORS: Mapping[int, type[ConnectorError]] = {
 }
 
 
-class TransportErrorMapper(Protocol):
-    """A connector's mapping of an ``httpx`` failure to a :class:`ConnectorError` (see :func:`transport_error`)."""
-
-    def __call__(self, exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError: ...
-
-
 # -- sending ------------------------------------------------------------------------------------
-def bearer_request(
-    client: httpx.Client,
-    method: str,
-    url: str,
-    *,
-    token: str,
-    write: bool,
-    what: str,
-    network_error: TransportErrorMapper,
-    params: Mapping[str, str] | None = None,
-    body: Any = None,
+def build_request(client: httpx.Client, request: ProviderRequest) -> httpx.Request:
+    """The ``httpx`` request for ``request``, as ``client`` would send it (before its auth signs it).
+
+    Args:
+        client: The connector's HTTP client (its default headers and timeouts apply).
+        request: What the connector built.
+
+    Returns:
+        The request; :func:`send` sends exactly this, the dry run shows it.
+    """
+    return client.build_request(
+        request.method,
+        request.url,
+        params=request.params or None,
+        json=request.body,
+        headers={"Accept": "application/json"},
+        extensions={SUBJECT: request.subject} if request.subject else None,
+    )
+
+
+def send(
+    client: httpx.Client, request: ProviderRequest, *, auth: httpx.Auth, provider: str
 ) -> httpx.Response:
-    """Send one JSON request with ``Authorization: Bearer``; a transport failure becomes a connector error.
+    """Send one request through ``auth``; failing to get an answer or a token is a connector error.
 
     Args:
         client: The connector's HTTP client.
-        method: The HTTP method.
-        url: The absolute URL.
-        token: The access token.
-        write: Whether the request changes something at the provider (passed to ``network_error``).
-        what: The request as named in error messages, e.g. ``"PATCH Task"``.
-        network_error: The connector's mapping of transport failures.
-        params: Query parameters.
-        body: The JSON body, if any.
+        request: What the connector built.
+        auth: The credentials block's auth (it fetches, caches and refreshes the token).
+        provider: The provider as named in messages, e.g. ``"Salesforce"``.
 
     Returns:
-        The answer, whatever its status.
+        The answer, whatever its status (a 401 after one refresh included).
 
     Raises:
-        ConnectorError: from ``network_error`` when no answer arrived.
+        ConnectorError: :func:`auth_error` when no token could be had, :func:`transport_error` when no
+            answer arrived.
     """
     try:
-        return client.request(
-            method,
-            url,
-            params=params,
-            json=body,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-        )
+        return client.send(build_request(client, request), auth=auth)
+    except AuthError as exc:
+        raise auth_error(exc) from None
     except httpx.HTTPError as exc:
-        raise network_error(exc, write=write, what=what) from None
+        if _is_token_request(exc):
+            raise transport_error(exc, write=False, what="token request", provider=provider) from None
+        raise transport_error(exc, write=request.write, what=request.purpose, provider=provider) from None
+
+
+class ProviderClient:
+    """A connector's line to its provider: the client, the auth requests go through, the provider's name.
+
+    Args:
+        client: The block's ``get_client()``, or any injected client (tests): one without an auth of
+            its own sends through the block's ``auth()``.
+        credentials: The provider's credentials block.
+        provider: The provider as named in messages, e.g. ``"Salesforce"``.
+        clock: Seconds since the epoch, for the block's auth when the client has none (tests).
+    """
+
+    def __init__(
+        self, client: httpx.Client, credentials: ClientFactory, *, provider: str, clock: Clock = time.time
+    ) -> None:
+        self.client = client
+        self.auth = client.auth or credentials.auth(clock=clock)
+        self.provider = provider
+
+    def send(self, request: ProviderRequest) -> httpx.Response:
+        """:func:`send` ``request`` through this line's client and auth."""
+        return send(self.client, request, auth=self.auth, provider=self.provider)
+
+
+def _is_token_request(exc: httpx.HTTPError) -> bool:
+    try:
+        return bool(exc.request.extensions.get(TOKEN_REQUEST))
+    except RuntimeError:  # no request attached
+        return False
+
+
+def auth_error(exc: AuthError) -> ConnectorError:
+    """The connector error of an authentication failure (``blocks.auth``): the one mapping of them.
+
+    Args:
+        exc: What the block's auth raised.
+
+    Returns:
+        :class:`NotConfigured` for a block that lacks a field or holds an unreadable key;
+        :class:`RateLimitedError` for a throttled token request (with its ``Retry-After``);
+        :class:`ProviderUnavailable` for an outage or an unreadable answer;
+        :class:`AuthenticationFailed` when the credentials were refused.
+    """
+    if isinstance(exc, AuthNotConfigured) or not isinstance(exc, TokenRequestFailed):
+        return NotConfigured(exc.detail)
+    status, code = exc.status_code, exc.error_code
+    if status == 429:
+        wait = parse_retry_after(exc.retry_after)
+        return RateLimitedError(exc.detail, status_code=status, provider_code=code, retry_after=wait)
+    if exc.retryable:
+        return ProviderUnavailable(exc.detail, status_code=status, provider_code=code)
+    return AuthenticationFailed(exc.detail, status_code=status, provider_code=code)
 
 
 def may_have_been_sent(exc: httpx.HTTPError) -> bool:
@@ -110,17 +169,14 @@ def may_have_been_sent(exc: httpx.HTTPError) -> bool:
     return not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
-def transport_error(
-    exc: httpx.HTTPError, *, write: bool, what: str, provider: str, host: str | None = None
-) -> ConnectorError:
+def transport_error(exc: httpx.HTTPError, *, write: bool, what: str, provider: str) -> ConnectorError:
     """The error for a request that got no answer: after a possibly sent write, the outcome is unknown.
 
     Args:
         exc: What ``httpx`` raised.
         write: Whether the request changes something at the provider.
         what: The request as named in the message, e.g. ``"token request"``.
-        provider: The provider as named in the no-answer message, e.g. ``"Salesforce"``.
-        host: The name in the could-not-reach message, when it differs from ``provider``.
+        provider: The provider as named in the message, e.g. ``"Salesforce"``.
 
     Returns:
         :class:`OutcomeUnknown` for a write that may have been sent, else :class:`NetworkError`.
@@ -128,7 +184,7 @@ def transport_error(
     name = type(exc).__name__
     if write and may_have_been_sent(exc):
         return OutcomeUnknown(f"{what}: no answer from {provider} ({name}); the write may have happened")
-    return NetworkError(f"{what}: could not reach {host or provider} ({name})")
+    return NetworkError(f"{what}: could not reach {provider} ({name})")
 
 
 # -- reading answers ----------------------------------------------------------------------------
@@ -174,7 +230,12 @@ def retry_after(response: httpx.Response) -> float | None:
         a zone is read as UTC), or ``None`` when the header is absent or unreadable (``inf``/``nan``
         included).
     """
-    value = response.headers.get("Retry-After", "").strip()
+    return parse_retry_after(response.headers.get("Retry-After"))
+
+
+def parse_retry_after(header: str | None) -> float | None:
+    """The seconds of a ``Retry-After`` value (see :func:`retry_after`), or ``None`` when unreadable."""
+    value = (header or "").strip()
     if not value:
         return None
     try:
@@ -213,151 +274,3 @@ def error_class_for_status(
     if overrides and status in overrides:
         return overrides[status]
     return STATUS_ERRORS.get(status, default)
-
-
-# -- OAuth token endpoint -----------------------------------------------------------------------
-def oauth_error_code(response: httpx.Response, *, field: str = "error") -> str | None:
-    """The short error code of an OAuth token-endpoint error body (e.g. ``invalid_grant``).
-
-    Args:
-        response: The token endpoint's answer.
-        field: The JSON member holding the code: ``error`` per RFC 6749, ``status`` for HubSpot.
-
-    Returns:
-        At most 64 characters of the code, or ``None`` when the body is not a JSON object holding one.
-    """
-    body = json_or_none(response)
-    code = body.get(field) if isinstance(body, dict) else None
-    return code[:64] if isinstance(code, str) else None
-
-
-def raise_token_endpoint_error(response: httpx.Response, *, what: str, code: str | None) -> NoReturn:
-    """Raise the error class of a token endpoint's non-200 answer.
-
-    Args:
-        response: The token endpoint's answer.
-        what: How the endpoint is named in the message, e.g. ``"token endpoint"``.
-        code: The provider's error code read from the body, if any.
-
-    Raises:
-        RateLimitedError: on 429, with the ``Retry-After`` delay.
-        ProviderUnavailable: on 5xx.
-        AuthenticationFailed: on any other status: the credentials were refused.
-    """
-    status = response.status_code
-    if status == 429:
-        raise RateLimitedError(
-            f"{what} throttled us", status_code=429, provider_code=code, retry_after=retry_after(response)
-        )
-    if status >= 500:
-        raise ProviderUnavailable(f"{what} answered {status}", status_code=status, provider_code=code)
-    raise AuthenticationFailed(
-        f"{what} refused the credentials ({code or status})", status_code=status, provider_code=code
-    )
-
-
-def request_access_token(
-    client: httpx.Client,
-    url: str,
-    form: Mapping[str, str],
-    *,
-    provider: str,
-    network_error: TransportErrorMapper,
-    endpoint: str = "token endpoint",
-    error_field: str = "error",
-) -> tuple[str, dict[str, Any]]:
-    """POST a form-encoded OAuth grant to a token endpoint and return the access token it grants.
-
-    Args:
-        client: The connector's HTTP client.
-        url: The token endpoint.
-        form: The grant's form fields (``grant_type`` and its credentials).
-        provider: The provider as named when the answer is not JSON, e.g. ``"Google"``.
-        network_error: The connector's mapping of transport failures; called with ``write=False``.
-        endpoint: How the endpoint is named in error messages, e.g. ``"HubSpot's token endpoint"``.
-        error_field: The JSON member of an error answer holding its code (see :func:`oauth_error_code`).
-
-    Returns:
-        The non-empty access token and the whole JSON object of the 200 answer (for ``expires_in`` etc.).
-
-    Raises:
-        ConnectorError: from ``network_error`` when the endpoint cannot be reached; from
-            :func:`raise_token_endpoint_error` when it answers other than 200;
-            :class:`AuthenticationFailed` when a 200 answer holds no access token.
-    """
-    try:
-        response = client.post(url, data=form, headers={"Accept": "application/json"})
-    except httpx.HTTPError as exc:
-        raise network_error(exc, write=False, what="token request") from None
-    if response.status_code != 200:
-        raise_token_endpoint_error(
-            response, what=endpoint, code=oauth_error_code(response, field=error_field)
-        )
-    body = json_object(response, provider=provider)
-    token = body.get("access_token")
-    if not isinstance(token, str) or not token:
-        raise AuthenticationFailed("the token endpoint answered without an access_token", status_code=200)
-    return token, body
-
-
-def refresh_token_grant(
-    client_id: str | None, client_secret: SecretStr | None, refresh_token: SecretStr | None
-) -> dict[str, str]:
-    """The form of an OAuth 2.0 refresh-token grant (RFC 6749 §6) with the client credentials in the body.
-
-    Args:
-        client_id: The OAuth client id.
-        client_secret: The OAuth client secret; set (the block's ``missing_fields()`` was checked).
-        refresh_token: The long-lived refresh token; set likewise.
-
-    Returns:
-        The form fields, ready for :func:`request_access_token`.
-    """
-    assert client_secret is not None and refresh_token is not None
-    return {
-        "grant_type": "refresh_token",
-        "client_id": str(client_id),
-        "client_secret": client_secret.get_secret_value(),
-        "refresh_token": refresh_token.get_secret_value(),
-    }
-
-
-def sign_rs256_jwt(
-    private_key_pem: str,
-    claims: Mapping[str, Any],
-    *,
-    headers: Mapping[str, str] | None = None,
-    key_name: str = "JWT private key",
-) -> str:
-    """A compact JWT signed RS256 (RSASSA-PKCS1-v1_5 with SHA-256), as OAuth JWT-bearer grants expect.
-
-    Args:
-        private_key_pem: An unencrypted RSA private key in PEM form.
-        claims: The JWT claims set.
-        headers: Header members after ``alg`` (e.g. ``typ``, ``kid``), in the order given.
-        key_name: How the key is named in error messages, e.g. ``"service account private key"``.
-
-    Returns:
-        ``header.claims.signature``, each part unpadded base64url.
-
-    Raises:
-        NotConfigured: the key is not a readable unencrypted PEM key, or not an RSA key.
-    """
-    try:
-        key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
-    except (ValueError, TypeError):
-        raise NotConfigured(f"the {key_name} is not a readable unencrypted PEM key") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise NotConfigured(f"the {key_name} is not an RSA key")
-    header = {"alg": "RS256", **(headers or {})}
-    signing_input = f"{_b64url_json(header)}.{_b64url_json(claims)}".encode("ascii")
-    signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-    return f"{signing_input.decode('ascii')}.{_b64url(signature)}"
-
-
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _b64url_json(value: Mapping[str, Any]) -> str:
-    return _b64url(json.dumps(value, separators=(",", ":")).encode("utf-8"))

@@ -48,13 +48,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
 from blocks.hubspot import HubSpotCredentials
-from connectors.base import ExternalRef, StepCall, StepResult
+from connectors.base import ExternalRef, ProviderRequest, StepCall, StepResult
 from connectors.crm import (
     CREATE_TASK,
     STEP_CREATE_FOLLOW_UP_TASK,
@@ -64,27 +65,13 @@ from connectors.crm import (
     CrmConnector,
 )
 from connectors.errors import (
-    AuthenticationFailed,
     Conflict,
-    ConnectorError,
-    NetworkError,
-    NotConfigured,
-    OutcomeUnknown,
     ProviderUnavailable,
     RateLimitedError,
     StalePrecondition,
     ValidationRejected,
 )
-from connectors.http import (
-    bearer_request,
-    error_class_for_status,
-    json_object,
-    json_or_none,
-    may_have_been_sent,
-    refresh_token_grant,
-    request_access_token,
-    retry_after,
-)
+from connectors.http import ProviderClient, error_class_for_status, json_object, json_or_none, retry_after
 
 # The contract's CRM objects -> HubSpot object type (plural path name), singular name, objectTypeId.
 OBJECT_TYPES: dict[str, str] = {
@@ -101,8 +88,6 @@ DEAL_TO_COMPANY_PRIMARY = 5
 PRIORITIES: dict[str, str] = {"Low": "LOW", "Normal": "MEDIUM", "High": "HIGH"}
 # Dates become noon UTC so the day reads the same in every timezone from UTC-11 to UTC+11.
 DUE_TIME = "T12:00:00Z"
-TOKEN_LIFETIME_SECONDS = 1800
-TOKEN_EXPIRY_MARGIN_SECONDS = 60
 RATE_LIMIT_HEADER_PREFIX = "x-hubspot-ratelimit-"
 # A deal stage is a pipeline stage id; longer values are refused before any call (the contract sets no limit).
 STAGE_MAX = 100
@@ -120,10 +105,11 @@ class HubSpotConnector(CrmConnector):
     """Fulfils CRM actions in one tenant's HubSpot portal.
 
     Args:
-        client: Injected HTTP client (tests pass one with a mock transport). URLs are absolute,
-            built from the credentials block, so the client's ``base_url`` is not used.
+        client: The block's ``get_client()``, or any client (tests pass one with a mock transport): when it
+            has no auth of its own, the block's ``auth()`` is used. URLs are absolute, built from the
+            credentials block, so the client's ``base_url`` is not used.
         credentials: The tenant's :class:`HubSpotCredentials` block.
-        clock: Seconds since the epoch, injectable for token-expiry tests.
+        clock: Seconds since the epoch, injectable for token-expiry tests and task timestamps.
     """
 
     system: ClassVar[str] = "hubspot"
@@ -136,10 +122,9 @@ class HubSpotConnector(CrmConnector):
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client = client
+        self._http = ProviderClient(client, credentials, provider=self.provider, clock=clock)
         self._credentials = credentials
         self._clock = clock
-        self._token: tuple[str, float] | None = None
         self.rate_limit: dict[str, str] = {}
         """The ``X-HubSpot-RateLimit-*`` headers of the last HubSpot answer that carried them."""
 
@@ -179,10 +164,8 @@ class HubSpotConnector(CrmConnector):
         step = self._require_step(call)
         if step == STEP_UPDATE_FIELD:
             return self._update_field(call)
-        object_type, properties, associations = self._create_body(call)
-        body = {"properties": properties, "associations": associations}
-        # https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide (create a record)
-        response = self._request("POST", self._objects_url(object_type), json=body, write=True)
+        object_type = _created_type(step)
+        response = self._send(self._create(call))
         if response.status_code in (400, 409):
             existing = self._get_by_key(object_type, call)
             if existing is not None:
@@ -220,8 +203,13 @@ class HubSpotConnector(CrmConnector):
         if step != STEP_UPDATE_FIELD:
             object_type = _created_type(step)
             # https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide (archive: 204)
-            response = self._request(
-                "DELETE", f"{self._objects_url(object_type)}/{quote(result.ref.id, safe='')}", write=True
+            response = self._send(
+                ProviderRequest(
+                    "DELETE",
+                    self._record_path(object_type, result.ref.id),
+                    f"archive {SINGULAR[object_type]}",
+                    True,
+                )
             )
             if response.status_code == 404:
                 return
@@ -239,7 +227,25 @@ class HubSpotConnector(CrmConnector):
             raise Conflict(
                 f"{field} changed again after the update; not restoring it", provider_code="CHANGED_SINCE"
             )
-        self._patch(object_type, result.ref.id, {field: _to_hubspot(previous)})
+        _raise_for_status(self._send(self._patch(object_type, result.ref.id, {field: _to_hubspot(previous)})))
+
+    def describe(self, call: StepCall) -> list[ProviderRequest]:
+        """The create of a task or deal; the read and the conditional write of ``update_field``. No I/O."""
+        step = self._require_step(call)
+        if step != STEP_UPDATE_FIELD:
+            create = self._create(call)
+            note = (
+                f"a refused create (400/409) reads back the {SINGULAR[_created_type(step)]} holding the key"
+            )
+            return [replace(create, note=note)]
+        params = call.params
+        object_type = OBJECT_TYPES[str(params["object"])]
+        record_id, field = str(params["record_id"]), str(params["field"])
+        condition = "only if the record does not hold the value yet" + (
+            " and still holds previous_value (else STALE_PRECONDITION)" if "previous_value" in params else ""
+        )
+        patch = self._patch(object_type, record_id, {field: _to_hubspot(params.get("value"))})
+        return [self._read(object_type, record_id, field), replace(patch, condition=condition)]
 
     # -- update_field ----------------------------------------------------------------------
     def _update_field(self, call: StepCall) -> StepResult:
@@ -257,26 +263,30 @@ class HubSpotConnector(CrmConnector):
                 f"{field} on {SINGULAR[object_type]} {record_id} no longer holds the approved previous value",
                 provider_code="PREVIOUS_VALUE_MISMATCH",
             )
-        self._patch(object_type, record_id, {field: _to_hubspot(value)})
+        _raise_for_status(self._send(self._patch(object_type, record_id, {field: _to_hubspot(value)})))
         return self._update_result(call, previous=current, created=True)
 
-    def _patch(self, object_type: str, record_id: str, properties: dict[str, str]) -> None:
+    def _patch(self, object_type: str, record_id: str, properties: dict[str, str]) -> ProviderRequest:
         # https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide (update a record)
-        response = self._request(
+        return ProviderRequest(
             "PATCH",
-            f"{self._objects_url(object_type)}/{quote(record_id, safe='')}",
-            json={"properties": properties},
-            write=True,
+            self._record_path(object_type, record_id),
+            f"update {SINGULAR[object_type]}",
+            True,
+            body={"properties": properties},
         )
-        _raise_for_status(response)
+
+    def _read(self, object_type: str, record_id: str, field: str) -> ProviderRequest:
+        return ProviderRequest(
+            "GET",
+            self._record_path(object_type, record_id),
+            f"read {SINGULAR[object_type]}",
+            False,
+            params={"properties": field},
+        )
 
     def _read_property(self, object_type: str, record_id: str, field: str) -> str | None:
-        response = self._request(
-            "GET",
-            f"{self._objects_url(object_type)}/{quote(record_id, safe='')}",
-            params={"properties": field},
-            write=False,
-        )
+        response = self._send(self._read(object_type, record_id, field))
         _raise_for_status(response)
         value = (_json(response).get("properties") or {}).get(field)
         return None if value is None else str(value)
@@ -315,6 +325,17 @@ class HubSpotConnector(CrmConnector):
         )
 
     # -- creates ---------------------------------------------------------------------------
+    def _create(self, call: StepCall) -> ProviderRequest:
+        object_type, properties, associations = self._create_body(call)
+        # https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide (create a record)
+        return ProviderRequest(
+            "POST",
+            self._objects_url(object_type),
+            f"create {SINGULAR[object_type]}",
+            True,
+            body={"properties": properties, "associations": associations},
+        )
+
     def _create_body(self, call: StepCall) -> tuple[str, dict[str, str], list[dict[str, Any]]]:
         params = call.params
         key_property = self._credentials.intent_key_property
@@ -383,11 +404,17 @@ class HubSpotConnector(CrmConnector):
         # https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide
         # (retrieve a record by a unique property value with ?idProperty=)
         key_property = self._credentials.intent_key_property
-        response = self._request(
-            "GET",
-            f"{self._objects_url(object_type)}/{quote(call.idempotency_key, safe='')}",
-            params={"idProperty": key_property, "properties": _read_properties(object_type, key_property)},
-            write=False,
+        response = self._send(
+            ProviderRequest(
+                "GET",
+                self._record_path(object_type, call.idempotency_key),
+                f"read {SINGULAR[object_type]} by key",
+                False,
+                params={
+                    "idProperty": key_property,
+                    "properties": _read_properties(object_type, key_property),
+                },
+            )
         )
         if response.status_code == 404:
             return None
@@ -428,6 +455,9 @@ class HubSpotConnector(CrmConnector):
     def _objects_url(self, object_type: str) -> str:
         return f"{self._credentials.api_base_url.rstrip('/')}/crm/v3/objects/{object_type}"
 
+    def _record_path(self, object_type: str, record_id: str) -> str:
+        return f"{self._objects_url(object_type)}/{quote(record_id, safe='')}"
+
     def _record_url(self, object_type: str, record_id: str) -> str | None:
         portal = self._credentials.portal_id
         if not portal:
@@ -435,42 +465,10 @@ class HubSpotConnector(CrmConnector):
         app = self._credentials.app_url.rstrip("/")
         return f"{app}/contacts/{portal}/record/{OBJECT_TYPE_IDS[object_type]}/{record_id}"
 
-    # -- HTTP with auth --------------------------------------------------------------------
-    def _request(
-        self,
-        method: str,
-        url: str,
-        *,
-        write: bool,
-        params: Mapping[str, str] | None = None,
-        json: Any = None,
-    ) -> httpx.Response:
-        """Send with a bearer token; on 401 fetch a fresh OAuth token once, then give up."""
-        attempts = 2 if self._credentials.auth_mode == "oauth" else 1
-        for attempt in range(attempts):
-            token = self._access_token(force=attempt > 0)
-            response = bearer_request(
-                self._client,
-                method,
-                url,
-                token=token,
-                write=write,
-                what=f"{method} {SINGULAR.get(_type_of(url), 'record')}",
-                network_error=_network_error,
-                params=params,
-                body=json,
-            )
-            self._remember_rate_limit(response)
-            if response.status_code != 401:
-                return response
-            self._token = None
-        raise AuthenticationFailed(
-            "HubSpot refused the access token" + (" after one refresh" if attempts == 2 else ""),
-            status_code=401,
-            provider_code=_category(response),
-        )
-
-    def _remember_rate_limit(self, response: httpx.Response) -> None:
+    # -- HTTP ------------------------------------------------------------------------------
+    def _send(self, request: ProviderRequest) -> httpx.Response:
+        """Send through the block's auth; remember the rate-limit headers of the answer."""
+        response = self._http.send(request)
         seen = {
             key: value
             for key, value in response.headers.items()
@@ -478,39 +476,7 @@ class HubSpotConnector(CrmConnector):
         }
         if seen:
             self.rate_limit = seen
-
-    def _access_token(self, *, force: bool = False) -> str:
-        creds = self._credentials
-        missing = creds.missing_fields()
-        if missing:
-            raise NotConfigured(f"HubSpot credentials lack {', '.join(missing)} for {creds.auth_mode}")
-        if creds.auth_mode == "private_app":
-            assert creds.private_app_token is not None
-            return creds.private_app_token.get_secret_value()
-        cached = self._token
-        if cached is not None and not force and cached[1] - TOKEN_EXPIRY_MARGIN_SECONDS > self._clock():
-            return cached[0]
-        token, expires_in = self._fetch_token()
-        self._token = (token, self._clock() + expires_in)
-        return token
-
-    def _fetch_token(self) -> tuple[str, float]:
-        creds = self._credentials
-        # https://developers.hubspot.com/docs/api-reference/legacy/authentication/oauth-tokens/v1/refresh-oauth-token
-        form = refresh_token_grant(creds.client_id, creds.client_secret, creds.refresh_token)
-        token, body = request_access_token(
-            self._client,
-            creds.token_url,
-            form,
-            provider="HubSpot",
-            endpoint="HubSpot's token endpoint",
-            # HubSpot's token errors carry their code in ``status`` (e.g. ``BAD_REFRESH_TOKEN``).
-            error_field="status",
-            network_error=_network_error,
-        )
-        expires_in = body.get("expires_in")
-        lifetime = float(expires_in) if isinstance(expires_in, int | float) else TOKEN_LIFETIME_SECONDS
-        return token, lifetime
+        return response
 
 
 # -- helpers (module-private) -------------------------------------------------------------------
@@ -568,11 +534,6 @@ def _same(current: str | None, wanted: Any) -> bool:
     return current == str(wanted)
 
 
-def _type_of(url: str) -> str:
-    match = re.search(r"/crm/v3/objects/([^/?]+)", url)
-    return match.group(1) if match else ""
-
-
 def _json(response: httpx.Response) -> dict[str, Any]:
     return json_object(response, provider="HubSpot")
 
@@ -590,7 +551,7 @@ def _category(response: httpx.Response) -> str | None:
 
 
 def _raise_for_status(response: httpx.Response) -> None:
-    """Map a non-2xx HubSpot answer onto the error hierarchy (401 is handled by ``_request``).
+    """Map a non-2xx HubSpot answer onto the error hierarchy (a 401 here survived the auth's refresh).
 
     A 429 always carries the earliest moment a retry can help as ``retry_after`` (seconds), so the
     retry policy never retries earlier than HubSpot allows
@@ -658,11 +619,3 @@ def _invalid_property(body: Mapping[str, Any]) -> str | None:
         if isinstance(names, str) and _PROPERTY_NAME.fullmatch(names):
             return names
     return None
-
-
-def _network_error(exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError:
-    """A transport failure: on a write whose request may have been sent, the outcome is unknown."""
-    name = type(exc).__name__
-    if write and may_have_been_sent(exc) and isinstance(exc, httpx.TransportError):
-        return OutcomeUnknown(f"{what}: no answer from HubSpot ({name}); the write may have happened")
-    return NetworkError(f"{what}: HubSpot could not be reached ({name})")

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from connectors.base import Connector, ExternalRef, StepCall, StepResult, validate_contract
+from connectors.base import Connector, ExternalRef, ProviderRequest, StepCall, StepResult, validate_contract
 from connectors.errors import NotFound, ProviderUnavailable, ValidationRejected
 from fulfill import ledger
 from fulfill.db import db_now, insert_ignore, transaction
@@ -82,13 +82,7 @@ class InternalConnector(Connector):
             raise ValidationRejected(f"step: unknown internal step {call.step!r}")
         with transaction(self.engine) as session:
             now = db_now(session)
-            values = self._values(call) | {
-                "tenant_id": call.tenant_id,
-                "account_id": call.account_id,
-                "action_intent_id": call.action_intent_id,
-                "idempotency_key": call.idempotency_key,
-                "created_at": now,
-            }
+            values = self._insert_values(call) | {"created_at": now}
             inserted = insert_ignore(session, table, values)
             row = self._row(session, table, call.idempotency_key)
             assert row is not None
@@ -114,6 +108,58 @@ class InternalConnector(Connector):
                     },
                 )
         return result
+
+    def describe(self, call: StepCall) -> list[ProviderRequest]:
+        """The object PUT of ``store_brief`` or the one row a record step inserts. No I/O.
+
+        The row holds the values :meth:`execute` writes (``created_at`` comes from the database clock).
+        """
+        if call.step == "store_brief":
+            key = brief_object_key(call)
+            data = str(call.params["content"]).encode("utf-8")
+            return [
+                ProviderRequest(
+                    "PUT",
+                    self.store.url(key),
+                    "store the brief",
+                    True,
+                    body={
+                        "object_key": key,
+                        "size_bytes": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                    },
+                    note=f"{self.store.kind} object storage; the key is derived from the idempotency key",
+                )
+            ]
+        table = TABLES.get(call.step)
+        if table is None:
+            raise ValidationRejected(f"step: unknown internal step {call.step!r}")
+        return [
+            ProviderRequest(
+                "INSERT",
+                f"internal://{table.__tablename__}",
+                f"insert {OBJECT_NAMES[call.step]}",
+                True,
+                body=self._insert_values(call),
+                note="one row, unique on idempotency_key, committed with its ledger row",
+            )
+        ]
+
+    def planned_ref(self, call: StepCall) -> ExternalRef:
+        """A brief's object key follows from the step's key; a row's id is the database's."""
+        if call.step == "store_brief":
+            key = brief_object_key(call)
+            return ExternalRef(system="object_storage", object="brief", id=key, url=self.store.url(key))
+        return super().planned_ref(call)
+
+    def _insert_values(self, call: StepCall) -> dict[str, Any]:
+        """The row a record step inserts, but its ``created_at``."""
+        return self._values(call) | {
+            "tenant_id": call.tenant_id,
+            "account_id": call.account_id,
+            "action_intent_id": call.action_intent_id,
+            "idempotency_key": call.idempotency_key,
+        }
 
     def _values(self, call: StepCall) -> dict[str, Any]:
         params = call.params

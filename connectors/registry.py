@@ -52,8 +52,24 @@ def block_class(provider: str) -> type[Block]:
     return cls
 
 
-def build_connector(provider: str, credentials: Any, client: httpx.Client) -> Connector:
-    """Instantiate the provider's connector with its credentials block and an injected client."""
+def build_connector(
+    provider: str,
+    credentials: Any,
+    client: httpx.Client | None = None,
+    *,
+    timeout: httpx.Timeout | None = None,
+) -> Connector:
+    """Instantiate the provider's connector with its credentials block.
+
+    Args:
+        provider: A provider name, e.g. ``salesforce``.
+        credentials: The provider's credentials block.
+        client: An injected client (tests, the dry run); by default the block's ``get_client()``,
+            which authenticates with the block's grant.
+        timeout: The timeouts of the block's client, when ``client`` is not given.
+    """
     cls: Any = connector_class(provider)
+    if client is None:
+        client = credentials.get_client(timeout=timeout)
     connector: Connector = cls(client, credentials)
     return connector

@@ -43,13 +43,14 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
 from blocks.salesforce import SalesforceCredentials
-from connectors.base import ExternalRef, StepCall, StepResult
+from connectors.base import ExternalRef, ProviderRequest, StepCall, StepResult
 from connectors.crm import (
     CREATE_TASK,
     STEP_CREATE_FOLLOW_UP_TASK,
@@ -60,7 +61,6 @@ from connectors.crm import (
     CrmConnector,
 )
 from connectors.errors import (
-    AuthenticationFailed,
     Conflict,
     ConnectorError,
     Forbidden,
@@ -74,21 +74,7 @@ from connectors.errors import (
     TransientError,
     ValidationRejected,
 )
-from connectors.http import (
-    bearer_request,
-    error_class_for_status,
-    json_object,
-    json_or_none,
-    request_access_token,
-    retry_after,
-    sign_rs256_jwt,
-    transport_error,
-)
-
-JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-# Salesforce rejects a JWT whose exp is more than 3 minutes away
-# (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm).
-JWT_LIFETIME_SECONDS = 180
+from connectors.http import ProviderClient, error_class_for_status, json_object, json_or_none, retry_after
 
 # Task.WhoId points at people (Contact, Lead); Task.WhatId at everything else.
 WHO_OBJECTS = frozenset({"Contact", "Lead"})
@@ -126,10 +112,11 @@ class SalesforceConnector(CrmConnector):
     """Creates Tasks and Opportunities and updates fields in one Salesforce org, idempotently.
 
     Args:
-        client: Injected HTTP client (tests pass one with a mock transport). URLs are absolute, built from
-            the credentials block and the token response's ``instance_url``.
+        client: The block's ``get_client()``, or any client (tests pass one with a mock transport): when it
+            has no auth of its own, the block's ``auth()`` is used. URLs are absolute, built from the block;
+            the auth sends them to the instance the token names (``blocks.salesforce``).
         credentials: The tenant's :class:`SalesforceCredentials` block.
-        clock: Seconds since the epoch, injectable for JWT tests.
+        clock: Seconds since the epoch, injectable for JWT and token-expiry tests.
     """
 
     system: ClassVar[str] = "salesforce"
@@ -142,10 +129,8 @@ class SalesforceConnector(CrmConnector):
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client = client
+        self._http = ProviderClient(client, credentials, provider=self.provider, clock=clock)
         self._credentials = credentials
-        self._clock = clock
-        self._token: str | None = None
         self._instance_url: str | None = None
         self.limit_info: tuple[int, int] | None = None
         """The last ``Sforce-Limit-Info`` ``api-usage`` seen, as ``(used, max)``; ``None`` before any call."""
@@ -187,10 +172,9 @@ class SalesforceConnector(CrmConnector):
         if sobject is None:
             return self._update_field(call)
         value = external_id_for(call.idempotency_key)
-        fields = self._fields(call, sobject)
-        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_sobject_upsert_patch.htm
-        response = self._request("PATCH", self._upsert_path(sobject, value), body=fields, write=True)
-        _raise_for_status(response, what=f"upsert {sobject}")
+        upsert = self._upsert(call, sobject)
+        response = self._send(upsert)
+        _raise_for_status(response, what=upsert.purpose)
         body = _json_object(response) if response.content else {}
         record_id = body.get("id")
         if not isinstance(record_id, str) or not record_id:
@@ -230,11 +214,34 @@ class SalesforceConnector(CrmConnector):
             self._restore_field(call, result)
             return
         # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_delete_record.htm
-        path = f"{self._sobject_path(result.ref.object)}/{quote(result.ref.id, safe='')}"
-        response = self._request("DELETE", path, write=True)
+        delete = ProviderRequest(
+            "DELETE", self._record_path(result.ref.object, result.ref.id), f"delete {result.ref.object}", True
+        )
+        response = self._send(delete)
         if response.status_code == 404:  # NOT_FOUND or ENTITY_IS_DELETED: already gone
             return
-        _raise_for_status(response, what=f"delete {result.ref.object}")
+        _raise_for_status(response, what=delete.purpose)
+
+    def describe(self, call: StepCall) -> list[ProviderRequest]:
+        """The upsert of a create step; the read and the conditional write of ``update_field``. No I/O."""
+        sobject = self._created_object(call)
+        if sobject is None:
+            params = call.params
+            condition = "only if the record does not hold the value yet" + (
+                " and still holds previous_value (else STALE_PRECONDITION)"
+                if "previous_value" in params
+                else ""
+            )
+            requests = [self._read_field(params), self._patch_field(params, params.get("value"), condition)]
+        else:
+            requests = [self._upsert(call, sobject)]
+        if self._credentials.instance_url:
+            return requests
+        note = (
+            "instance URL assumed from the login URL (no instance_url in the block); "
+            "Salesforce's token answer decides it at run time"
+        )
+        return [replace(request, note=note) for request in requests]
 
     def _created_object(self, call: StepCall) -> str | None:
         """The sObject a create step makes, or ``None`` for ``update_field``; rejects foreign steps."""
@@ -253,7 +260,7 @@ class SalesforceConnector(CrmConnector):
                 f"{params['object']}.{params['field']} no longer holds the value the approver saw",
                 provider_code="STALE_PRECONDITION",
             )
-        self._patch_field(params, target)
+        self._write_field(params, target)
         return self._update_result(call, before=current, created=True)
 
     def _restore_field(self, call: StepCall, result: StepResult) -> None:
@@ -270,26 +277,45 @@ class SalesforceConnector(CrmConnector):
                 f"{params['object']}.{params['field']} changed again after our update; not restoring it",
                 seller_message="The field was changed again after this action, so it was not reverted.",
             )
-        self._patch_field(params, previous)
+        self._write_field(params, previous)
 
     def _current_value(self, params: Mapping[str, Any]) -> Any:
         sobject, field = str(params["object"]), str(params["field"])
-        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_get_field_values.htm
-        path = f"{self._sobject_path(sobject)}/{quote(str(params['record_id']), safe='')}"
-        response = self._request("GET", path, params={"fields": field}, write=False)
-        _raise_for_status(response, what=f"read {sobject}")
+        read = self._read_field(params)
+        response = self._send(read)
+        _raise_for_status(response, what=read.purpose)
         record = _json_object(response)
         for key, value in record.items():  # Salesforce field names are case-insensitive
             if key.lower() == field.lower():
                 return value
         raise ValidationRejected(f"parameters.field: {field!r} is not readable on {sobject}")
 
-    def _patch_field(self, params: Mapping[str, Any], value: Any) -> None:
+    def _read_field(self, params: Mapping[str, Any]) -> ProviderRequest:
+        sobject = str(params["object"])
+        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_get_field_values.htm
+        return ProviderRequest(
+            "GET",
+            self._record_path(sobject, str(params["record_id"])),
+            f"read {sobject}",
+            False,
+            params={"fields": str(params["field"])},
+        )
+
+    def _patch_field(self, params: Mapping[str, Any], value: Any, condition: str = "") -> ProviderRequest:
         sobject = str(params["object"])
         # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_update_fields.htm
-        path = f"{self._sobject_path(sobject)}/{quote(str(params['record_id']), safe='')}"
-        response = self._request("PATCH", path, body={str(params["field"]): value}, write=True)
-        _raise_for_status(response, what=f"update {sobject}")
+        return ProviderRequest(
+            "PATCH",
+            self._record_path(sobject, str(params["record_id"])),
+            f"update {sobject}",
+            True,
+            body={str(params["field"]): value},
+            condition=condition,
+        )
+
+    def _write_field(self, params: Mapping[str, Any], value: Any) -> None:
+        patch = self._patch_field(params, value)
+        _raise_for_status(self._send(patch), what=patch.purpose)
 
     @staticmethod
     def _assumed_before(params: Mapping[str, Any], current: Any) -> Any:
@@ -319,6 +345,16 @@ class SalesforceConnector(CrmConnector):
         )
 
     # -- creates ---------------------------------------------------------------------------
+    def _upsert(self, call: StepCall, sobject: str) -> ProviderRequest:
+        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_sobject_upsert_patch.htm
+        return ProviderRequest(
+            "PATCH",
+            self._upsert_path(sobject, external_id_for(call.idempotency_key)),
+            f"upsert {sobject}",
+            True,
+            body=self._fields(call, sobject),
+        )
+
     def _fields(self, call: StepCall, sobject: str) -> dict[str, Any]:
         params = call.params
         if call.step == STEP_CREATE_TASK:
@@ -369,8 +405,14 @@ class SalesforceConnector(CrmConnector):
 
     def _get_by_external_id(self, sobject: str, value: str) -> dict[str, Any] | None:
         # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm
-        response = self._request(
-            "GET", self._upsert_path(sobject, value), params={"fields": "Id"}, write=False
+        response = self._send(
+            ProviderRequest(
+                "GET",
+                self._upsert_path(sobject, value),
+                f"read {sobject} by external id",
+                False,
+                params={"fields": "Id"},
+            )
         )
         if response.status_code == 404 and not _missing_external_id_field(response):
             return None
@@ -380,105 +422,33 @@ class SalesforceConnector(CrmConnector):
             raise ProviderUnavailable(f"{sobject} read by external id answered without an Id")
         return record
 
-    # -- URLs ------------------------------------------------------------------------------
+    # -- URLs ----------------------------------------------------------------------------------
     def _sobject_path(self, sobject: str) -> str:
-        return f"/services/data/v{self._credentials.api_version}/sobjects/{quote(sobject, safe='')}"
+        base = self._credentials.api_base_url
+        return f"{base}/services/data/v{self._credentials.api_version}/sobjects/{quote(sobject, safe='')}"
+
+    def _record_path(self, sobject: str, record_id: str) -> str:
+        return f"{self._sobject_path(sobject)}/{quote(record_id, safe='')}"
 
     def _upsert_path(self, sobject: str, value: str) -> str:
         field = quote(self._credentials.external_id_field, safe="")
         return f"{self._sobject_path(sobject)}/{field}/{value}"
 
     def _record_url(self, sobject: str, record_id: str) -> str:
-        base = (self._instance_url or self._credentials.instance_url or self._credentials.login_url).rstrip(
-            "/"
-        )
+        base = self._instance_url or self._credentials.api_base_url
         return f"{base}/lightning/r/{quote(sobject, safe='')}/{quote(record_id, safe='')}/view"
 
-    # -- HTTP with auth --------------------------------------------------------------------
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        write: bool,
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
-    ) -> httpx.Response:
-        """Send to the instance with a bearer token; on 401 fetch a fresh token once, then give up."""
-        for attempt in range(2):
-            token = self._access_token(force=attempt > 0)
-            base = self._instance_url
-            assert base is not None
-            response = bearer_request(
-                self._client,
-                method,
-                f"{base.rstrip('/')}{path}",
-                token=token,
-                write=write,
-                what=f"{method} {path.rsplit('/sobjects/', 1)[-1]}",
-                network_error=_network_error,
-                params=params,
-                body=body,
-            )
-            self._note_limits(response)
-            if response.status_code != 401:
-                return response
-            self._token = None
-        raise AuthenticationFailed(
-            "Salesforce refused the access token after one refresh",
-            status_code=401,
-            provider_code=_error_code(response) or "INVALID_SESSION_ID",
-        )
-
-    def _note_limits(self, response: httpx.Response) -> None:
+    # -- HTTP ------------------------------------------------------------------------------
+    def _send(self, request: ProviderRequest) -> httpx.Response:
+        """Send through the block's auth; remember the instance it went to and the API usage."""
+        response = self._http.send(request)
+        url = response.request.url
+        self._instance_url = f"{url.scheme}://{url.netloc.decode('ascii')}"
         header = response.headers.get("Sforce-Limit-Info")
         match = _LIMIT_INFO.search(header) if header else None
         if match is not None:
             self.limit_info = (int(match.group(1)), int(match.group(2)))
-
-    def _access_token(self, *, force: bool = False) -> str:
-        if self._token is not None and not force:
-            return self._token
-        token, instance_url = self._fetch_token()
-        self._token = token
-        self._instance_url = instance_url
-        return token
-
-    def _fetch_token(self) -> tuple[str, str]:
-        creds = self._credentials
-        missing = creds.missing_fields()
-        if missing:
-            raise NotConfigured(f"Salesforce credentials lack {', '.join(missing)} for {creds.auth_mode}")
-        if creds.auth_mode == "client_credentials":
-            # https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm
-            assert creds.client_secret is not None
-            form = {
-                "grant_type": "client_credentials",
-                "client_id": str(creds.client_id),
-                "client_secret": creds.client_secret.get_secret_value(),
-            }
-        else:
-            # https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm
-            form = {"grant_type": JWT_BEARER_GRANT, "assertion": self._assertion()}
-        url = f"{creds.login_url.rstrip('/')}/services/oauth2/token"
-        token, body = request_access_token(
-            self._client, url, form, provider="Salesforce", network_error=_network_error
-        )
-        instance_url = body.get("instance_url") or creds.instance_url
-        if not isinstance(instance_url, str) or not instance_url:
-            raise NotConfigured("neither the token response nor the block gives an instance URL")
-        return token, instance_url
-
-    def _assertion(self) -> str:
-        creds = self._credentials
-        assert creds.private_key is not None
-        claims = {
-            "iss": creds.client_id,
-            "sub": creds.username,
-            "aud": creds.jwt_audience,
-            "exp": int(self._clock()) + JWT_LIFETIME_SECONDS,
-        }
-        return sign_rs256_jwt(creds.private_key.get_secret_value(), claims)
+        return response
 
 
 # -- request building -------------------------------------------------------------------------
@@ -545,7 +515,7 @@ def _missing_external_id_field(response: httpx.Response) -> bool:
 
 
 def _raise_for_status(response: httpx.Response, *, what: str) -> None:
-    """Map a non-2xx REST answer to the error hierarchy (401 is handled by the caller's refresh)."""
+    """Map a non-2xx REST answer to the error hierarchy (a 401 here survived the auth's one refresh)."""
     status = response.status_code
     if status < 300:
         return
@@ -578,8 +548,3 @@ def _raise_for_status(response: httpx.Response, *, what: str) -> None:
     # A 503 (maintenance, overload) may say when to come back; never retry before that.
     wait = retry_after(response) if status >= 500 else None
     raise error(detail, status_code=status, provider_code=code, retry_after=wait)
-
-
-def _network_error(exc: httpx.HTTPError, *, write: bool, what: str) -> ConnectorError:
-    """Timeouts and broken connections; after a sent write the outcome is unknown."""
-    return transport_error(exc, write=write, what=what, provider="Salesforce")

@@ -1,72 +1,61 @@
 """Dry run (``fulfill plan FILE``): the exact requests an intent would make, with nothing sent anywhere.
 
-The connector is built exactly as ``tasks.resolve`` builds it for execution — the tenant's
-configuration picks the provider and the credentials block, the block is loaded by name
-(:func:`tasks.resolve.load_credentials`) and handed to :func:`connectors.registry.build_connector` —
-with ONE difference: its ``httpx.Client`` has a transport that records every request and answers it
-from an in-memory emulator of that provider (``sandbox``). No socket is ever opened, so no
-request can reach the provider (or anything else), and token fetches and multi-step actions
-(a follow-up task needs the opportunity's id) still run through the real connector code.
+The connector is built as ``tasks.resolve`` builds it for execution — the tenant's configuration picks
+the provider and the credentials block, the block is loaded by name (:func:`tasks.resolve.load_credentials`)
+and hands out its client (``get_client()``) to :func:`connectors.registry.build_connector` — but its
+transport refuses to send anything, and no request is ever given to it. Each step is described by the
+connector itself (:meth:`connectors.base.Connector.describe`: the same code that builds the requests it
+sends), each request is built by the same client (``connectors.http.build_request``), and a token request
+is shown where execution would fetch a token (the block's auth builds it: ``token_request()``). Every
+request is shown through :class:`surfaces.redacting_recorder.RedactingRecorder`.
 
 What a dry run does NOT do:
 
 * verify the approval signature — the intent is validated (:func:`fulfill.intent.parse_intent`),
   but approval is checked only when the intent executes;
-* write anything: no execution row, no ledger row, no object in storage (internal actions are
-  described from their steps and keys, not performed);
-* check the credentials or the provider's data. The emulator issues a token for any well-formed
-  token request, accepts any field, stage or record id the real org/portal may hold, and answers a
-  read of the record an update targets with the ``previous_value`` the approver saw. Ids of objects
-  created by earlier steps are the emulator's, not the provider's.
+* write anything: no execution row, no ledger row, no object in storage;
+* check the credentials or the provider's data. A write that depends on an answer (an update after
+  reading the record) is listed with its condition; the id of an object an earlier step creates is a
+  placeholder (``{id from create_opportunity}``); Salesforce's instance is the block's until a token
+  names it.
 
 Every secret is masked in the output: the ``Authorization`` header, the secret fields of token
 forms (``client_secret``, ``refresh_token``, ``assertion``), secret-looking JSON keys, and any
-occurrence of the block's secret values or of an access token the emulator issued.
+occurrence of the block's secret values.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, cast
-from urllib.parse import parse_qs, parse_qsl
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from connectors.base import Connector, ExternalRef, StepCall, idempotency_key
+from blocks.auth import AuthError, BearerAuth, OAuthTokenAuth
+from connectors.base import Connector, ExternalRef, ProviderRequest, StepCall, idempotency_key
 from connectors.errors import ConnectorError
-from connectors.internal import TABLES, InternalConnector, brief_object_key
+from connectors.http import auth_error, build_request
+from connectors.internal import InternalConnector
 from connectors.registry import ACTION_FAMILY, build_connector
 from fulfill.db import get_engine
 from fulfill.intent import ActionIntentV1, IntentInvalid, parse_intent
-from fulfill.redaction import MASK, SECRET_KEY, redact, scrub_text
+from fulfill.redaction import MASK, redact
 from fulfill.settings import load_settings
 from fulfill.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from fulfill.tenants import get_tenant
-from sandbox.base import Emulator
-from sandbox.google_calendar import JWT_BEARER_GRANT as GOOGLE_JWT_GRANT
-from sandbox.google_calendar import GoogleCalendarEmulator
-from sandbox.hubspot import HubSpotEmulator
-from sandbox.salesforce import JWT_BEARER_GRANT as SALESFORCE_JWT_GRANT
-from sandbox.salesforce import USER_ID, SalesforceEmulator
+from surfaces.redacting_recorder import RedactingRecorder
 from tasks.resolve import load_credentials
 
 APPROVAL_NOTE = (
     "The approval signature was NOT verified: a dry run does not need it (execution always checks it)."
 )
 NOTHING_SENT = "Nothing was sent to any provider and nothing was written."
-HUBSPOT_OBJECT_TYPES = {
-    "Account": "companies",
-    "Opportunity": "deals",
-    "Contact": "contacts",
-    "Lead": "contacts",
-}
 RequestKind = Literal["auth", "read", "write", "internal"]
 TenantConfigLookup = Callable[[str], Mapping[str, Any] | None]
 BlockLoader = Callable[[str, str], Any]
@@ -90,7 +79,8 @@ class PlannedRequest(BaseModel):
     idempotency_key: str | None = Field(
         default=None, description="The step's deterministic key (None for token requests)"
     )
-    note: str = ""
+    purpose: str = Field(default="", description="What the request is for, e.g. 'upsert Task'")
+    note: str = Field(default="", description="When it is sent, if not always, and what to know about it")
 
 
 class PlanFailed(Exception):
@@ -170,27 +160,19 @@ def plan_requests(
         credentials = load_block(str(provider), str(block_name))
     except ConnectorError as error:
         raise PlanFailed(error.code, error.detail) from None
-    recorder = _Recorder(intent, str(provider), credentials)
-    with httpx.Client(transport=httpx.MockTransport(recorder.handle)) as client:
+    recorder = RedactingRecorder.for_block(credentials)
+    planner = _Planner(intent, str(provider), recorder)
+    with credentials.get_client(transport=_NoNetwork()) as client:
         connector = build_connector(str(provider), credentials, client)
         try:
-            _run_steps(connector, intent, params, recorder, generation)
+            planner.run(connector, client, params, generation)
+        except AuthError as exc:
+            refused = auth_error(exc)
+            raise PlanFailed(refused.code, recorder.scrub(refused.detail), planner.requests) from None
         except ConnectorError as error:
             detail = recorder.scrub(error.detail)
-            raise PlanFailed(error.code, f"{error.seller_message} ({detail})", recorder.requests) from None
-    return recorder.requests
-
-
-def _run_steps(
-    connector: Connector, intent: ActionIntentV1, params: dict[str, Any], recorder: _Recorder, generation: int
-) -> None:
-    """The flow's step loop (``flows.execute_intent._fulfil``) without its checkpoints and records."""
-    connector.validate(intent.action_type, params)
-    prior: dict[str, ExternalRef] = {}
-    for step in connector.steps(intent.action_type, params):
-        call = _call(intent, params, step, generation, prior)
-        recorder.begin(step, call.idempotency_key, prior)
-        prior[step] = connector.execute(call).ref
+            raise PlanFailed(error.code, f"{error.seller_message} ({detail})", planner.requests) from None
+    return planner.requests
 
 
 def _call(
@@ -212,303 +194,127 @@ def _call(
     )
 
 
-# -- the recording transport -------------------------------------------------------------------
-class _Recorder:
-    """Records each request (masked) and answers it from an in-memory planning emulator."""
+class _NoNetwork(httpx.BaseTransport):
+    """The dry run's transport: it is never given a request, and would refuse one."""
 
-    def __init__(self, intent: ActionIntentV1, provider: str, credentials: Any) -> None:
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a dry run sends nothing")
+
+
+class _Planner:
+    """The flow's step loop (``flows.execute_intent``) with every step described instead of executed."""
+
+    def __init__(self, intent: ActionIntentV1, system: str, recorder: RedactingRecorder) -> None:
         self.intent = intent
-        self.provider = provider
-        self.emulator = _planning_emulator(provider, credentials, intent)
-        self.token_urls = _token_urls(provider, credentials)
-        self.secrets = _secret_values(credentials)
+        self.system = system
+        self.recorder = recorder
         self.requests: list[PlannedRequest] = []
-        self.step = ""
-        self.key: str | None = None
-        self.prior_note = ""
-        self.note = _note(provider, credentials)
 
-    def begin(self, step: str, key: str, prior: Mapping[str, ExternalRef]) -> None:
-        """Attribute the following requests to ``step`` (which uses the ``prior`` steps' objects)."""
-        self.step, self.key = step, key
-        self.prior_note = "; ".join(
-            f"the {ref.object} id {ref.id} from step {name} is the local emulator's; the real run uses "
-            "the provider's"
-            for name, ref in prior.items()
-        )
+    def run(
+        self, connector: Connector, client: httpx.Client, params: dict[str, Any], generation: int
+    ) -> None:
+        """Validate, then describe each step's requests, each token request before the first that needs it."""
+        intent = self.intent
+        auth = client.auth
+        connector.validate(intent.action_type, params)
+        tokens: set[str] = set()  # the token-cache keys a token was shown for: execution fetches once
+        prior: dict[str, ExternalRef] = {}
+        for step in connector.steps(intent.action_type, params):
+            call = _call(intent, params, step, generation, prior)
+            placeholders = "; ".join(
+                f"{ref.id} stands for the id step {name} gets from the provider"
+                for name, ref in prior.items()
+            )
+            for described in connector.describe(call):
+                request = build_request(client, described)
+                key = auth.cache_key(described.subject) if isinstance(auth, OAuthTokenAuth) else ""
+                if key not in tokens and isinstance(auth, BearerAuth):
+                    tokens.add(key)
+                    # Raises (a failed plan) when the block lacks what its grant needs, as execution would.
+                    token_request = auth.token_request(described.subject, cause=request)
+                    if token_request is not None:
+                        self._add("auth", step, None, token_request, "token request")
+                if isinstance(auth, BearerAuth):
+                    auth.apply(request, MASK)
+                note = "; ".join(
+                    part
+                    for part in (
+                        f"sent {described.condition}" if described.condition else "",
+                        described.note,
+                        placeholders,
+                    )
+                    if part
+                )
+                kind: RequestKind = "read" if described.method == "GET" else "write"
+                self._add(kind, step, call.idempotency_key, request, described.purpose, note)
+            prior[step] = connector.planned_ref(call)
 
-    def scrub(self, text: str) -> str:
-        """``text`` with every known secret value masked."""
-        return scrub_text(text, sorted(self.secrets, key=len, reverse=True))
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        """Record, then answer from the emulator (never from the network)."""
-        request.read()
-        url = str(request.url.copy_with(query=None))
-        kind: RequestKind = (
-            "auth" if url in self.token_urls else "read" if request.method.upper() == "GET" else "write"
-        )
+    def _add(
+        self,
+        kind: RequestKind,
+        step: str,
+        key: str | None,
+        request: httpx.Request,
+        purpose: str,
+        note: str = "",
+    ) -> None:
+        recorder = self.recorder
         self.requests.append(
             PlannedRequest(
                 action_intent_id=self.intent.action_intent_id,
                 tenant_id=self.intent.tenant_id,
                 action_type=self.intent.action_type,
-                system=self.provider,
-                step=self.step,
+                system=self.system,
+                step=step,
                 kind=kind,
-                method=request.method.upper(),
-                url=self.scrub(str(request.url)),
-                headers=self._headers(request),
-                body=self._body(request),
-                idempotency_key=None if kind == "auth" else self.key,
-                note="token request (secrets masked)" if kind == "auth" else self._note_for(request),
+                method=request.method,
+                url=recorder.url(request),
+                headers=recorder.headers(request),
+                body=recorder.body(request),
+                idempotency_key=key,
+                purpose=purpose,
+                note=recorder.scrub(note) if note else ("secrets masked" if kind == "auth" else ""),
             )
         )
-        response = self.emulator.handle(request)
-        if kind == "auth":
-            self._learn_tokens(response)
-        return response
-
-    def _note_for(self, request: httpx.Request) -> str:
-        if request.method.upper() == "GET" and self.intent.action_type == "crm.update_field":
-            return (
-                "answered here with the approver's previous_value; the real run reads the live record "
-                "and halts (STALE_PRECONDITION) if it differs"
-            )
-        return "; ".join(note for note in (self.prior_note, self.note) if note)
-
-    def _headers(self, request: httpx.Request) -> dict[str, str]:
-        shown: dict[str, str] = {}
-        for name, value in request.headers.items():
-            if name.lower() in ("authorization", "proxy-authorization"):
-                scheme = value.split(" ", 1)[0] if " " in value else ""
-                shown[name] = f"{scheme} {MASK}".strip()
-            elif SECRET_KEY.search(name):
-                shown[name] = MASK
-            else:
-                shown[name] = self.scrub(value)
-        return shown
-
-    def _body(self, request: httpx.Request) -> Any:
-        content = request.content
-        if not content:
-            return None
-        text = content.decode("utf-8", "replace")
-        content_type = request.headers.get("content-type", "")
-        if "application/x-www-form-urlencoded" in content_type:
-            return {
-                name: MASK if SECRET_KEY.search(name) else self._deep_scrub(value)
-                for name, value in parse_qsl(text, keep_blank_values=True)
-            }
-        if "json" in content_type:
-            try:
-                return self._deep_scrub(redact(json.loads(text)))
-            except ValueError:
-                pass
-        return self.scrub(text)
-
-    def _deep_scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.scrub(value)
-        if isinstance(value, dict):
-            return {self.scrub(str(k)): self._deep_scrub(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._deep_scrub(v) for v in value]
-        return value
-
-    def _learn_tokens(self, response: httpx.Response) -> None:
-        """Tokens the emulator issued are masked wherever they would appear later."""
-        try:
-            body = json.loads(response.read() or b"{}")
-        except ValueError:
-            return
-        if isinstance(body, dict):
-            for name in ("access_token", "refresh_token", "id_token"):
-                value = body.get(name)
-                if isinstance(value, str) and value:
-                    self.secrets.add(value)
-
-
-def _secret_values(credentials: Any) -> set[str]:
-    """Every secret value of a credentials block (its ``SecretStr`` fields)."""
-    values: set[str] = set()
-    for name in type(credentials).model_fields:
-        value = getattr(credentials, name, None)
-        if isinstance(value, SecretStr):
-            secret = value.get_secret_value()
-            if secret:
-                values.add(secret)
-                values.update(line for line in secret.splitlines() if len(line) >= 16)
-    return values
-
-
-def _token_urls(provider: str, credentials: Any) -> set[str]:
-    if provider == "salesforce":
-        return {f"{str(credentials.login_url).rstrip('/')}/services/oauth2/token"}
-    if provider == "hubspot":
-        return {str(credentials.token_url)}
-    return {str(credentials.token_uri)}
-
-
-def _note(provider: str, credentials: Any) -> str:
-    if provider == "salesforce" and not credentials.instance_url:
-        return (
-            "instance URL assumed from the login URL (no instance_url in the block); "
-            "Salesforce's token answer decides it at run time"
-        )
-    return ""
-
-
-# -- planning emulators: the provider's shapes, none of its data or credential checks -----------
-class _PlanningSalesforce(SalesforceEmulator):
-    """Issues a token for any well-formed grant and accepts any field the org may have."""
-
-    def _token(self, request: httpx.Request) -> httpx.Response:
-        form = {k: v[0] for k, v in parse_qs(request.content.decode("utf-8")).items()}
-        if form.get("grant_type") in ("client_credentials", SALESFORCE_JWT_GRANT):
-            return self._issue(request, USER_ID)
-        return super()._token(request)
-
-    def _check_write(
-        self, sobject: str, fields: dict[str, Any], *, merged: dict[str, Any]
-    ) -> httpx.Response | None:
-        return None
-
-
-class _PlanningHubSpot(HubSpotEmulator):
-    """Accepts any property, stage or pipeline the portal may define; records referenced ids exist."""
-
-    def _invalid(
-        self, kind: str, properties: dict[str, str], *, creating: bool, record_id: str | None = None
-    ) -> httpx.Response | None:
-        return None
-
-    def assume(self, kind: str, record_id: str, properties: dict[str, str]) -> None:
-        """Pretend the portal holds this record (so associations and reads resolve)."""
-        with self._lock:
-            if record_id not in self.objects.get(kind, {}):
-                self._store(kind, record_id, properties)
-
-
-class _PlanningGoogleCalendar(GoogleCalendarEmulator):
-    """Issues a token for any well-formed grant."""
-
-    def _token(self, request: httpx.Request) -> httpx.Response:
-        form = {k: v[0] for k, v in parse_qs(request.content.decode("utf-8")).items()}
-        if form.get("grant_type") in ("refresh_token", GOOGLE_JWT_GRANT):
-            return self._issue("dry-run@fulfill.local", "https://www.googleapis.com/auth/calendar.events")
-        return super()._token(request)
-
-
-def _planning_emulator(provider: str, credentials: Any, intent: ActionIntentV1) -> Emulator:
-    params = intent.normalized_parameters()
-    if provider == "salesforce":
-        salesforce = _PlanningSalesforce(
-            client_id=str(credentials.client_id or "dry-run"),
-            instance_url=credentials.instance_url or None,
-            external_id_field=credentials.external_id_field,
-        )
-        if intent.action_type == "crm.update_field":
-            salesforce.insert(
-                str(params["object"]),
-                {str(params["field"]): params.get("previous_value")},
-                record_id=str(params["record_id"]),
-            )
-        return salesforce
-    if provider == "hubspot":
-        token = credentials.private_app_token
-        hubspot = _PlanningHubSpot(
-            private_app_tokens=(token.get_secret_value(),) if token is not None else (),
-        )
-        if credentials.client_id and credentials.client_secret and credentials.refresh_token:
-            hubspot.clients[str(credentials.client_id)] = credentials.client_secret.get_secret_value()
-            hubspot.refresh_tokens[credentials.refresh_token.get_secret_value()] = str(credentials.client_id)
-        hubspot.assume("companies", intent.account_id, {})
-        related = params.get("related_to")
-        if isinstance(related, dict) and related.get("object") in HUBSPOT_OBJECT_TYPES:
-            hubspot.assume(HUBSPOT_OBJECT_TYPES[related["object"]], str(related.get("id")), {})
-        if intent.action_type == "crm.update_field":
-            before = params.get("previous_value")
-            hubspot.assume(
-                HUBSPOT_OBJECT_TYPES[str(params["object"])],
-                str(params["record_id"]),
-                {} if before is None else {str(params["field"]): _hubspot_text(before)},
-            )
-        return hubspot
-    return _PlanningGoogleCalendar()
-
-
-def _hubspot_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 # -- internal actions: described, never performed ----------------------------------------------
 def _plan_internal(
     intent: ActionIntentV1, params: dict[str, Any], config: Mapping[str, Any], generation: int
 ) -> list[PlannedRequest]:
-    store = _describe_store(config.get("storage_block"))
-    # The connector is used for its pure parts only (validate, steps, row values); it never gets an
-    # engine, so it cannot touch the database.
-    connector = InternalConnector(cast(Engine, None), store)
+    # The connector never gets an engine, so it cannot touch the database; describe() needs none.
+    connector = InternalConnector(cast(Engine, None), _describe_store(config.get("storage_block")))
+    planned: list[PlannedRequest] = []
     try:
         connector.validate(intent.action_type, params)
+        prior: dict[str, ExternalRef] = {}
+        for step in connector.steps(intent.action_type, params):
+            call = _call(intent, params, step, generation, prior)
+            planned.extend(_internal_entry(intent, call, described) for described in connector.describe(call))
+            prior[step] = connector.planned_ref(call)
     except ConnectorError as error:
-        raise PlanFailed(error.code, error.detail) from None
-    planned: list[PlannedRequest] = []
-    prior: dict[str, ExternalRef] = {}
-    for step in connector.steps(intent.action_type, params):
-        call = _call(intent, params, step, generation, prior)
-        common = {
-            "action_intent_id": intent.action_intent_id,
-            "tenant_id": intent.tenant_id,
-            "action_type": intent.action_type,
-            "step": step,
-            "kind": "internal",
-            "idempotency_key": call.idempotency_key,
-        }
-        if step == "store_brief":
-            key = brief_object_key(call)
-            data = str(params["content"]).encode("utf-8")
-            content_type = str(params.get("content_type", "text/markdown"))
-            planned.append(
-                PlannedRequest(
-                    **common,
-                    system="object_storage",
-                    method="PUT",
-                    url=store.url(key),
-                    headers={"Content-Type": content_type},
-                    body={
-                        "object_key": key,
-                        "size_bytes": len(data),
-                        "sha256": hashlib.sha256(data).hexdigest(),
-                    },
-                    note=f"{store.kind} object storage; the key is derived from the idempotency key",
-                )
-            )
-            prior[step] = ExternalRef(system="object_storage", object="brief", id=key, url=store.url(key))
-            continue
-        table = TABLES[step]
-        row = connector._values(call) | {
-            "tenant_id": intent.tenant_id,
-            "account_id": intent.account_id,
-            "action_intent_id": intent.action_intent_id,
-            "idempotency_key": call.idempotency_key,
-        }
-        planned.append(
-            PlannedRequest(
-                **common,
-                system="internal",
-                method="INSERT",
-                url=f"internal://{table.__tablename__}",
-                body=redact(row),
-                note="one row, unique on idempotency_key, committed with its ledger row",
-            )
-        )
+        raise PlanFailed(error.code, error.detail, planned) from None
     return planned
+
+
+def _internal_entry(intent: ActionIntentV1, call: StepCall, described: ProviderRequest) -> PlannedRequest:
+    stored = described.method == "PUT"
+    content_type = str(call.params.get("content_type", "text/markdown"))
+    return PlannedRequest(
+        action_intent_id=intent.action_intent_id,
+        tenant_id=intent.tenant_id,
+        action_type=intent.action_type,
+        system="object_storage" if stored else "internal",
+        step=call.step,
+        kind="internal",
+        method=described.method,
+        url=described.url,
+        headers={"Content-Type": content_type} if stored else {},
+        body=redact(described.body),
+        idempotency_key=call.idempotency_key,
+        purpose=described.purpose,
+        note=described.note,
+    )
 
 
 def _describe_store(storage_block: Any) -> ObjectStore:
@@ -539,7 +345,8 @@ def format_plan(requests: list[PlannedRequest]) -> str:
             key = next((r.idempotency_key for r in requests if r.step == step and r.idempotency_key), None)
             lines.append("")
             lines.append(f"Step {step} ({request.system})" + (f" — idempotency key {key}" if key else ""))
-        lines.append(f"  {number}. [{request.kind}] {request.method} {request.url}")
+        purpose = f" — {request.purpose}" if request.purpose else ""
+        lines.append(f"  {number}. [{request.kind}] {request.method} {request.url}{purpose}")
         for name, value in request.headers.items():
             lines.append(f"       {name}: {value}")
         if request.body is not None:

@@ -74,8 +74,9 @@ def resolve_connector(tenant_id: str, action_type: str) -> Connector:
 
     def build() -> Connector:
         credentials = load_credentials(provider, block_name)
-        client = httpx.Client(timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT))
-        return build_connector(provider, credentials, client)
+        # The block hands out the client: base URL and its grant's auth (token cache, refresh on 401).
+        timeout = httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+        return build_connector(provider, credentials, timeout=timeout)
 
     return _cached((family, tenant_id, provider, block_name), build)
 

@@ -7,12 +7,15 @@ lookup after a lost response, compensation, and pure validation naming the field
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 import tests.connectors as connector_tests
+from blocks.auth import TOKEN_REQUEST
 from connectors.base import StepCall, idempotency_key
 from connectors.errors import ConnectorError, TransientError, ValidationRejected
 from tests.connectors.conformance import ConformanceCase, ConformanceEnv, ErrorCase
@@ -117,3 +120,22 @@ def test_documented_errors_are_classified(case: ConformanceCase, error: ErrorCas
         env.connector.execute(call)
     assert isinstance(raised.value, error.expected), f"{type(raised.value).__name__} is not {error.expected}"
     assert raised.value.retryable == error.expected.retryable
+
+
+def test_describe_lists_exactly_what_execute_sends(case: ConformanceCase, tmp_path: Path) -> None:
+    env = case.make_env(tmp_path)
+    call = _call(case, env)
+    described = env.connector.describe(call)
+    emulator = getattr(env, "emulator", None)
+    if emulator is None:  # internal records: no HTTP; the dry-run tests compare its rows
+        assert [d.write for d in described] == [True]
+        return
+    env.connector.execute(call)
+    sent = [r for r in emulator.requests if not r.extensions.get(TOKEN_REQUEST)]
+    assert [(r.method, r.url) for r in sent] == [
+        (d.method, httpx.URL(d.url, params=d.params or None)) for d in described
+    ]
+    for request, description in zip(sent, described, strict=True):
+        body = json.loads(request.content) if request.content else None
+        assert body == description.body, f"{case.id}: {description.purpose}"
+        assert description.write == (request.method != "GET")

@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import uuid
+from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -40,3 +42,25 @@ def test_a_missing_block_is_not_configured() -> None:
         load_credentials("salesforce", f"missing-{uuid.uuid4().hex[:8]}")
     with pytest.raises(NotConfigured):
         load_credentials("pipedrive", "x")
+
+
+def test_the_connector_gets_the_blocks_client(engine: Any, tenant: str) -> None:
+    """Execution's connector sends through ``block.get_client()``: base URL, the grant's auth, timeouts."""
+    from blocks.auth import RefreshTokenAuth
+    from fulfill.db import transaction
+    from fulfill.tenants import configure
+    from tasks.resolve import CONNECT_TIMEOUT, READ_TIMEOUT, clear_cache, resolve_connector
+
+    name = f"hs-{uuid.uuid4().hex[:8]}"
+    HubSpotCredentials(
+        auth_mode="oauth", client_id="c", client_secret=SecretStr("s"), refresh_token=SecretStr("r")
+    ).save(name)
+    with transaction(engine) as session:
+        configure(session, tenant, actor="test", crm_provider="hubspot", crm_block=name)
+    clear_cache()
+    connector: Any = resolve_connector(tenant, "crm.create_task")
+    client: httpx.Client = connector._http.client
+    assert isinstance(client.auth, RefreshTokenAuth) and connector._http.auth is client.auth
+    assert str(client.base_url).rstrip("/") == "https://api.hubapi.com"
+    assert client.timeout == httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+    clear_cache()
