@@ -1,12 +1,20 @@
-"""Database access: engines, transactions, the database clock, and migrations.
+"""Database access: engines, transactions, the database clock, and the schema's revision.
 
 SQLite (the embedded default) runs every write transaction as ``BEGIN IMMEDIATE`` so claims
 and ledger appends serialise exactly as ``SELECT … FOR UPDATE`` makes them on PostgreSQL.
 All times that matter (leases, TTL, ledger) come from the database's clock, never the worker's.
+
+The schema is migrated by an explicit step — :func:`upgrade_database` (``fulfill db upgrade``),
+on PostgreSQL as a role that owns the tables — never by a worker on first use. :func:`get_engine`
+checks once per engine that the database is at this code's Alembic head and otherwise refuses
+with :class:`SchemaNotCurrent`. :func:`grant_runtime_role` gives a PostgreSQL run-time role the
+data privileges the engine needs (the ledger: read and append only) and nothing more.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,15 +25,27 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, SQLModel
 
 from fulfill.settings import load_settings
 
+log = logging.getLogger(__name__)
+
 _engines: dict[str, Engine] = {}
-_migrated: set[str] = set()
+_verified: set[str] = set()
 _lock = threading.Lock()
 MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "alembic_version"
+APPEND_ONLY_TABLES = frozenset({"ledger"})  # the run-time role may read and append, never rewrite
+
+
+class SchemaNotCurrent(SQLAlchemyError):
+    """The database's schema is missing or older than this code: run ``fulfill db upgrade``."""
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -44,7 +64,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine for ``url`` with fulfill's per-dialect settings."""
+    """Create an engine for ``url`` with fulfill's per-dialect settings (no schema check)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -57,16 +77,26 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
-def get_engine(url: str | None = None, *, migrate: bool = True) -> Engine:
-    """The cached engine for ``url`` (default: ``FULFILL_DATABASE_URL``), migrated to head once."""
+def get_engine(url: str | None = None, *, migrate: bool = False) -> Engine:
+    """The cached engine for ``url`` (default: ``FULFILL_DATABASE_URL``).
+
+    The first call for a URL checks that the schema is at this code's head (one read of
+    ``alembic_version``); until it is, every call raises :class:`SchemaNotCurrent`.
+
+    Args:
+        migrate: Upgrade the schema to head first — for throw-away development databases only;
+            deployments run ``fulfill db upgrade`` as the migration role.
+    """
     url = url or load_settings().database_url
     with _lock:
         engine = _engines.get(url)
         if engine is None:
             engine = _engines[url] = make_engine(url)
-        if migrate and url not in _migrated:
-            upgrade(engine)
-            _migrated.add(url)
+        if url not in _verified:
+            if migrate:
+                upgrade(engine)
+            check_schema(engine)
+            _verified.add(url)
     return engine
 
 
@@ -76,7 +106,7 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
-        _migrated.clear()
+        _verified.clear()
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -87,9 +117,137 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+@functools.cache
+def _script() -> ScriptDirectory:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str:
+    """The newest migration this code ships (there is one head)."""
+    head = _script().get_current_head()
+    assert head is not None, "fulfill/migrations has no revision"
+    return head
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The database's schema revision (``None``: no fulfill schema)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse a database whose schema is missing or behind this code's head.
+
+    A revision this code does not know is taken to be newer (migrated ahead of a rolling
+    deploy: migrations are additive) and only logged.
+
+    Raises:
+        SchemaNotCurrent: with the revision found, the one needed and what to run.
+    """
+    with engine.connect() as connection:
+        current = current_revision(connection)
+    head = head_revision()
+    if current == head:
+        return
+    hint = "run `fulfill db upgrade`"
+    if current is None:
+        raise SchemaNotCurrent(
+            f"the database schema is not at the current revision: it has no fulfill schema "
+            f"(needs {head}); {hint}"
+        )
+    try:
+        known = {rev.revision for rev in _script().iterate_revisions(head, "base")}
+    except CommandError:
+        known = set()
+    if current in known:
+        raise SchemaNotCurrent(
+            f"the database schema is not at the current revision: it is at {current}, "
+            f"this fulfill needs {head}; {hint}"
+        )
+    log.warning("the database schema is at %s, newer than this fulfill's %s", current, head)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to ``revision``."""
+    """Apply migrations up to ``revision`` through ``engine`` (which must be allowed to change the schema)."""
     command.upgrade(alembic_config(engine), revision)
+
+
+def grant_runtime_role(engine: Engine, role: str) -> list[str]:
+    """Give PostgreSQL role ``role`` exactly what the engine needs at run time; returns the statements.
+
+    Data privileges on fulfill's tables (``SELECT, INSERT, UPDATE, DELETE``; the ledger only
+    ``SELECT, INSERT`` — it is append-only), ``USAGE`` on their sequences and ``SELECT`` on the
+    revision table (the schema check). No ownership, no DDL, no ``TRUNCATE``: the role cannot
+    alter, drop or rewrite anything. Idempotent; run after every upgrade (``fulfill db upgrade``
+    does) so that tables added by later migrations are covered.
+
+    Raises:
+        ValueError: not PostgreSQL, or the role does not exist.
+    """
+    if engine.dialect.name != "postgresql":
+        raise ValueError(f"FULFILL_RUNTIME_ROLE: roles exist only on PostgreSQL, not {engine.dialect.name}")
+    quote = engine.dialect.identifier_preparer.quote
+    who = quote(role)
+    statements: list[str] = []
+    with engine.begin() as connection:
+        exists = connection.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
+        if exists is None:
+            raise ValueError(f"FULFILL_RUNTIME_ROLE: the role {role!r} does not exist (CREATE ROLE it first)")
+        schema = connection.execute(sa.text("SELECT current_schema()")).scalar_one()
+        statements.append(f"GRANT USAGE ON SCHEMA {quote(schema)} TO {who}")
+        for name in sorted(SQLModel.metadata.tables):
+            table = quote(name)
+            statements.append(f"REVOKE ALL ON TABLE {table} FROM {who}")
+            if name in APPEND_ONLY_TABLES:
+                statements.append(f"GRANT SELECT, INSERT ON TABLE {table} TO {who}")
+            else:
+                statements.append(f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {table} TO {who}")
+            for (sequence,) in connection.execute(
+                sa.text(
+                    "SELECT s.relname FROM pg_depend d"
+                    " JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'"
+                    " JOIN pg_class t ON t.oid = d.refobjid"
+                    " WHERE t.oid = to_regclass(:t)"
+                ),
+                {"t": table},
+            ):
+                statements.append(f"GRANT USAGE ON SEQUENCE {quote(sequence)} TO {who}")
+        statements.append(f"REVOKE ALL ON TABLE {quote(VERSION_TABLE)} FROM {who}")
+        statements.append(f"GRANT SELECT ON TABLE {quote(VERSION_TABLE)} TO {who}")
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+    return statements
+
+
+def upgrade_database(url: str | None = None, *, runtime_role: str | None = None) -> str:
+    """The explicit migration step (``fulfill db upgrade``, the demo): schema to head, then grants.
+
+    Args:
+        url: Database to migrate; default ``FULFILL_MIGRATION_DATABASE_URL``, else
+            ``FULFILL_DATABASE_URL``. On PostgreSQL, a role that owns (or may create) the tables.
+        runtime_role: PostgreSQL role to grant the run-time privileges to (default
+            ``FULFILL_RUNTIME_ROLE``; none: no grants).
+
+    Returns:
+        The revision the database is now at.
+    """
+    settings = load_settings()
+    url = url or settings.migration_database_url or settings.database_url
+    runtime_role = runtime_role or settings.runtime_role
+    engine = make_engine(url)
+    if runtime_role and engine.dialect.name != "postgresql":  # refuse before changing anything
+        engine.dispose()
+        raise ValueError(f"FULFILL_RUNTIME_ROLE: roles exist only on PostgreSQL, not {engine.dialect.name}")
+    try:
+        upgrade(engine)
+        if runtime_role:
+            grant_runtime_role(engine, runtime_role)
+        with engine.connect() as connection:
+            revision = current_revision(connection)
+    finally:
+        engine.dispose()
+    return revision or ""
 
 
 @contextmanager

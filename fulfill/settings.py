@@ -1,102 +1,234 @@
-"""Operator configuration (contract §8): environment variables, optionally mirrored in a settings file.
+"""Operator configuration (contract §8): ``FULFILL_*`` environment variables, optionally mirrored in a file.
 
-The environment always wins over the file. Names are part of the contract.
+One pydantic-settings model, one prefix (``FULFILL_``). Sources, highest first: the environment, then
+the settings file ``$FULFILL_DATA_DIR/settings.env`` (or the file named by ``FULFILL_SETTINGS_FILE``;
+both located from the environment only), then the defaults. An empty value counts as unset.
+
+:func:`load_settings` reads the configuration ONCE per process and caches it; an invalid value is one
+:class:`SettingsError` naming the variable. The single exception is the global emergency stop, which
+an operator must be able to engage on running workers: :func:`emergency_stop_engaged` reads
+``FULFILL_EMERGENCY_STOP`` afresh at every check — the environment, else the settings file, which is
+re-read only when its modification time or size changed (one ``stat`` per check otherwise).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
 from pathlib import Path
+from typing import Annotated, Any
 
-TRUE_WORDS = {"1", "true", "yes", "on"}
+from dotenv import dotenv_values
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+PREFIX = "FULFILL_"
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+DEFAULT_DATA_DIR = "~/.fulfill"
 DEFAULT_MAX_APPROVAL_TTL = 30 * 24 * 3600
+DEFAULT_LATE_COMMIT_SECONDS = 30.0
+MAX_LATE_COMMIT_SECONDS = 86400
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Resolved configuration for one process.
+class SettingsError(ValueError):
+    """An operator setting has an invalid value; the message starts with the variable's name."""
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def parse_flag(name: str, value: str) -> bool:
+    """``1/true/yes/on`` → True, ``0/false/no/off`` (or blank) → False, anything else an error."""
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if not word or word in FALSE_WORDS:
+        return False
+    raise SettingsError(f"{name}: must be one of 1/true/yes/on or 0/false/no/off, not {value[:40]!r}")
+
+
+class Settings(BaseSettings):
+    """Resolved configuration for one process (read once; see :func:`load_settings`).
 
     Attributes:
-        data_dir: Where local state lives (SQLite, local object storage).
-        database_url: SQLAlchemy URL of the ledger database.
+        data_dir: Where local state lives (SQLite, local object storage) — ``FULFILL_DATA_DIR``.
+        database_url: SQLAlchemy URL of the ledger database the engine uses at run time
+            (``FULFILL_DATABASE_URL``; default: SQLite ``fulfill.db`` in the data directory).
+        migration_database_url: URL ``fulfill db upgrade`` connects with — on PostgreSQL a role
+            that owns the schema (``FULFILL_MIGRATION_DATABASE_URL``; default: ``database_url``).
+        runtime_role: PostgreSQL role that ``fulfill db upgrade`` grants the run-time privileges
+            to (``FULFILL_RUNTIME_ROLE``; optional, see docs/operations.md).
         approval_keys: Path to, or inline JSON of, the trusted approval public keys (or None).
-        webhook_secrets: ``whsec_…`` secrets accepted by intake (rotation).
-        emergency_stop: Global stop of every external call.
+        webhook_secrets: ``whsec_…`` secrets accepted by intake, space-separated (rotation).
+        emergency_stop: The global stop as it was when the settings were read. Checks use
+            :func:`emergency_stop_engaged`, which reads it afresh.
         late_commit_seconds: How long a provider may still commit a request whose answer was lost
-            (``FULFILL_LATE_COMMIT_SECONDS``, default 30); undoing such a step waits this long, then
-            confirms by lookup.
+            (``FULFILL_LATE_COMMIT_SECONDS``, 0–86400, default 30); undoing such a step waits this
+            long, then confirms by lookup.
         max_approval_ttl: Longest accepted approval lifetime, seconds after receipt
             (``FULFILL_MAX_APPROVAL_TTL``, default 2592000 = 30 days); a later ``expires_at_epoch``
             is refused at admission.
     """
 
-    data_dir: Path
-    database_url: str
-    approval_keys: str | None
-    webhook_secrets: tuple[str, ...]
-    emergency_stop: bool
-    late_commit_seconds: float = 30.0
-    max_approval_ttl: int = DEFAULT_MAX_APPROVAL_TTL
-
-
-def _settings_file_values(data_dir: Path) -> dict[str, str]:
-    path = Path(os.environ.get("FULFILL_SETTINGS_FILE", data_dir / "settings.env"))
-    values: dict[str, str] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, _, value = line.partition("=")
-                values[key.strip()] = value.strip().strip('"').strip("'")
-    return values
-
-
-def load_settings() -> Settings:
-    """Read the settings now (cheap; called wherever a fresh view is needed)."""
-    data_dir = Path(os.environ.get("FULFILL_DATA_DIR", "~/.fulfill")).expanduser()
-    file_values = _settings_file_values(data_dir)
-
-    def get(name: str) -> str | None:
-        return os.environ.get(name, file_values.get(name))
-
-    database_url = get("FULFILL_DATABASE_URL") or f"sqlite:///{data_dir / 'fulfill.db'}"
-    secrets = tuple((get("FULFILL_WEBHOOK_SECRETS") or "").split())
-    return Settings(
-        data_dir=data_dir,
-        database_url=database_url,
-        approval_keys=get("FULFILL_APPROVAL_KEYS") or None,
-        webhook_secrets=secrets,
-        emergency_stop=(get("FULFILL_EMERGENCY_STOP") or "").strip().lower() in TRUE_WORDS,
-        late_commit_seconds=_seconds(get, "FULFILL_LATE_COMMIT_SECONDS", 30.0),
-        max_approval_ttl=_positive_int(get, "FULFILL_MAX_APPROVAL_TTL", DEFAULT_MAX_APPROVAL_TTL),
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        env_ignore_empty=True,
+        env_file_encoding="utf-8",
+        extra="ignore",  # the file may mirror variables that are not configuration (FULFILL_SETTINGS_FILE…)
+        frozen=True,
     )
 
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    database_url: str = Field(default="", validate_default=True)
+    migration_database_url: str | None = None
+    runtime_role: str | None = None
+    approval_keys: str | None = None
+    webhook_secrets: Annotated[tuple[str, ...], NoDecode] = ()
+    emergency_stop: bool = False
+    late_commit_seconds: float = DEFAULT_LATE_COMMIT_SECONDS
+    max_approval_ttl: int = DEFAULT_MAX_APPROVAL_TTL
 
-def _positive_int(get: Callable[[str], str | None], name: str, default: int) -> int:
-    text = get(name)
-    if text is None or not text.strip():
-        return default
-    stripped = text.strip()
-    if not (stripped.isascii() and stripped.isdigit() and len(stripped) <= 18 and int(stripped) > 0):
-        raise ValueError(f"{name}: must be a positive whole number of seconds, not {text[:40]!r}")
-    return int(stripped)
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _expand_data_dir(cls, value: Any) -> Path:
+        return Path(DEFAULT_DATA_DIR if _blank(value) else value).expanduser()
+
+    @field_validator("database_url")
+    @classmethod
+    def _default_database(cls, value: str, info: ValidationInfo) -> str:
+        if value.strip():
+            return value.strip()
+        data_dir = info.data.get("data_dir") or Path(DEFAULT_DATA_DIR).expanduser()
+        return f"sqlite:///{data_dir / 'fulfill.db'}"
+
+    @field_validator("migration_database_url", "runtime_role", "approval_keys", mode="before")
+    @classmethod
+    def _optional_text(cls, value: Any) -> Any:
+        return None if _blank(value) else value.strip() if isinstance(value, str) else value
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: Any) -> tuple[str, ...]:
+        secrets = tuple(value.split()) if isinstance(value, str) else tuple(value)
+        if any(not secret.startswith("whsec_") for secret in secrets):
+            raise ValueError("every secret must start with whsec_ (space-separated)")
+        return secrets
+
+    @field_validator("emergency_stop", mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        try:
+            return parse_flag("", str(value))
+        except SettingsError:
+            raise ValueError("must be one of 1/true/yes/on or 0/false/no/off") from None
+
+    @field_validator("max_approval_ttl", mode="before")
+    @classmethod
+    def _positive_int(cls, value: Any) -> int:
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 18 and int(text) > 0):
+            raise ValueError(f"must be a positive whole number of seconds, not {str(value)[:40]!r}")
+        return int(text)
+
+    @field_validator("late_commit_seconds", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a number of seconds, not {str(value)[:40]!r}") from None
+        if not 0 <= seconds <= MAX_LATE_COMMIT_SECONDS:  # also refuses nan
+            raise ValueError(f"must be between 0 and {MAX_LATE_COMMIT_SECONDS} seconds")
+        return seconds
 
 
-def _seconds(get: Callable[[str], str | None], name: str, default: float) -> float:
-    text = get(name)
-    if text is None or not text.strip():
-        return default
+def settings_file() -> Path:
+    """The settings file: ``FULFILL_SETTINGS_FILE``, else ``settings.env`` in ``FULFILL_DATA_DIR`` (environment only)."""
+    named = os.environ.get(f"{PREFIX}SETTINGS_FILE", "").strip()
+    if named:
+        return Path(named).expanduser()
+    data_dir = os.environ.get(f"{PREFIX}DATA_DIR", "").strip() or DEFAULT_DATA_DIR
+    return Path(data_dir).expanduser() / "settings.env"
+
+
+def _variable(location: tuple[int | str, ...]) -> str:
+    return f"{PREFIX}{str(location[0]).upper()}" if location else f"{PREFIX}*"
+
+
+def _message(error: Any) -> str:
+    text = str(error["msg"])
+    return text.removeprefix("Value error, ")
+
+
+@functools.cache
+def load_settings() -> Settings:
+    """The process's settings, read once (environment over the settings file) and then cached.
+
+    Tests that change the environment call ``load_settings.cache_clear()`` (or :func:`reload_settings`).
+
+    Raises:
+        SettingsError: a variable has an invalid value; the message names it, e.g.
+            ``FULFILL_MAX_APPROVAL_TTL: must be a positive whole number of seconds, not '0'``.
+    """
+    path = settings_file()
     try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name}: must be a number of seconds, not {text!r}") from None
-    if not 0 <= value < 86400:
-        raise ValueError(f"{name}: must be between 0 and 86400 seconds")
-    return value
+        return Settings(_env_file=path if path.is_file() else None)
+    except ValidationError as exc:
+        problems = [f"{_variable(e['loc'])}: {_message(e)}" for e in exc.errors()]
+        raise SettingsError("; ".join(problems)) from None
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings and read them again (tests; an explicit operator reload)."""
+    load_settings.cache_clear()
+    return load_settings()
+
+
+_file_lock = threading.Lock()
+_file_flag: tuple[Path, int, int, str | None] | None = None  # path, mtime_ns, size, raw value
+
+
+def _file_emergency_stop(path: Path) -> str | None:
+    """``FULFILL_EMERGENCY_STOP`` as the settings file has it now; re-parsed only when the file changed."""
+    global _file_flag
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    with _file_lock:
+        cached = _file_flag
+        if cached is not None and cached[:3] == (path, stat.st_mtime_ns, stat.st_size):
+            return cached[3]
+        values = dotenv_values(path, encoding="utf-8")
+        name = f"{PREFIX}EMERGENCY_STOP"
+        raw = next((v for k, v in values.items() if k.upper() == name), None)
+        _file_flag = (path, stat.st_mtime_ns, stat.st_size, raw)
+        return raw
 
 
 def emergency_stop_engaged() -> bool:
-    """The global emergency stop, read afresh at every check (environment wins over the file)."""
-    return load_settings().emergency_stop
+    """The global emergency stop, read afresh at every check (not from the cached settings).
+
+    ``FULFILL_EMERGENCY_STOP`` in the environment wins; when it is unset or blank, the settings
+    file's value counts (re-read only after the file changed). A value that is neither a yes nor a
+    no word engages the stop: a kill switch fails closed.
+    """
+    name = f"{PREFIX}EMERGENCY_STOP"
+    value = os.environ.get(name)
+    if _blank(value):
+        value = _file_emergency_stop(settings_file())
+    if value is None:
+        return False
+    try:
+        return parse_flag(name, value)
+    except SettingsError as exc:
+        log.warning("%s: treating the unrecognised value as engaged", exc)
+        return True

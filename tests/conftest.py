@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from fulfill.approval import sign_intent
-from fulfill.db import dispose_engines, get_engine
+from fulfill.db import dispose_engines, get_engine, make_engine, upgrade
+from fulfill.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VECTORS = REPO.parent / "shared" / "spec" / "vectors"
@@ -62,6 +63,49 @@ socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
 socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 
 
+class _SettingsAwareMonkeyPatch(pytest.MonkeyPatch):  # pytest marks it @final for typing only
+    """``monkeypatch`` that makes the next ``load_settings()`` see the environment it changed.
+
+    fulfill reads its settings once per process; tests change ``FULFILL_*`` variables freely.
+    """
+
+    def setenv(self, name: str, value: str, prepend: str | None = None) -> None:
+        super().setenv(name, value, prepend)
+        load_settings.cache_clear()
+
+    def delenv(self, name: str, raising: bool = True) -> None:
+        super().delenv(name, raising)
+        load_settings.cache_clear()
+
+    def undo(self) -> None:
+        super().undo()
+        load_settings.cache_clear()
+
+
+@pytest.fixture
+def monkeypatch() -> Iterator[pytest.MonkeyPatch]:
+    """pytest's ``monkeypatch``, plus: every environment change resets the cached settings."""
+    with _SettingsAwareMonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    """Each test reads the settings of its own environment (code may also set ``os.environ`` directly)."""
+    load_settings.cache_clear()
+    yield
+    load_settings.cache_clear()
+
+
+def migrate(url: str) -> None:
+    """Bring a fresh test database to the schema head, as ``fulfill db upgrade`` does in a deployment."""
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The PostgreSQL server the tests use.
@@ -91,9 +135,38 @@ def postgres_database(postgres_admin_url: str) -> Iterator[str]:
     with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(postgres_admin_url).set(drivername="postgresql+psycopg", database=name)
-    yield url.render_as_string(hide_password=False)
+    rendered = url.render_as_string(hide_password=False)
+    migrate(rendered)
+    yield rendered
     dispose_engines()
     with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database without any schema: a new SQLite file, or a new PostgreSQL database (dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        dispose_engines()
+        return
+    yield from _empty_postgres(request.getfixturevalue("postgres_admin_url"))
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A new PostgreSQL database without any schema (dropped after), for what only PostgreSQL has."""
+    yield from _empty_postgres(postgres_admin_url)
+
+
+def _empty_postgres(admin: str) -> Iterator[str]:
+    name = f"fulfill_empty_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin).set(drivername="postgresql+psycopg", database=name)
+    yield url.render_as_string(hide_password=False)
+    dispose_engines()
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -104,6 +177,7 @@ def database_url(
     """Each test using this runs twice: on SQLite (a fresh file) and on PostgreSQL (shared, unique ids)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'fulfill.db'}"
+        migrate(url)
     else:
         url = request.getfixturevalue("postgres_database")
     monkeypatch.setenv("FULFILL_DATABASE_URL", url)

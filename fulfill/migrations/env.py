@@ -14,7 +14,10 @@ target_metadata = SQLModel.metadata
 
 
 def run_migrations_online() -> None:
-    engine = config.attributes.get("engine") or make_engine(load_settings().database_url)
+    engine = config.attributes.get("engine")
+    if engine is None:  # not run through fulfill.db.upgrade: the migration role's URL
+        settings = load_settings()
+        engine = make_engine(settings.migration_database_url or settings.database_url)
     with engine.connect() as connection:
         context.configure(
             connection=connection,
