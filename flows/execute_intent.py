@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as current_flow_run
+from pydantic import BaseModel, Field
 
 from connectors.base import StepCall, StepResult, idempotency_key
 from connectors.errors import ConnectorError, OutcomeUnknown
@@ -22,7 +23,15 @@ from fulfill import executions
 from fulfill.db import get_engine, transaction
 from fulfill.executions import UNDO_DONE, UNDO_PAUSED, Failure, Lease, LeaseLost
 from fulfill.intent import parse_intent
-from tasks.admit import admit
+from fulfill.states import (
+    Compensation,
+    ExecutionStatus,
+    FailureCode,
+    HaltKind,
+    RefusalReason,
+    StepStatus,
+)
+from tasks.admit import Rejected, admit
 from tasks.claim import ClaimRefused, claim
 from tasks.connector_step import (
     Halted,
@@ -47,23 +56,51 @@ from tasks.record import (
 
 class ExecutionFailed(Exception):
     """Raised at the end of a run whose execution is FAILED, so the Prefect run is FAILED too
-    (operators see it, and can rerun it from the UI/CLI). The message is seller-safe."""
+    (operators see it, and can rerun it from the UI/CLI). The message is seller-safe.
 
-    def __init__(self, code: str, message: str) -> None:
+    Pickles from its arguments (Prefect carries it across processes in the run's state).
+    """
+
+    def __init__(self, code: FailureCode, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.message = message
 
     def __reduce__(self) -> tuple[Any, ...]:
-        code, _, message = str(self).partition(": ")
-        return (ExecutionFailed, (code, message))
+        return (type(self), (self.code, self.message))
 
 
 class AdmissionRejected(ExecutionFailed):
     """The intent itself was refused (schema, approval signature, conflicting content): nothing ran."""
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        code, _, message = str(self).partition(": ")
-        return (AdmissionRejected, (code, message))
+
+class ExecutionResult(BaseModel):
+    """What one run of ``execute-intent`` did, or found: the flow's return value.
+
+    Also one entry of the lists ``reconcile`` and ``expire-sweeper`` return. A FAILED ending
+    raises :class:`ExecutionFailed` from ``execute-intent`` instead (the reconciler records it here
+    with its ``code``).
+    """
+
+    action_intent_id: str
+    status: ExecutionStatus = Field(description="The execution's status after this run")
+    executed: bool = Field(default=False, description="This run completed the action (SUCCEEDED now)")
+    reason: RefusalReason | None = Field(
+        default=None, description="Why this run started no attempt (the claim was refused)"
+    )
+    code: FailureCode | None = Field(default=None, description="The failure code when it ended FAILED")
+    explanation: str = ""
+    external_refs: list[dict[str, Any]] = Field(default_factory=list)
+    compensation: Compensation | None = Field(
+        default=None, description="How undoing the finished steps ended, when this run undid any"
+    )
+
+
+class CompletedStep(NamedTuple):
+    """A step of this generation that is done: its call, and what the provider answered."""
+
+    call: StepCall
+    result: StepResult
 
 
 @flow(
@@ -75,7 +112,7 @@ class AdmissionRejected(ExecutionFailed):
 )
 def execute_intent(
     intent: dict[str, Any] | None = None, action_intent_id: str | None = None
-) -> dict[str, Any]:
+) -> ExecutionResult:
     """Execute one approved ActionIntentV1, exactly once.
 
     Args:
@@ -85,7 +122,7 @@ def execute_intent(
             Prefect refuses flow-run parameters over 512 KiB. The stored intent is verified again.
 
     Returns:
-        ``{"action_intent_id", "status", ...}`` — the execution's status after this run.
+        The execution's status after this run, and whether this run executed it.
 
     Raises:
         ExecutionFailed: the intent was rejected, or its execution ended FAILED.
@@ -93,9 +130,8 @@ def execute_intent(
     raw = intent if intent is not None else received_intent(action_intent_id)
     flow_run_id = current_flow_run.id
     admission = admit(raw, flow_run_id)
-    if not admission.admitted:
-        raise AdmissionRejected(admission.code or "VALIDATION_FAILED", admission.reason or "rejected")
-    assert admission.action_intent_id and admission.tenant_id and admission.action_type
+    if isinstance(admission, Rejected):
+        raise AdmissionRejected(admission.code, admission.reason)
     owner = f"{flow_run_id or 'local'}/{uuid.uuid4().hex[:12]}"
     lease = claim(admission.action_intent_id, admission.tenant_id, admission.action_type, owner, flow_run_id)
     if isinstance(lease, ClaimRefused):
@@ -109,41 +145,44 @@ def execute_intent(
 def received_intent(action_intent_id: str | None) -> dict[str, Any]:
     """The raw intent stored when it was received (its signature is verified again by admission)."""
     if action_intent_id is None:
-        raise AdmissionRejected("VALIDATION_FAILED", "pass the intent or the id of a received intent")
+        raise AdmissionRejected(
+            FailureCode.VALIDATION_FAILED, "pass the intent or the id of a received intent"
+        )
     with transaction(get_engine()) as session:
         try:
             return dict(executions.get(session, None, action_intent_id).intent_json)
         except executions.ExecutionNotFound:
             raise AdmissionRejected(
-                "VALIDATION_FAILED", f"no intent {action_intent_id!r} was received"
+                FailureCode.VALIDATION_FAILED, f"no intent {action_intent_id!r} was received"
             ) from None
 
 
-def _refused(action_intent_id: str, refusal: ClaimRefused) -> dict[str, Any]:
+def _refused(action_intent_id: str, refusal: ClaimRefused) -> ExecutionResult:
     get_run_logger().info(
         "Nothing to execute for %s: %s (%s)", action_intent_id, refusal.reason, refusal.status
     )
-    if refusal.reason == "KILL_SWITCH":
-        raise ExecutionFailed("KILL_SWITCH", "Execution is paused by an operator; nothing was changed.")
-    return {
-        "action_intent_id": action_intent_id,
-        "status": refusal.status,
-        "executed": False,
-        "reason": refusal.reason,
-        "explanation": refusal.explanation,
-        "external_refs": refusal.external_refs,
-    }
+    if refusal.reason == RefusalReason.KILL_SWITCH:
+        raise ExecutionFailed(
+            FailureCode.KILL_SWITCH, "Execution is paused by an operator; nothing was changed."
+        )
+    return ExecutionResult(
+        action_intent_id=action_intent_id,
+        status=refusal.status,
+        reason=refusal.reason,
+        explanation=refusal.explanation,
+        external_refs=refusal.external_refs,
+    )
 
 
-def _fulfil(lease: Lease, raw: dict[str, Any]) -> dict[str, Any]:
+def _fulfil(lease: Lease, raw: dict[str, Any]) -> ExecutionResult:
     """The steps, then the fenced finish. Raises LeaseLost when cancelled or taken over meanwhile."""
     intent = parse_intent(raw)
     params = intent.normalized_parameters()
     the_plan: Plan | Failure = plan(lease, intent.action_type, params)
     if isinstance(the_plan, Failure):
-        return _end(lease, "FAILED", the_plan.message, the_plan, [])
-    done = {r["step"]: r for r in step_records(lease.action_intent_id, lease.generation)}
-    completed: list[tuple[StepCall, StepResult]] = []
+        return _end(lease, ExecutionStatus.FAILED, the_plan.message, the_plan, [])
+    recorded = {r["step"]: r for r in step_records(lease.action_intent_id, lease.generation)}
+    completed: list[CompletedStep] = []
     for seq, step in enumerate(the_plan.steps):
         call = StepCall(
             action_intent_id=lease.action_intent_id,
@@ -153,11 +192,11 @@ def _fulfil(lease: Lease, raw: dict[str, Any]) -> dict[str, Any]:
             step=step,
             idempotency_key=idempotency_key(lease.action_intent_id, step, lease.generation),
             params=params,
-            prior={done_call.step: result.ref for done_call, result in completed},
+            prior={done.call.step: done.result.ref for done in completed},
         )
-        record = done.get(step)
-        if record is not None and record["status"] == "SUCCEEDED":
-            completed.append((call, StepResult.model_validate(record["result_json"])))
+        record = recorded.get(step)
+        if record is not None and record["status"] == StepStatus.SUCCEEDED:
+            completed.append(CompletedStep(call, StepResult.model_validate(record["result_json"])))
             continue
         try:
             checkpoint(lease, seq, the_plan.system, call)
@@ -169,10 +208,13 @@ def _fulfil(lease: Lease, raw: dict[str, Any]) -> dict[str, Any]:
             return _failed(lease, error)
         # Recorded even if a cancellation raced the call: the write happened and must be undone.
         record_step_succeeded(lease, step, result, step not in the_plan.self_ledgered_steps)
-        completed.append((call, result))
-    refs = [result.ref.model_dump(mode="json") for _, result in completed]
-    explanation = " ".join(result.summary for _, result in completed)
-    return _end(lease, "SUCCEEDED", explanation, None, refs)
+        completed.append(CompletedStep(call, result))
+    explanation = " ".join(done.result.summary for done in completed)
+    return _end(lease, ExecutionStatus.SUCCEEDED, explanation, None, _refs(completed))
+
+
+def _refs(completed: list[CompletedStep]) -> list[dict[str, Any]]:
+    return [done.result.ref.model_dump(mode="json") for done in completed]
 
 
 def _call_with_reconcile(lease: Lease, call: StepCall, fingerprint: str) -> StepResult:
@@ -196,7 +238,7 @@ def _answer_was_lost(lease: Lease, step: str) -> bool:
     return any(r["step"] == step and r.get("unsettled_until") for r in records)
 
 
-def undo_steps(lease: Lease) -> tuple[str, str | None]:
+def undo_steps(lease: Lease) -> tuple[Compensation, str | None]:
     """Undo this generation's steps newest first, from their persisted records.
 
     Covers finished steps and steps whose outcome is unknown (a call in flight when the run was
@@ -210,10 +252,12 @@ def undo_steps(lease: Lease) -> tuple[str, str | None]:
     """
     for record in reversed(step_records(lease.action_intent_id, lease.generation)):
         status, unsettled = record["status"], record.get("unsettled_until")
-        if status not in ("SUCCEEDED", "CALL_STARTED") and not (status == "FAILED" and unsettled):
+        if status not in (StepStatus.SUCCEEDED, StepStatus.CALL_STARTED) and not (
+            status == StepStatus.FAILED and unsettled
+        ):
             continue
         call = StepCall.model_validate(record["call_json"])
-        result = StepResult.model_validate(record["result_json"]) if status == "SUCCEEDED" else None
+        result = StepResult.model_validate(record["result_json"]) if status == StepStatus.SUCCEEDED else None
         try:
             wait_until_settled(lease, datetime.fromisoformat(unsettled) if unsettled else None)
             undone = compensate_step(lease, call, result, confirm=unsettled is not None)
@@ -228,115 +272,116 @@ def undo_steps(lease: Lease) -> tuple[str, str | None]:
     return _compensation_so_far(lease), None
 
 
-def _compensation_so_far(lease: Lease) -> str:
+def _compensation_so_far(lease: Lease) -> Compensation:
     statuses = {r["status"] for r in step_records(lease.action_intent_id, lease.generation)}
-    if "COMPENSATION_FAILED" in statuses:
-        return "COMPENSATION_FAILED"
-    return "COMPENSATED" if "COMPENSATED" in statuses else "NONE"
+    if StepStatus.COMPENSATION_FAILED in statuses:
+        return Compensation.COMPENSATION_FAILED
+    return Compensation.COMPENSATED if StepStatus.COMPENSATED in statuses else Compensation.NONE
 
 
-def _failed(lease: Lease, error: ConnectorError) -> dict[str, Any]:
+def _failed(lease: Lease, error: ConnectorError) -> ExecutionResult:
     compensation, halted = undo_steps(lease)
     ambiguous = isinstance(error, OutcomeUnknown)  # its code is AMBIGUOUS_OUTCOME
     message = error.seller_message
     if halted:
         message += UNDO_PAUSED
-        compensation = "NONE"
-    elif compensation != "NONE":
+        compensation = Compensation.NONE
+    elif compensation != Compensation.NONE:
         message += UNDO_DONE[compensation]
     failure = Failure(
-        error.code,
+        FailureCode(error.code),
         message,
-        needs_human=ambiguous or bool(halted) or compensation == "COMPENSATION_FAILED",
+        needs_human=ambiguous or bool(halted) or compensation == Compensation.COMPENSATION_FAILED,
         compensation=compensation,
     )
     return _end(
         lease,
-        "FAILED",
+        ExecutionStatus.FAILED,
         message,
         failure,
         [],
-        next_generation=compensation != "NONE",
+        next_generation=compensation != Compensation.NONE,
         compensation_pending=bool(halted),
     )
 
 
-def _halted(
-    lease: Lease, step: str, halt: Halted, completed: list[tuple[StepCall, StepResult]]
-) -> dict[str, Any]:
-    if halt.kind == "EXPIRED":
+def _halted(lease: Lease, step: str, halt: Halted, completed: list[CompletedStep]) -> ExecutionResult:
+    if halt.kind == HaltKind.EXPIRED:
         compensation, halted = undo_steps(lease)
         if halted:
             explanation = "The approval expired part-way." + UNDO_PAUSED
-        elif compensation == "COMPENSATION_FAILED":
+        elif compensation == Compensation.COMPENSATION_FAILED:
             explanation = "The approval expired part-way and undoing failed."
         else:
             explanation = "The approval expired before the action could finish; nothing was changed."
         return _end(
             lease,
-            "EXPIRED",
+            ExecutionStatus.EXPIRED,
             explanation,
             None,
             [],
-            next_generation=compensation != "NONE",
+            next_generation=compensation != Compensation.NONE,
             compensation_pending=bool(halted),
+            compensation=compensation,
         )
     record_halt(lease, step, halt.reason)
     partial = bool(completed)
     message = "Execution is paused by an operator; " + (
         "some steps are done and the rest will run when it is resumed." if partial else "nothing was changed."
     )
-    refs = [result.ref.model_dump(mode="json") for _, result in completed]
-    return _end(lease, "FAILED", message, Failure("KILL_SWITCH", message, needs_human=partial), refs)
+    failure = Failure(FailureCode.KILL_SWITCH, message, needs_human=partial)
+    return _end(lease, ExecutionStatus.FAILED, message, failure, _refs(completed))
 
 
-CANCELLED_EXPLANATION = {
-    "NONE": "Cancelled before any change was made.",
-    "COMPENSATED": "Cancelled while executing; the steps already done were undone.",
-    "COMPENSATION_FAILED": "Cancelled while executing; undoing the steps already done failed.",
+CANCELLED_EXPLANATION: dict[Compensation, str] = {
+    Compensation.NONE: "Cancelled before any change was made.",
+    Compensation.COMPENSATED: "Cancelled while executing; the steps already done were undone.",
+    Compensation.COMPENSATION_FAILED: "Cancelled while executing; undoing the steps already done failed.",
 }
 
 
-def _lost(lease: Lease, lost: LeaseLost) -> dict[str, Any]:
+def _lost(lease: Lease, lost: LeaseLost) -> ExecutionResult:
     """The execution was cancelled or taken over while this run held it."""
-    if lost.status != "CANCELLED":
+    if lost.status != ExecutionStatus.CANCELLED:
         get_run_logger().warning(
             "Lease lost (%s); another executor owns %s", lost.status, lease.action_intent_id
         )
-        return {"action_intent_id": lease.action_intent_id, "status": lost.status, "executed": False}
+        return ExecutionResult(action_intent_id=lease.action_intent_id, status=lost.status)
     try:
         return settle_cancelled(lease)
     except LeaseLost as again:
         get_run_logger().warning("Undo of %s taken over (%s)", lease.action_intent_id, again.status)
-        return {"action_intent_id": lease.action_intent_id, "status": again.status, "executed": False}
+        return ExecutionResult(action_intent_id=lease.action_intent_id, status=again.status)
 
 
-def settle_cancelled(lease: Lease) -> dict[str, Any]:
+def settle_cancelled(lease: Lease) -> ExecutionResult:
     """Undo what a cancelled execution still owes, and record how it ended."""
-    return settle_owed_undo(lease, "CANCELLED")
+    return settle_owed_undo(lease, ExecutionStatus.CANCELLED)
 
 
-SETTLED_EXPLANATION = {
-    "CANCELLED": CANCELLED_EXPLANATION,
-    "FAILED": {
-        "NONE": "The action failed; nothing had to be undone.",
-        "COMPENSATED": "The action failed; everything done before the failure was undone.",
-        "COMPENSATION_FAILED": "The action failed and undoing the earlier steps failed; a person will check.",
+SETTLED_EXPLANATION: dict[ExecutionStatus, dict[Compensation, str]] = {
+    ExecutionStatus.CANCELLED: CANCELLED_EXPLANATION,
+    ExecutionStatus.FAILED: {
+        Compensation.NONE: "The action failed; nothing had to be undone.",
+        Compensation.COMPENSATED: "The action failed; everything done before the failure was undone.",
+        Compensation.COMPENSATION_FAILED: (
+            "The action failed and undoing the earlier steps failed; a person will check."
+        ),
     },
-    "EXPIRED": {
-        "NONE": "The approval expired before the action could finish; nothing was changed.",
-        "COMPENSATED": "The approval expired part-way; the steps already done were undone.",
-        "COMPENSATION_FAILED": "The approval expired part-way and undoing failed.",
+    ExecutionStatus.EXPIRED: {
+        Compensation.NONE: "The approval expired before the action could finish; nothing was changed.",
+        Compensation.COMPENSATED: "The approval expired part-way; the steps already done were undone.",
+        Compensation.COMPENSATION_FAILED: "The approval expired part-way and undoing failed.",
     },
 }
-PAUSED_PREFIX = {
-    "CANCELLED": "Cancelled while executing.",
-    "FAILED": "The action failed.",
-    "EXPIRED": "The approval expired part-way.",
+PAUSED_PREFIX: dict[ExecutionStatus, str] = {
+    ExecutionStatus.CANCELLED: "Cancelled while executing.",
+    ExecutionStatus.FAILED: "The action failed.",
+    ExecutionStatus.EXPIRED: "The approval expired part-way.",
 }
 
 
-def settle_owed_undo(lease: Lease, status: str) -> dict[str, Any]:
+def settle_owed_undo(lease: Lease, status: ExecutionStatus) -> ExecutionResult:
     """Undo what a terminal (CANCELLED, FAILED, EXPIRED) execution still owes; record how it ended.
 
     Run by the executor that was cancelled, or by the reconciler for an undo whose run died or that
@@ -346,34 +391,35 @@ def settle_owed_undo(lease: Lease, status: str) -> dict[str, Any]:
     explanation = SETTLED_EXPLANATION[status][compensation]
     if halted:
         explanation = PAUSED_PREFIX[status] + UNDO_PAUSED
-    status = finish_undo(lease, compensation, explanation, bool(halted))
-    return {
-        "action_intent_id": lease.action_intent_id,
-        "status": status,
-        "executed": False,
-        "explanation": explanation,
-        "compensation": compensation,
-    }
+    final = finish_undo(lease, compensation, explanation, bool(halted))
+    return ExecutionResult(
+        action_intent_id=lease.action_intent_id,
+        status=final,
+        explanation=explanation,
+        compensation=compensation,
+    )
 
 
 def _end(
     lease: Lease,
-    status: str,
+    status: ExecutionStatus,
     explanation: str,
     failure: Failure | None,
     refs: list[dict[str, Any]],
     next_generation: bool = False,
     compensation_pending: bool = False,
-) -> dict[str, Any]:
+    compensation: Compensation | None = None,
+) -> ExecutionResult:
     final = finish(lease, status, explanation, failure, refs, next_generation, compensation_pending)
     if isinstance(final, LeaseLost):
         raise final  # cancelled meanwhile: execute_intent settles it (_lost)
-    if final == "FAILED" and failure is not None:
+    if final == ExecutionStatus.FAILED and failure is not None:
         raise ExecutionFailed(failure.code, failure.message)
-    return {
-        "action_intent_id": lease.action_intent_id,
-        "status": final,
-        "executed": final == "SUCCEEDED",
-        "explanation": explanation,
-        "external_refs": refs,
-    }
+    return ExecutionResult(
+        action_intent_id=lease.action_intent_id,
+        status=final,
+        executed=final == ExecutionStatus.SUCCEEDED,
+        explanation=explanation,
+        external_refs=refs,
+        compensation=failure.compensation if failure is not None else compensation,
+    )

@@ -14,6 +14,7 @@ from typing import Any
 from fulfill import executions
 from fulfill.db import get_engine, transaction
 from fulfill.executions import Failure, Lease
+from fulfill.states import ExecutionStatus, FailureCode, StepStatus
 
 logger = logging.getLogger("fulfill.hooks")
 
@@ -39,23 +40,30 @@ def record_flow_end(flow: Any, flow_run: Any, state: Any) -> None:
                 # Cancelled (or halted) while undoing: the reconciler finishes the undo, now.
                 executions.release_undo(session, intent_id, owner)
                 return
-            if execution.status != "EXECUTING":
+            if execution.status != ExecutionStatus.EXECUTING:
                 return
             steps = executions.steps_of(session, intent_id, execution.generation)
-            unknown = [s.step for s in steps if s.status == "CALL_STARTED"]
+            unknown = [s.step for s in steps if s.status == StepStatus.CALL_STARTED]
             kind = "cancelled" if state.is_cancelled() else "crashed" if state.is_crashed() else "failed"
             if unknown:
                 failure = Failure(
-                    "AMBIGUOUS_OUTCOME",
+                    FailureCode.AMBIGUOUS_OUTCOME,
                     "The run stopped while a change was in flight; a person will check it "
                     "(a rerun finds and reuses the change if it was made).",
                     needs_human=True,
                 )
             else:
-                failure = Failure("RETRIES_EXHAUSTED", f"The run {kind} before it finished; it can be rerun.")
+                failure = Failure(
+                    FailureCode.RETRIES_EXHAUSTED, f"The run {kind} before it finished; it can be rerun."
+                )
             lease = Lease(intent_id, execution.tenant_id, owner, execution.attempt, execution.generation)
             executions.finish(
-                session, lease, status="FAILED", explanation=failure.message, failure=failure, refs=[]
+                session,
+                lease,
+                status=ExecutionStatus.FAILED,
+                explanation=failure.message,
+                failure=failure,
+                refs=[],
             )
     except Exception:  # a hook must never raise (Prefect swallows it anyway); log for operators
         logger.exception("could not record the end of flow run %s for %s", flow_run.id, intent_id)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from prefect import flow, get_run_logger
@@ -25,11 +24,12 @@ from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 from sqlmodel import col, select
 
-from flows.execute_intent import ExecutionFailed, execute_intent, settle_owed_undo
+from flows.execute_intent import ExecutionFailed, ExecutionResult, execute_intent, settle_owed_undo
 from fulfill import executions
 from fulfill.controls import blocked_reason
 from fulfill.db import db_now, get_engine, transaction
 from fulfill.executions import LeaseLost
+from fulfill.states import ExecutionStatus
 from fulfill.tables import Execution, Signal
 from tasks.record import claim_undo
 
@@ -41,7 +41,7 @@ WAITING_STATES = frozenset({StateType.SCHEDULED, StateType.PENDING, StateType.PA
 @flow(name="reconcile")
 def reconcile(
     limit: int = BATCH, tenant_id: str | None = None, pending_grace_seconds: float = PENDING_GRACE_SECONDS
-) -> list[dict[str, Any]]:
+) -> list[ExecutionResult]:
     """Settle what runs left behind (optionally one tenant's), in three kinds.
 
     * EXECUTING with an expired lease: its worker died; re-run it (finished steps are skipped).
@@ -56,13 +56,13 @@ def reconcile(
         scoped = (Execution.tenant_id == tenant_id) if tenant_id is not None else sa.true()
         stale = session.exec(
             select(Execution.action_intent_id)
-            .where(Execution.status == "EXECUTING", col(Execution.lease_until) < now, scoped)
+            .where(Execution.status == ExecutionStatus.EXECUTING, col(Execution.lease_until) < now, scoped)
             .limit(limit)
         ).all()
         orphans = session.exec(
             select(Execution.action_intent_id, Execution.flow_run_id)
             .where(
-                Execution.status == "PENDING",
+                Execution.status == ExecutionStatus.PENDING,
                 col(Execution.updated_at) < now - timedelta(seconds=pending_grace_seconds),
                 scoped,
             )
@@ -88,11 +88,16 @@ def reconcile(
     return results
 
 
-def _rerun(action_intent_id: str) -> dict[str, Any]:
+def _rerun(action_intent_id: str) -> ExecutionResult:
     try:
         return execute_intent(action_intent_id=action_intent_id)
     except ExecutionFailed as failed:
-        return {"action_intent_id": action_intent_id, "status": "FAILED", "code": failed.code}
+        return ExecutionResult(
+            action_intent_id=action_intent_id,
+            status=ExecutionStatus.FAILED,
+            code=failed.code,
+            explanation=failed.message,
+        )
 
 
 def _run_waiting(flow_run_id: str | None) -> bool:
@@ -107,7 +112,7 @@ def _run_waiting(flow_run_id: str | None) -> bool:
     return run.state is not None and run.state.type in WAITING_STATES
 
 
-def _finish_undo(action_intent_id: str, status: str) -> dict[str, Any] | None:
+def _finish_undo(action_intent_id: str, status: ExecutionStatus) -> ExecutionResult | None:
     lease = claim_undo(action_intent_id, f"reconcile/{uuid.uuid4().hex[:12]}")
     if lease is None:
         return None  # someone else holds it, or it is settled
@@ -118,21 +123,28 @@ def _finish_undo(action_intent_id: str, status: str) -> dict[str, Any] | None:
 
 
 @flow(name="expire-sweeper")
-def expire_sweeper(limit: int = BATCH, tenant_id: str | None = None) -> list[dict[str, Any]]:
+def expire_sweeper(limit: int = BATCH, tenant_id: str | None = None) -> list[ExecutionResult]:
     """Expire PENDING intents whose approval ran out before any worker picked them up."""
     with transaction(get_engine()) as session:
         now = db_now(session)
         query = select(Execution.action_intent_id).where(
-            Execution.status == "PENDING", col(Execution.expires_at_epoch) <= int(now.timestamp())
+            Execution.status == ExecutionStatus.PENDING,
+            col(Execution.expires_at_epoch) <= int(now.timestamp()),
         )
         if tenant_id is not None:
             query = query.where(Execution.tenant_id == tenant_id)
         pending = session.exec(query.limit(limit)).all()
-    expired = []
+    expired: list[ExecutionResult] = []
     for intent_id in pending:  # one transaction each: a bad row does not stop the sweep
         with transaction(get_engine()) as session:
             if executions.expire_if_due(session, intent_id):
-                expired.append({"action_intent_id": intent_id, "status": "EXPIRED"})
+                expired.append(
+                    ExecutionResult(
+                        action_intent_id=intent_id,
+                        status=ExecutionStatus.EXPIRED,
+                        explanation=executions.EXPIRED_BEFORE_START,
+                    )
+                )
     return expired
 
 

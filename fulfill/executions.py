@@ -22,27 +22,37 @@ from sqlmodel import Session, col, select
 from fulfill import ledger
 from fulfill.db import db_now, insert_ignore, lock_clause
 from fulfill.intent import ActionIntentV1
+from fulfill.states import (
+    Compensation,
+    ExecutionStatus,
+    FailureCode,
+    RefusalReason,
+    StepStatus,
+)
 from fulfill.steps import StepCall, StepResult
 from fulfill.tables import Execution, Outcome, Signal, StepRecord
 
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"})
-NEVER_AGAIN = frozenset({"SUCCEEDED", "EXPIRED", "CANCELLED"})
-FINISH_EVENT = {
-    "SUCCEEDED": "ACTION_EXECUTED",
-    "FAILED": "ACTION_FAILED",
-    "EXPIRED": "ACTION_EXPIRED",
-    "CANCELLED": "ACTION_CANCELLED",
+TERMINAL = frozenset(
+    {ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.EXPIRED, ExecutionStatus.CANCELLED}
+)
+NEVER_AGAIN = frozenset({ExecutionStatus.SUCCEEDED, ExecutionStatus.EXPIRED, ExecutionStatus.CANCELLED})
+FINISH_EVENT: dict[ExecutionStatus, str] = {
+    ExecutionStatus.SUCCEEDED: "ACTION_EXECUTED",
+    ExecutionStatus.FAILED: "ACTION_FAILED",
+    ExecutionStatus.EXPIRED: "ACTION_EXPIRED",
+    ExecutionStatus.CANCELLED: "ACTION_CANCELLED",
 }
 #: Appended to a seller message while undoing is stopped by an operator control (and replaced once done).
 UNDO_PAUSED = (
     " Undoing the steps already done is paused by an operator; it finishes when the pause is released,"
     " and a person will check."
 )
-UNDO_DONE = {
-    "NONE": " Nothing had to be undone.",
-    "COMPENSATED": " Everything done before the failure was undone.",
-    "COMPENSATION_FAILED": " Undoing the earlier steps failed too; a person will check.",
+UNDO_DONE: dict[Compensation, str] = {
+    Compensation.NONE: " Nothing had to be undone.",
+    Compensation.COMPENSATED: " Everything done before the failure was undone.",
+    Compensation.COMPENSATION_FAILED: " Undoing the earlier steps failed too; a person will check.",
 }
+EXPIRED_BEFORE_START = "The approval expired before the action could start; nothing was done."
 SIGNAL_NAMESPACE = uuid.UUID("6f1c8f5e-3d0a-4c55-9a51-0c7e4c1f2a10")
 DEFAULT_LEASE_SECONDS = 300
 
@@ -58,17 +68,23 @@ class ExecutionNotFound(Exception):
 class AlreadyFinished(Exception):
     """The execution is terminal; the requested change is refused."""
 
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: ExecutionStatus) -> None:
         super().__init__(f"the execution is already {status}")
         self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status,))
 
 
 class LeaseLost(Exception):
     """This executor no longer owns the execution (cancelled, taken over, or finished)."""
 
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: ExecutionStatus) -> None:
         super().__init__(f"lease lost: execution is {status}")
         self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status,))
 
 
 @dataclass(frozen=True)
@@ -86,18 +102,18 @@ class Lease:
 class Failure:
     """The contract's failure object (status API §5)."""
 
-    code: str
+    code: FailureCode
     message: str
     needs_human: bool = False
-    compensation: str = "NONE"
+    compensation: Compensation = Compensation.NONE
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON form."""
+        """JSON form (plain strings)."""
         return {
-            "code": self.code,
+            "code": str(self.code),
             "message": self.message,
             "needs_human": self.needs_human,
-            "compensation": self.compensation,
+            "compensation": str(self.compensation),
         }
 
 
@@ -147,10 +163,10 @@ def register(
             "account_id": intent.account_id,
             "decision_id": intent.decision_id,
             "action_type": intent.action_type,
-            "status": "PENDING",
+            "status": ExecutionStatus.PENDING,
             "explanation": "Approved and waiting to be executed.",
             "needs_human": False,
-            "compensation": "NONE",
+            "compensation": Compensation.NONE,
             "approved_by": intent.approval.approved_by,
             "approved_at": intent.approval.approved_at,
             "expires_at_epoch": intent.expires_at_epoch,
@@ -197,7 +213,7 @@ def register(
 
 
 def record_rejection(
-    session: Session, raw: Any, *, code: str, field: str | None, reason: str, actor: str = "system"
+    session: Session, raw: Any, *, code: FailureCode, field: str | None, reason: str, actor: str = "system"
 ) -> None:
     """Ledger a rejected intent. No execution row is created, so a forgery cannot block the real intent.
 
@@ -238,7 +254,7 @@ def record_rejection(
 class Refusal:
     """Why a claim did not start an attempt; ``execution`` is the current state."""
 
-    reason: str  # ALREADY_FINISHED | BUSY | COMPENSATING | EXPIRED | KILL_SWITCH
+    reason: RefusalReason
     execution: Execution
 
 
@@ -266,37 +282,43 @@ def claim(
         raise ExecutionNotFound(action_intent_id)
     now = db_now(session)
     if execution.status in NEVER_AGAIN:
-        return Refusal("ALREADY_FINISHED", execution)
+        return Refusal(RefusalReason.ALREADY_FINISHED, execution)
     if execution.compensation_pending:
-        return Refusal("COMPENSATING", execution)
-    if execution.status == "EXECUTING" and execution.lease_until and execution.lease_until > now:
-        return Refusal("BUSY", execution)
+        return Refusal(RefusalReason.COMPENSATING, execution)
+    if (
+        execution.status == ExecutionStatus.EXECUTING
+        and execution.lease_until
+        and execution.lease_until > now
+    ):
+        return Refusal(RefusalReason.BUSY, execution)
     if now.timestamp() >= execution.expires_at_epoch:
         _terminal(
             session,
             execution,
-            status="EXPIRED",
-            explanation="The approval expired before the action could start; nothing was done.",
+            status=ExecutionStatus.EXPIRED,
+            explanation=EXPIRED_BEFORE_START,
             failure=None,
             refs=[],
             attempt=execution.attempt,
         )
-        return Refusal("EXPIRED", execution)
+        return Refusal(RefusalReason.EXPIRED, execution)
     if blocked:
         halted(session, execution.tenant_id, action_intent_id, reason=blocked, before_step=None)
         execution.attempt += 1
         _terminal(
             session,
             execution,
-            status="FAILED",
+            status=ExecutionStatus.FAILED,
             explanation="Execution is paused by an operator; nothing was done. It can be rerun later.",
-            failure=Failure("KILL_SWITCH", "Execution is paused by an operator; nothing was changed."),
+            failure=Failure(
+                FailureCode.KILL_SWITCH, "Execution is paused by an operator; nothing was changed."
+            ),
             refs=[],
             attempt=execution.attempt,
         )
-        return Refusal("KILL_SWITCH", execution)
-    taken_over = execution.status == "EXECUTING"
-    execution.status = "EXECUTING"
+        return Refusal(RefusalReason.KILL_SWITCH, execution)
+    taken_over = execution.status == ExecutionStatus.EXECUTING
+    execution.status = ExecutionStatus.EXECUTING
     execution.attempt += 1
     execution.lease_owner = owner
     execution.lease_until = now + timedelta(seconds=lease_seconds)
@@ -328,15 +350,15 @@ def expire_if_due(session: Session, action_intent_id: str) -> bool:
     rotated out since is expired like any other.
     """
     execution = _locked(session, action_intent_id)
-    if execution is None or execution.status != "PENDING":
+    if execution is None or execution.status != ExecutionStatus.PENDING:
         return False
     if db_now(session).timestamp() < execution.expires_at_epoch:
         return False
     _terminal(
         session,
         execution,
-        status="EXPIRED",
-        explanation="The approval expired before the action could start; nothing was done.",
+        status=ExecutionStatus.EXPIRED,
+        explanation=EXPIRED_BEFORE_START,
         failure=None,
         refs=[],
         attempt=execution.attempt,
@@ -374,7 +396,7 @@ def fence(
     execution = _locked(session, lease.action_intent_id)
     assert execution is not None
     owned = execution.lease_owner == lease.owner and execution.attempt == lease.attempt
-    live = execution.status == "EXECUTING" or (settling and execution.compensation_pending)
+    live = execution.status == ExecutionStatus.EXECUTING or (settling and execution.compensation_pending)
     if not (owned and live):
         raise LeaseLost(execution.status)
     now = db_now(session)
@@ -415,7 +437,7 @@ def checkpoint(session: Session, lease: Lease, *, seq: int, system: str, call: S
             step=call.step,
             system=system,
             idempotency_key=call.idempotency_key,
-            status="CALL_STARTED",
+            status=StepStatus.CALL_STARTED,
             call_json=call.model_dump(mode="json"),
             started_at=db_now(session),
         )
@@ -454,9 +476,9 @@ def step_succeeded(
     fence(session, lease, settling=True)
     record = _step(session, lease, step)
     assert record is not None
-    if record.status == "SUCCEEDED":
+    if record.status == StepStatus.SUCCEEDED:
         return record
-    record.status = "SUCCEEDED"
+    record.status = StepStatus.SUCCEEDED
     record.result_json = result.model_dump(mode="json")
     record.finished_at = db_now(session)
     session.add(record)
@@ -490,7 +512,7 @@ def step_failed(session: Session, lease: Lease, step: str, error: dict[str, Any]
     record = _step(session, lease, step)
     if record is None:
         return
-    record.status = "FAILED"
+    record.status = StepStatus.FAILED
     record.error_json = error
     record.finished_at = db_now(session)
     session.add(record)
@@ -541,7 +563,7 @@ def step_compensated(
     """Record the outcome of undoing one step."""
     record = session.get(StepRecord, record_id)
     assert record is not None and record.tenant_id == tenant_id
-    record.status = "COMPENSATED" if ok else "COMPENSATION_FAILED"
+    record.status = StepStatus.COMPENSATED if ok else StepStatus.COMPENSATION_FAILED
     record.error_json = error if not ok else record.error_json
     session.add(record)
     ledger.append(
@@ -561,7 +583,7 @@ def finish(
     session: Session,
     lease: Lease,
     *,
-    status: str,
+    status: ExecutionStatus,
     explanation: str,
     failure: Failure | None,
     refs: list[dict[str, Any]],
@@ -625,7 +647,7 @@ def claim_undo(
 
 
 def finish_undo(
-    session: Session, lease: Lease, *, compensation: str, explanation: str, halted: bool = False
+    session: Session, lease: Lease, *, compensation: Compensation, explanation: str, halted: bool = False
 ) -> Execution:
     """Record how undoing a terminal execution's steps ended, and release its lease.
 
@@ -634,7 +656,9 @@ def finish_undo(
     """
     execution = fence(session, lease, settling=True)
     now = db_now(session)
-    execution.needs_human = execution.needs_human or halted or compensation == "COMPENSATION_FAILED"
+    execution.needs_human = (
+        execution.needs_human or halted or compensation == Compensation.COMPENSATION_FAILED
+    )
     if not halted:
         execution.compensation = compensation
         execution.compensation_pending = False
@@ -642,7 +666,7 @@ def finish_undo(
             execution.failure_message = (
                 execution.failure_message.removesuffix(UNDO_PAUSED) + (UNDO_DONE[compensation])
             )
-        if compensation != "NONE":
+        if compensation != Compensation.NONE:
             execution.generation += 1  # a rerun must not find the objects it deliberately undid
     execution.explanation = explanation
     execution.lease_owner = None
@@ -682,7 +706,7 @@ def _terminal(
     session: Session,
     execution: Execution,
     *,
-    status: str,
+    status: ExecutionStatus,
     explanation: str,
     failure: Failure | None,
     refs: list[dict[str, Any]],
@@ -695,7 +719,7 @@ def _terminal(
     execution.failure_code = failure.code if failure else None
     execution.failure_message = failure.message if failure else None
     execution.needs_human = failure.needs_human if failure else False
-    execution.compensation = failure.compensation if failure else "NONE"
+    execution.compensation = failure.compensation if failure else Compensation.NONE
     execution.lease_owner = None
     execution.lease_until = None
     execution.updated_at = now
@@ -728,7 +752,7 @@ def _terminal(
             "external_refs": refs,
         },
     )
-    kind = "ACTION_EXECUTED" if status == "SUCCEEDED" else "ACTION_FAILED"
+    kind = "ACTION_EXECUTED" if status == ExecutionStatus.SUCCEEDED else "ACTION_FAILED"
     signal_id = str(uuid.uuid5(SIGNAL_NAMESPACE, f"{execution.action_intent_id}:{attempt}:{status}"))
     session.add(
         Signal(
@@ -744,10 +768,10 @@ def _terminal(
                 "account_id": execution.account_id,
                 "decision_id": execution.decision_id,
                 "action_type": execution.action_type,
-                "status": status,
+                "status": str(status),
                 "reason": failure_json["code"]
                 if failure_json
-                else (None if status == "SUCCEEDED" else status),
+                else (None if status == ExecutionStatus.SUCCEEDED else str(status)),
                 "explanation": explanation,
                 "external_refs": refs,
                 "at": now.isoformat(),
@@ -778,18 +802,18 @@ def cancel(session: Session, tenant_id: str | None, action_intent_id: str, *, ac
         raise ExecutionNotFound(action_intent_id)
     if execution.status in TERMINAL:
         raise AlreadyFinished(execution.status)
-    was_executing = execution.status == "EXECUTING"
+    was_executing = execution.status == ExecutionStatus.EXECUTING
     owner, until = execution.lease_owner, execution.lease_until
     _terminal(
         session,
         execution,
-        status="CANCELLED",
+        status=ExecutionStatus.CANCELLED,
         explanation=(
             "Cancelled while executing; completed steps are being undone."
             if was_executing
             else "Cancelled before it started; nothing was done."
         ),
-        failure=Failure("CANCELLED_BY_USER", f"Cancelled by {actor}.", needs_human=False),
+        failure=Failure(FailureCode.CANCELLED_BY_USER, f"Cancelled by {actor}.", needs_human=False),
         refs=[],
         attempt=execution.attempt,
         actor=actor,
@@ -800,3 +824,11 @@ def cancel(session: Session, tenant_id: str | None, action_intent_id: str, *, ac
         execution.compensation_pending = True
         execution.lease_owner, execution.lease_until = owner, until
     return execution
+
+
+def attach_flow_run(session: Session, action_intent_id: str, flow_run_id: str) -> None:
+    """Remember the Prefect run that executes a received intent (first one wins)."""
+    execution = _locked(session, action_intent_id)
+    if execution is not None and not execution.flow_run_id:
+        execution.flow_run_id = flow_run_id
+        session.add(execution)

@@ -8,13 +8,16 @@ rows are never serialised directly.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Field, SQLModel
+from sqlmodel import AutoString, Field, SQLModel
+
+from fulfill.states import Compensation, ExecutionStatus, FailureCode, StepStatus
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -35,6 +38,27 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class EnumString(TypeDecorator[str]):
+    """A plain string column (``VARCHAR(length)``, no database enum) that reads back as ``enum`` members.
+
+    Writes store the member's string; a value the enum does not know is refused on read, so a row
+    never carries a status or code outside the contract.
+    """
+
+    impl = AutoString
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum], length: int) -> None:
+        super().__init__(length=length)
+        self.enum = enum
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else str(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value)
 
 
 def _ts(nullable: bool = True, **kwargs: Any) -> Any:
@@ -75,12 +99,15 @@ class ExecutionBase(SQLModel):
     account_id: str = Field(max_length=128)
     decision_id: str = Field(max_length=128)
     action_type: str = Field(max_length=64)
-    status: str = Field(max_length=16, description="PENDING EXECUTING SUCCEEDED FAILED EXPIRED CANCELLED")
+    status: ExecutionStatus = Field(
+        sa_type=EnumString(ExecutionStatus, 16),
+        description="PENDING EXECUTING SUCCEEDED FAILED EXPIRED CANCELLED",
+    )
     explanation: str = Field(default="", sa_type=sa.Text)
-    failure_code: str | None = Field(default=None, max_length=32)
+    failure_code: FailureCode | None = Field(default=None, sa_type=EnumString(FailureCode, 32))
     failure_message: str | None = Field(default=None, sa_type=sa.Text)
     needs_human: bool = False
-    compensation: str = Field(default="NONE", max_length=24)
+    compensation: Compensation = Field(default=Compensation.NONE, sa_type=EnumString(Compensation, 24))
     approved_by: str = Field(max_length=320)
     approved_at: str = Field(max_length=64)
     expires_at_epoch: int = Field(sa_type=sa.BigInteger)
@@ -121,7 +148,9 @@ class StepRecord(SQLModel, table=True):
     step: str = Field(max_length=64)
     system: str = Field(max_length=32)
     idempotency_key: str = Field(max_length=255)
-    status: str = Field(max_length=24, description="CALL_STARTED SUCCEEDED FAILED COMPENSATED …")
+    status: StepStatus = Field(
+        sa_type=EnumString(StepStatus, 24), description="CALL_STARTED SUCCEEDED FAILED COMPENSATED …"
+    )
     attempts: int = 0
     call_json: dict[str, Any] = Field(sa_type=JSONText)
     result_json: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
@@ -142,7 +171,7 @@ class Outcome(SQLModel, table=True):
     tenant_id: str = Field(index=True, max_length=64)
     action_intent_id: str = Field(index=True, max_length=128)
     attempt: int
-    status: str = Field(max_length=16)
+    status: ExecutionStatus = Field(sa_type=EnumString(ExecutionStatus, 16))
     explanation: str = Field(sa_type=sa.Text)
     failure_json: dict[str, Any] | None = Field(default=None, sa_type=JSONText)
     external_refs: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONText)

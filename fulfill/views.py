@@ -9,18 +9,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from fulfill.states import Compensation, ExecutionStatus, FailureCode, StepStatus
 from fulfill.tables import Execution, LedgerEntry, StepRecord
-
-Status = Literal["PENDING", "EXECUTING", "SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"]
 
 
 class FailurePublic(BaseModel):
     """Why an execution did not succeed, in words a seller can read."""
 
-    code: str
+    code: FailureCode
     message: str
     needs_human: bool
-    compensation: Literal["NONE", "COMPENSATED", "COMPENSATION_FAILED"]
+    compensation: Compensation
 
 
 class ExternalRefPublic(BaseModel):
@@ -32,15 +31,15 @@ class ExternalRefPublic(BaseModel):
     url: str | None = None
 
 
-class ExecutionStatus(BaseModel):
-    """``GET /actions/{id}/status``."""
+class StatusBody(BaseModel):
+    """``GET /actions/{id}/status``: the contract's status body."""
 
     action_intent_id: str
     tenant_id: str
     account_id: str
     decision_id: str
     action_type: str
-    status: Status
+    status: ExecutionStatus
     explanation: str
     failure: FailurePublic | None
     external_refs: list[ExternalRefPublic]
@@ -76,7 +75,7 @@ class ExecutionSummary(BaseModel):
 
     action_intent_id: str
     action_type: str
-    status: Status
+    status: ExecutionStatus
     explanation: str
     created_at: str
     finished_at: str | None
@@ -116,9 +115,9 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def status_view(execution: Execution, steps: list[StepRecord]) -> ExecutionStatus:
+def status_view(execution: Execution, steps: list[StepRecord]) -> StatusBody:
     """The contract's status body for one execution."""
-    live = [s for s in steps if s.generation == execution.generation and s.status == "SUCCEEDED"]
+    live = [s for s in steps if s.generation == execution.generation and s.status == StepStatus.SUCCEEDED]
     refs = [ExternalRefPublic(**s.result_json["ref"]) for s in live if s.result_json]
     failure = None
     if execution.failure_code:
@@ -128,7 +127,7 @@ def status_view(execution: Execution, steps: list[StepRecord]) -> ExecutionStatu
             needs_human=execution.needs_human,
             compensation=execution.compensation,
         )
-    return ExecutionStatus(
+    return StatusBody(
         action_intent_id=execution.action_intent_id,
         tenant_id=execution.tenant_id,
         account_id=execution.account_id,

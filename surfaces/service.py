@@ -6,6 +6,7 @@ Reads are tenant-scoped: pass ``tenant_id`` for a tenant's view (another tenant'
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,11 +16,12 @@ from sqlmodel import col, select
 from fulfill import controls, executions, ledger
 from fulfill.db import get_engine, transaction
 from fulfill.executions import ExecutionNotFound
+from fulfill.states import FailureCode
 from fulfill.tables import ControlPublic, Execution
 from fulfill.views import (
     ExecutionPage,
-    ExecutionStatus,
     ExecutionSummary,
+    StatusBody,
     Timeline,
     decode_cursor,
     encode_cursor,
@@ -34,11 +36,14 @@ MAX_PAGE = 200
 class IntentRejected(Exception):
     """Admission refused the intent; ``code`` is a contract failure code, ``field`` the culprit."""
 
-    def __init__(self, code: str, field: str | None, reason: str) -> None:
+    def __init__(self, code: FailureCode, field: str | None, reason: str) -> None:
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.field = field
         self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.field, self.reason))
 
 
 class ExecutionService:
@@ -58,7 +63,7 @@ class ExecutionService:
             self._engine = get_engine()
         return self._engine
 
-    def execute_action_intent(self, raw: dict[str, Any]) -> ExecutionStatus:
+    def execute_action_intent(self, raw: dict[str, Any]) -> StatusBody:
         """Run the ``execute-intent`` flow in this process and return the resulting status.
 
         A SUCCEEDED intent submitted again executes nothing and returns the first outcome.
@@ -69,14 +74,13 @@ class ExecutionService:
         from prefect.settings import temporary_settings
 
         from flows.execute_intent import AdmissionRejected, ExecutionFailed, execute_intent
-        from tasks.admit import verify_and_register
+        from tasks.admit import Rejected, verify_and_register
 
         # Received first (verified, registered, ledgered), then run by reference: the intent (up to
         # a 1 MiB brief) never travels as a flow-run parameter, which Prefect caps at 512 KiB.
         admission = verify_and_register(raw)
-        if not admission.admitted or admission.action_intent_id is None:
-            code = admission.code or "VALIDATION_FAILED"
-            raise IntentRejected(code, admission.field, admission.reason or "rejected")
+        if isinstance(admission, Rejected):
+            raise IntentRejected(admission.code, admission.field, admission.reason)
         try:
             # In-process runs have no worker to watch them, so Prefect's flow heartbeat (zombie
             # detection) only costs time: a sync flow joins its heartbeat thread at exit (≈1 s per
@@ -85,13 +89,12 @@ class ExecutionService:
             with temporary_settings(updates={"flows.heartbeat_frequency": None}):
                 execute_intent(action_intent_id=admission.action_intent_id)
         except AdmissionRejected as rejected:
-            _, _, reason = str(rejected).partition(": ")
-            raise IntentRejected(rejected.code, None, reason) from None
+            raise IntentRejected(rejected.code, None, rejected.message) from None
         except ExecutionFailed:
             pass  # the execution is FAILED; its status below says why
         return self.get_execution_status(admission.action_intent_id)
 
-    def get_execution_status(self, action_intent_id: str, tenant_id: str | None = None) -> ExecutionStatus:
+    def get_execution_status(self, action_intent_id: str, tenant_id: str | None = None) -> StatusBody:
         """The contract status body. Raises ExecutionNotFound (also for another tenant's id)."""
         with transaction(self.engine) as session:
             execution = executions.get(session, tenant_id, action_intent_id)
@@ -104,9 +107,7 @@ class ExecutionService:
             rows = ledger.entries_for_intent(session, execution.tenant_id, action_intent_id)
             return timeline_view(execution, rows)
 
-    def cancel_execution(
-        self, action_intent_id: str, tenant_id: str | None, *, actor: str
-    ) -> ExecutionStatus:
+    def cancel_execution(self, action_intent_id: str, tenant_id: str | None, *, actor: str) -> StatusBody:
         """Cancel a PENDING/EXECUTING intent (raises AlreadyFinished when terminal)."""
         with transaction(self.engine) as session:
             executions.cancel(session, tenant_id, action_intent_id, actor=actor)
@@ -117,11 +118,14 @@ class ExecutionService:
         *,
         tenant_id: str | None,
         account_id: str | None = None,
-        statuses: list[str] | None = None,
+        statuses: Sequence[str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> ExecutionPage:
-        """Newest first, keyset-paginated, optionally filtered by account and status."""
+        """Newest first, keyset-paginated, optionally filtered by account and status.
+
+        ``statuses``: :class:`~fulfill.states.ExecutionStatus` values; an unknown one matches nothing.
+        """
         limit = max(1, min(limit, MAX_PAGE))
         query = select(Execution)
         if tenant_id is not None:

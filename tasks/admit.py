@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, TypeAlias, overload
 
 from prefect import task
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from fulfill import executions
 from fulfill.approval import ApprovalInvalid, TrustedKeys
@@ -15,19 +15,34 @@ from fulfill.db import db_now, get_engine, transaction
 from fulfill.executions import IntentConflict
 from fulfill.intent import MAX_INTENT_BYTES, IntentInvalid, load_intent_document, parse_intent
 from fulfill.settings import load_settings
+from fulfill.states import FailureCode
 
 
-class Admission(BaseModel):
-    """The admission verdict. ``code`` is a contract failure code when rejected."""
+class Admitted(BaseModel):
+    """The intent is valid, its approval verified, and it is registered (PENDING or further)."""
 
-    admitted: bool
-    action_intent_id: str | None = None
-    tenant_id: str | None = None
-    action_type: str | None = None
-    created: bool = False
-    code: str | None = None
-    field: str | None = None
-    reason: str | None = None
+    admitted: Literal[True] = True
+    action_intent_id: str
+    tenant_id: str
+    action_type: str
+    created: bool = Field(description="First delivery (False: the same content was received before)")
+
+
+class Rejected(BaseModel):
+    """The intent was refused and the refusal ledgered; no execution exists for it.
+
+    Every text is bounded and storable: it may quote the hostile document.
+    """
+
+    admitted: Literal[False] = False
+    code: FailureCode = Field(description="VALIDATION_FAILED, APPROVAL_INVALID or CONFLICT")
+    reason: str
+    field: str | None = Field(default=None, description="The offending field, when one is to blame")
+    action_intent_id: str | None = Field(default=None, description="The id the document claims, if any")
+
+
+#: The admission verdict; narrow it with ``isinstance`` (or on ``admitted``).
+Admission: TypeAlias = Admitted | Rejected
 
 
 def verify_and_register(raw: Any, *, flow_run_id: str | None = None) -> Admission:
@@ -42,24 +57,23 @@ def verify_and_register(raw: Any, *, flow_run_id: str | None = None) -> Admissio
         document = load_intent_document(raw) if isinstance(raw, str | bytes) else raw
         intent = parse_intent(document)
     except IntentInvalid as exc:
-        return _reject(_claimed(raw), "VALIDATION_FAILED", exc.field, str(exc))
+        return _reject(_claimed(raw), FailureCode.VALIDATION_FAILED, exc.field, str(exc))
     raw = document
     settings = load_settings()
     try:
         TrustedKeys.from_setting(settings.approval_keys).verify(raw)
     except ApprovalInvalid as exc:
-        return _reject(raw, "APPROVAL_INVALID", "approval.signature", exc.reason)
+        return _reject(raw, FailureCode.APPROVAL_INVALID, "approval.signature", exc.reason)
     try:
         with transaction(get_engine()) as session:
             too_late = _beyond_ttl(intent.expires_at_epoch, db_now(session), settings.max_approval_ttl)
             if too_late is None:
                 _, created = executions.register(session, raw, intent, flow_run_id=flow_run_id)
     except IntentConflict as exc:
-        return _reject(raw, "CONFLICT", "action_intent_id", str(exc))
+        return _reject(raw, FailureCode.CONFLICT, "action_intent_id", str(exc))
     if too_late is not None:
-        return _reject(raw, "VALIDATION_FAILED", too_late.field, str(too_late))
-    return Admission(
-        admitted=True,
+        return _reject(raw, FailureCode.VALIDATION_FAILED, too_late.field, str(too_late))
+    return Admitted(
         action_intent_id=intent.action_intent_id,
         tenant_id=intent.tenant_id,
         action_type=intent.action_type,
@@ -92,6 +106,10 @@ def _beyond_ttl(expires_at_epoch: int, received: datetime, max_ttl: int) -> Inte
     )
 
 
+@overload
+def _printable(value: str, limit: int) -> str: ...
+@overload
+def _printable(value: Any, limit: int) -> str | None: ...
 def _printable(value: Any, limit: int) -> str | None:
     """``value`` as text safe to return and serialise (no NUL, no lone surrogate, bounded)."""
     if not isinstance(value, str):
@@ -100,12 +118,11 @@ def _printable(value: Any, limit: int) -> str | None:
     return text.replace("\x00", "\ufffd")
 
 
-def _reject(raw: Any, code: str, field: str | None, reason: str) -> Admission:
+def _reject(raw: Any, code: FailureCode, field: str | None, reason: str) -> Rejected:
     with transaction(get_engine()) as session:
         executions.record_rejection(session, raw, code=code, field=field, reason=reason)
     document = raw if isinstance(raw, dict) else {}
-    return Admission(
-        admitted=False,
+    return Rejected(
         action_intent_id=_printable(document.get("action_intent_id"), 128),
         code=code,
         field=_printable(field, 256),

@@ -11,13 +11,14 @@ from fulfill import executions
 from fulfill.controls import blocked_reason
 from fulfill.db import get_engine, transaction
 from fulfill.executions import Lease, Refusal
+from fulfill.states import ExecutionStatus, RefusalReason
 
 
 class ClaimRefused(BaseModel):
     """Why no attempt started, with the execution's current status and latest outcome."""
 
-    reason: str
-    status: str
+    reason: RefusalReason
+    status: ExecutionStatus
     explanation: str = ""
     external_refs: list[dict[str, Any]] = []
 

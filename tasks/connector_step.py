@@ -45,6 +45,7 @@ from fulfill.controls import blocked_reason
 from fulfill.db import db_now, get_engine, transaction
 from fulfill.executions import Lease, LeaseLost
 from fulfill.settings import load_settings
+from fulfill.states import HaltKind
 from tasks.resolve import resolve_connector
 
 DEFAULT_RETRIES = 3
@@ -65,7 +66,7 @@ class Halted(Exception):
         reason: Operator-facing sentence.
     """
 
-    def __init__(self, kind: str, reason: str) -> None:
+    def __init__(self, kind: HaltKind, reason: str) -> None:
         super().__init__(f"{kind}: {reason}")
         self.kind = kind
         self.reason = reason
@@ -93,10 +94,10 @@ def guard_external_call(lease: Lease, call: StepCall, *, count: bool, undoing: b
     with transaction(get_engine()) as session:
         reason = blocked_reason(session, lease.tenant_id, call.action_type)
         if reason:
-            raise Halted("KILL_SWITCH", reason)
+            raise Halted(HaltKind.KILL_SWITCH, reason)
         execution = executions.fence(session, lease, settling=undoing)
         if not undoing and db_now(session).timestamp() >= execution.expires_at_epoch:
-            raise Halted("EXPIRED", "the approval expired before this step could start")
+            raise Halted(HaltKind.EXPIRED, "the approval expired before this step could start")
         return executions.count_attempt(session, lease, call.step) if count else 0
 
 

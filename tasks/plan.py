@@ -11,6 +11,7 @@ from connectors.errors import ConnectorError
 from fulfill import executions
 from fulfill.db import get_engine, transaction
 from fulfill.executions import Failure, Lease
+from fulfill.states import FailureCode
 from tasks.resolve import resolve_connector
 
 
@@ -30,7 +31,8 @@ def plan(lease: Lease, action_type: str, params: dict[str, Any]) -> Plan | Failu
         connector = resolve_connector(lease.tenant_id, action_type)
         connector.validate(action_type, params)
     except ConnectorError as error:
-        return Failure(error.code, error.seller_message, needs_human=error.code == "NOT_CONFIGURED")
+        code = FailureCode(error.code)
+        return Failure(code, error.seller_message, needs_human=code == FailureCode.NOT_CONFIGURED)
     with transaction(get_engine()) as session:
         execution = executions.get(session, lease.tenant_id, lease.action_intent_id)
         created = execution.created_at.timestamp() if execution.created_at else 0

@@ -10,6 +10,7 @@ from connectors.base import StepCall, StepResult
 from fulfill import executions
 from fulfill.db import get_engine, transaction
 from fulfill.executions import Failure, Lease, LeaseLost
+from fulfill.states import Compensation, ExecutionStatus
 
 
 @task(name="checkpoint")
@@ -56,13 +57,13 @@ def record_halt(lease: Lease, step: str, reason: str) -> None:
 @task(name="finish")
 def finish(
     lease: Lease,
-    status: str,
+    status: ExecutionStatus,
     explanation: str,
     failure: Failure | None,
     refs: list[dict[str, Any]],
     next_generation: bool = False,
     compensation_pending: bool = False,
-) -> str | LeaseLost:
+) -> ExecutionStatus | LeaseLost:
     """Fenced terminal transition; returns the execution's final status.
 
     A cancellation (or take-over) that came first is RETURNED as :class:`LeaseLost`, not raised:
@@ -86,7 +87,7 @@ def finish(
 
 
 @task(name="finish-undo")
-def finish_undo(lease: Lease, compensation: str, explanation: str, halted: bool) -> str:
+def finish_undo(lease: Lease, compensation: Compensation, explanation: str, halted: bool) -> ExecutionStatus:
     """Record how undoing a terminal execution's steps ended; returns the execution's status."""
     with transaction(get_engine()) as session:
         execution = executions.finish_undo(

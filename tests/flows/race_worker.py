@@ -20,7 +20,7 @@ def main() -> None:
             raise SystemExit("no start signal")
         time.sleep(0.001)
     result = execute_intent(raw)
-    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+    sys.stdout.write("RESULT " + result.model_dump_json() + "\n")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,9 +14,10 @@ from sqlmodel import select
 from connectors.base import StepCall, StepResult
 from connectors.errors import ProviderUnavailable, ValidationRejected
 from connectors.internal import InternalConnector
-from flows.execute_intent import ExecutionFailed, execute_intent
+from flows.execute_intent import AdmissionRejected, ExecutionFailed, ExecutionResult, execute_intent
 from fulfill import controls, ledger
 from fulfill.db import transaction
+from fulfill.states import ExecutionStatus, FailureCode, RefusalReason
 from fulfill.storage import LocalObjectStore
 from fulfill.tables import Execution, InternalAttachment, InternalTask, LedgerEntry, StepRecord
 from surfaces.service import ExecutionService
@@ -45,16 +48,16 @@ def test_success_then_duplicate_executes_once(engine: Any, make_intent: Any, ten
         "internal.create_task", {"title": "Prepare QBR deck", "assignee": "sam@acme.example"}
     )
     first = execute_intent(intent)
-    assert first["status"] == "SUCCEEDED" and first["executed"] is True
+    assert first.status == "SUCCEEDED" and first.executed is True
     again = execute_intent(copy.deepcopy(intent))
-    assert again == {
-        "action_intent_id": intent["action_intent_id"],
-        "status": "SUCCEEDED",
-        "executed": False,
-        "reason": "ALREADY_FINISHED",
-        "explanation": first["explanation"],
-        "external_refs": first["external_refs"],
-    }
+    assert again == ExecutionResult(
+        action_intent_id=intent["action_intent_id"],
+        status="SUCCEEDED",
+        executed=False,
+        reason="ALREADY_FINISHED",
+        explanation=first.explanation,
+        external_refs=first.external_refs,
+    )
     assert _count(engine, InternalTask, intent["action_intent_id"]) == 1
     events = _events(engine, tenant, intent["action_intent_id"])
     assert events.count("ACTION_EXECUTED") == 1
@@ -87,8 +90,8 @@ def test_invalid_schema_is_rejected_naming_the_field(engine: Any, make_intent: A
 
 def test_expired_intent_never_runs(engine: Any, make_intent: Any, tenant: str) -> None:
     intent = make_intent("internal.create_task", {"title": "Too late"}, expires_at_epoch=1_000_000_000)
-    assert execute_intent(intent)["status"] == "EXPIRED"
-    assert execute_intent(intent)["status"] == "EXPIRED"
+    assert execute_intent(intent).status == "EXPIRED"
+    assert execute_intent(intent).status == "EXPIRED"
     assert _count(engine, InternalTask, intent["action_intent_id"]) == 0
     assert _events(engine, tenant, intent["action_intent_id"]) == ["INTENT_RECEIVED", "ACTION_EXPIRED"]
 
@@ -103,7 +106,7 @@ def test_kill_switch_holds_and_rerun_after_release(engine: Any, make_intent: Any
     assert status.status == "FAILED" and status.failure and status.failure.code == "KILL_SWITCH"
     assert _count(engine, InternalTask, intent["action_intent_id"]) == 0
     service.set_kill_switch("tenant", tenant, enabled=True, reason="resolved", actor="ops@acme.example")
-    assert execute_intent(intent)["status"] == "SUCCEEDED"
+    assert execute_intent(intent).status == "SUCCEEDED"
     assert _count(engine, InternalTask, intent["action_intent_id"]) == 1
 
 
@@ -155,7 +158,7 @@ def test_transient_failure_is_retried_and_collapsed_in_the_timeline(
 ) -> None:
     connector = scripted({"create_task": [ProviderUnavailable("503 from provider")]})
     intent = make_intent("internal.create_task", {"title": "Retry me"})
-    assert execute_intent(intent)["status"] == "SUCCEEDED"
+    assert execute_intent(intent).status == "SUCCEEDED"
     assert connector.calls == ["create_task", "create_task"]
     events = _events(engine, tenant, intent["action_intent_id"])
     assert events.count("STEP_RETRY_SCHEDULED") == 1
@@ -184,7 +187,7 @@ def test_permanent_failure_compensates_earlier_steps_newest_first(
     events = _events(engine, tenant, intent["action_intent_id"])
     assert events.index("STEP_FAILED") < events.index("COMPENSATED") < events.index("ACTION_FAILED")
     # A rerun after a compensated failure starts a new generation: fresh keys, nothing reused.
-    assert execute_intent(intent)["status"] == "SUCCEEDED"
+    assert execute_intent(intent).status == "SUCCEEDED"
     assert _count(engine, InternalAttachment, intent["action_intent_id"]) == 1
     assert _chain_ok(engine, tenant)
 
@@ -213,7 +216,7 @@ def test_rerun_of_a_failed_execution_skips_finished_steps(
     with transaction(engine) as session:
         controls.set_switch(session, "tenant", tenant, enabled=True, reason="ok", actor="ops")
     connector.calls.clear()
-    assert execute_intent(intent)["status"] == "SUCCEEDED"
+    assert execute_intent(intent).status == "SUCCEEDED"
     assert connector.calls == ["create_attachment"], "the finished step was skipped"
     with transaction(engine) as session:
         steps = session.exec(
@@ -235,7 +238,7 @@ def test_cancel_pending_then_the_flow_does_nothing(engine: Any, make_intent: Any
         service.cancel_execution(intent["action_intent_id"], tenant, actor="jordan@acme.example").status
         == "CANCELLED"
     )
-    assert execute_intent(intent)["status"] == "CANCELLED"
+    assert execute_intent(intent).status == "CANCELLED"
     assert _count(engine, InternalTask, intent["action_intent_id"]) == 0
     from fulfill.executions import AlreadyFinished
 
@@ -267,3 +270,31 @@ def test_same_id_different_content_conflicts(engine: Any, make_intent: Any, tena
     with pytest.raises(ExecutionFailed, match="CONFLICT"):
         execute_intent(other)
     assert _count(engine, InternalTask, intent["action_intent_id"]) == 1
+
+
+@pytest.mark.parametrize("kind", [ExecutionFailed, AdmissionRejected])
+def test_flow_exceptions_pickle_from_their_arguments(kind: type[ExecutionFailed]) -> None:
+    message = "Salesforce said: FIELD_CUSTOM_VALIDATION_EXCEPTION: the stage: is locked"
+    raised = kind(FailureCode.CONNECTOR_REJECTED, message)
+    again = pickle.loads(pickle.dumps(raised))
+    assert type(again) is kind
+    assert (again.code, again.message) == (FailureCode.CONNECTOR_REJECTED, message)
+    assert str(again) == str(raised) == f"CONNECTOR_REJECTED: {message}"
+
+
+def test_the_flow_returns_one_result_model_on_every_path(engine: Any, make_intent: Any, tenant: str) -> None:
+    intent = make_intent("internal.create_task", {"title": "Typed"})
+    first = execute_intent(intent)
+    assert isinstance(first, ExecutionResult)
+    assert (first.status, first.executed, first.reason, first.code) == (
+        ExecutionStatus.SUCCEEDED,
+        True,
+        None,
+        None,
+    )
+    again = execute_intent(intent)
+    assert (again.status, again.reason) == (ExecutionStatus.SUCCEEDED, RefusalReason.ALREADY_FINISHED)
+    # Prefect persists flow results: the model round-trips through pickle and JSON, as strings.
+    assert pickle.loads(pickle.dumps(again)) == again
+    assert ExecutionResult.model_validate_json(again.model_dump_json()) == again
+    assert json.loads(again.model_dump_json())["reason"] == "ALREADY_FINISHED"

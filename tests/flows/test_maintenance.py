@@ -64,9 +64,7 @@ def test_reconcile_finishes_an_execution_whose_worker_died(
     assert reconcile(tenant_id=tenant) == [], "a live lease is left alone"
     _expire_lease(engine, intent["action_intent_id"])
     results = reconcile(tenant_id=tenant)
-    assert [r["status"] for r in results if r["action_intent_id"] == intent["action_intent_id"]] == [
-        "SUCCEEDED"
-    ]
+    assert [r.status for r in results if r.action_intent_id == intent["action_intent_id"]] == ["SUCCEEDED"]
     with transaction(engine) as session:
         rows = session.exec(
             select(InternalTask).where(InternalTask.action_intent_id == intent["action_intent_id"])
@@ -208,7 +206,7 @@ def test_expire_sweeper_expires_an_intent_signed_by_a_rotated_out_key(
 
     results = expire_sweeper(tenant_id=tenant)
 
-    assert sorted(r["action_intent_id"] for r in results) == sorted(
+    assert sorted(r.action_intent_id for r in results) == sorted(
         i["action_intent_id"] for i in (good, rotated)
     )
     for intent in (good, rotated):

@@ -71,8 +71,8 @@ def test_attach_brief_through_the_flow_lands_in_s3(engine: Any, make_intent: Any
         configure(session, tenant, actor="test", storage_block=f"briefs-{tenant}")
     intent = make_intent("internal.attach_brief", {"title": "S3 brief", "content": "# In S3"})
     result = execute_intent(intent)
-    assert result["status"] == "SUCCEEDED"
-    stored = result["external_refs"][0]
+    assert result.status == "SUCCEEDED"
+    stored = result.external_refs[0]
     assert stored["url"].startswith("s3://briefs/fulfill/briefs/")
     body = boto3.client("s3").get_object(Bucket="briefs", Key=f"fulfill/{stored['id']}")["Body"].read()
     assert body == b"# In S3"

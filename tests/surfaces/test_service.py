@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
 import time
 from typing import Any
 
 import pytest
 
 from fulfill.executions import ExecutionNotFound
-from surfaces.service import ExecutionService
+from fulfill.states import ExecutionStatus, FailureCode
+from surfaces.service import ExecutionService, IntentRejected
 from tasks.admit import verify_and_register
 
 
@@ -104,3 +106,30 @@ def test_a_brief_above_prefects_parameter_limit_executes_by_reference(
     assert run.parameters.get("intent") is None, "the intent's content is no flow-run parameter"
     stored = list((tmp_path / "data" / "objects").rglob("*"))
     assert any(p.is_file() and p.stat().st_size == len(content.encode()) for p in stored), stored
+
+
+def test_a_rejected_intent_raises_intent_rejected_with_its_code(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    intent = make_intent("internal.create_task", {"title": "Tampered"})
+    intent["parameters"]["title"] = "Edited after approval"
+    with pytest.raises(IntentRejected) as raised:
+        ExecutionService(engine).execute_action_intent(intent)
+    assert raised.value.code is FailureCode.APPROVAL_INVALID
+    assert str(raised.value) == f"APPROVAL_INVALID: {raised.value.reason}"
+    again = pickle.loads(pickle.dumps(raised.value))
+    assert (again.code, again.field, again.reason) == (
+        raised.value.code,
+        raised.value.field,
+        raised.value.reason,
+    )
+
+
+def test_status_filters_take_enum_members(engine: Any, make_intent: Any, tenant: str) -> None:
+    intent = make_intent("internal.create_task", {"title": "Filter"})
+    assert verify_and_register(intent).admitted
+    service = ExecutionService(engine)
+    pending = service.list_executions(tenant_id=tenant, statuses=[ExecutionStatus.PENDING])
+    assert [i.action_intent_id for i in pending.items] == [intent["action_intent_id"]]
+    assert pending.items[0].status is ExecutionStatus.PENDING
+    assert service.list_executions(tenant_id=tenant, statuses=["NOT_A_STATUS"]).items == []

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 from sqlmodel import select
 from typer.testing import CliRunner
 
@@ -15,16 +17,22 @@ from fulfill.db import transaction
 from fulfill.intent import MAX_EXPIRES_AT_EPOCH, MAX_INTENT_BYTES
 from fulfill.ledger import verify_chains
 from fulfill.settings import DEFAULT_MAX_APPROVAL_TTL, load_settings
+from fulfill.states import FailureCode
 from fulfill.tables import Execution, LedgerEntry
 from surfaces.cli import app
 from surfaces.service import ExecutionService
-from tasks.admit import verify_and_register
+from tasks.admit import Admission, Admitted, Rejected, verify_and_register
 
 SOON = 3600  # seconds: well inside the default approval lifetime
 
 
 def _soon() -> int:
     return int(time.time()) + SOON
+
+
+def _refused(admission: Admission) -> Rejected:
+    assert isinstance(admission, Rejected), admission
+    return admission
 
 
 def _rejections(engine: Any, tenant_id: str) -> list[LedgerEntry]:
@@ -61,7 +69,7 @@ def test_nul_and_lone_surrogates_are_refused_and_ledgered(
     intent = make_intent("internal.create_task", {"title": "Hostile"}, expires_at_epoch=_soon())
     where(intent)
 
-    admission = verify_and_register(intent)
+    admission = _refused(verify_and_register(intent))
 
     assert (admission.admitted, admission.code, admission.field) == (False, "VALIDATION_FAILED", field)
     rows = _rejections(engine, tenant)
@@ -80,7 +88,7 @@ def test_a_poisoned_tenant_or_intent_id_is_still_ledgered(engine: Any, unique: s
     hostile_id = f"ai_{unique}{poison}" + "z" * 300
     document = {"tenant_id": f"t{poison}x", "action_intent_id": hostile_id, "schema_version": 1}
 
-    admission = verify_and_register(document)
+    admission = _refused(verify_and_register(document))
 
     assert admission.code == "VALIDATION_FAILED" and admission.field == "tenant_id"
     assert admission.action_intent_id is not None
@@ -152,7 +160,7 @@ def test_hostile_text_is_refused_with_its_field_and_ledgered(
 ) -> None:
     before = len(_rejections(engine, "_unknown"))
 
-    admission = verify_and_register(text)
+    admission = _refused(verify_and_register(text))
 
     assert (admission.admitted, admission.code, admission.field) == (False, "VALIDATION_FAILED", field)
     assert words in (admission.reason or "")
@@ -165,7 +173,7 @@ def test_refused_text_is_ledgered_under_the_tenant_it_claims(
     intent = make_intent("internal.create_task", {"title": "x"}, expires_at_epoch=_soon())
     text = json.dumps(intent).replace('"title": "x"', '"title": "x\\u0000"')
 
-    admission = verify_and_register(text.encode())
+    admission = _refused(verify_and_register(text.encode()))
 
     assert (admission.code, admission.field) == ("VALIDATION_FAILED", "parameters.title")
     [row] = _rejections(engine, tenant)
@@ -176,6 +184,32 @@ def test_a_clean_text_intent_is_admitted(engine: Any, make_intent: Any) -> None:
     intent = make_intent("internal.create_task", {"title": "As text"}, expires_at_epoch=_soon())
     admission = verify_and_register(json.dumps(intent, ensure_ascii=False).encode())
     assert admission.admitted and admission.created
+
+
+def test_admission_is_admitted_or_rejected_and_either_survives_serialisation(
+    engine: Any, make_intent: Any
+) -> None:
+    intent = make_intent("internal.create_task", {"title": "Verdicts"}, expires_at_epoch=_soon())
+    admitted = verify_and_register(intent)
+    assert isinstance(admitted, Admitted)
+    assert (admitted.action_intent_id, admitted.tenant_id, admitted.created) == (
+        intent["action_intent_id"],
+        intent["tenant_id"],
+        True,
+    )
+    assert verify_and_register(intent) == admitted.model_copy(update={"created": False})
+    other = make_intent(
+        "internal.create_task", {"title": "Other"}, action_intent_id=intent["action_intent_id"]
+    )
+    conflict = _refused(verify_and_register(other))
+    assert (conflict.code, conflict.field) == (FailureCode.CONFLICT, "action_intent_id")
+    invalid = _refused(verify_and_register({"schema_version": 1}))
+    assert invalid.code is FailureCode.VALIDATION_FAILED and invalid.reason
+    verdicts = TypeAdapter(Admission)
+    for verdict in (admitted, conflict, invalid):
+        assert verdicts.validate_json(verdict.model_dump_json()) == verdict
+        assert pickle.loads(pickle.dumps(verdict)) == verdict
+    assert json.loads(conflict.model_dump_json())["code"] == "CONFLICT"
 
 
 # --- approval lifetime (FULFILL_MAX_APPROVAL_TTL) ----------------------------------------------
@@ -192,7 +226,7 @@ def test_an_expiry_beyond_the_default_lifetime_is_refused_after_the_signature(
     )
 
     assert verify_and_register(ok).admitted
-    refused = verify_and_register(late)
+    refused = _refused(verify_and_register(late))
 
     assert (refused.code, refused.field) == ("VALIDATION_FAILED", "expires_at_epoch")
     assert "FULFILL_MAX_APPROVAL_TTL" in (refused.reason or "")
@@ -207,13 +241,13 @@ def test_a_forged_long_expiry_is_an_approval_failure_not_a_lifetime_one(
 ) -> None:
     intent = make_intent("internal.create_task", {"title": "x"}, expires_at_epoch=_soon())
     intent["expires_at_epoch"] = int(time.time()) + 365 * 86400  # edited after approval
-    assert verify_and_register(intent).code == "APPROVAL_INVALID"
+    assert _refused(verify_and_register(intent)).code == "APPROVAL_INVALID"
 
 
 def test_the_lifetime_is_configurable(engine: Any, make_intent: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FULFILL_MAX_APPROVAL_TTL", "60")
     intent = make_intent("internal.create_task", {"title": "x"}, expires_at_epoch=_soon())
-    assert verify_and_register(intent).field == "expires_at_epoch"
+    assert _refused(verify_and_register(intent)).field == "expires_at_epoch"
     monkeypatch.setenv("FULFILL_MAX_APPROVAL_TTL", str(2 * SOON))
     assert verify_and_register(intent).admitted
 
@@ -228,7 +262,7 @@ def test_a_bad_lifetime_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
 def test_a_validly_signed_year_10000_expiry_is_refused(engine: Any, make_intent: Any, tenant: str) -> None:
     for expires in (MAX_EXPIRES_AT_EPOCH, 10**15, MAX_EXPIRES_AT_EPOCH - 1):
         intent = make_intent("internal.create_task", {"title": "Forever"}, expires_at_epoch=expires)
-        admission = verify_and_register(intent)
+        admission = _refused(verify_and_register(intent))
         assert (admission.code, admission.field) == ("VALIDATION_FAILED", "expires_at_epoch")
         assert _no_execution(engine, intent["action_intent_id"])
     assert len(_rejections(engine, tenant)) == 3

@@ -1,0 +1,60 @@
+"""Status columns read back as enum members; the public JSON keeps the contract's plain strings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import select
+
+from fulfill import executions
+from fulfill.db import transaction
+from fulfill.intent import parse_intent
+from fulfill.states import Compensation, ExecutionStatus, FailureCode
+from fulfill.tables import Execution, Outcome
+from fulfill.views import status_view
+
+
+def test_statuses_are_plain_strings_in_the_database_and_enums_when_read(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    raw = make_intent("internal.create_task", {"title": "Typed"})
+    intent_id = raw["action_intent_id"]
+    with transaction(engine) as session:
+        executions.register(session, raw, parse_intent(raw))
+    with transaction(engine) as session:
+        executions.cancel(session, tenant, intent_id, actor="jordan@acme.example")
+
+    with engine.connect() as connection:
+        stored = connection.execute(
+            sa.text("SELECT status, failure_code, compensation FROM executions WHERE action_intent_id = :i"),
+            {"i": intent_id},
+        ).one()
+    assert tuple(stored) == ("CANCELLED", "CANCELLED_BY_USER", "NONE")
+    assert all(type(value) is str for value in stored)
+
+    with transaction(engine) as session:
+        row = executions.get(session, tenant, intent_id)
+        assert row.status is ExecutionStatus.CANCELLED
+        assert row.failure_code is FailureCode.CANCELLED_BY_USER
+        assert row.compensation is Compensation.NONE
+        outcome = session.exec(select(Outcome).where(Outcome.action_intent_id == intent_id)).one()
+        assert outcome.status is ExecutionStatus.CANCELLED
+        matched = session.exec(
+            select(Execution.action_intent_id).where(
+                Execution.status == "CANCELLED", Execution.action_intent_id == intent_id
+            )
+        ).all()
+        assert list(matched) == [intent_id], "a plain string still filters"
+        body = status_view(row, executions.steps_of(session, intent_id))
+
+    as_json = json.loads(body.model_dump_json())
+    assert as_json["status"] == "CANCELLED"
+    assert as_json["failure"] == {
+        "code": "CANCELLED_BY_USER",
+        "message": "Cancelled by jordan@acme.example.",
+        "needs_human": False,
+        "compensation": "NONE",
+    }
+    assert body.model_dump(mode="json") == as_json
