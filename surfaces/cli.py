@@ -8,11 +8,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from fulfill.states import ExecutionStatus
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -41,14 +43,14 @@ err = Console(stderr=True)
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
 TENANT_OPTION = typer.Option(None, "--tenant", help="Scope to one tenant (default: operator view of all).")
 
-STATUS_STYLE = {
-    "SUCCEEDED": "green",
-    "FAILED": "red",
-    "EXPIRED": "yellow",
-    "CANCELLED": "yellow",
-    "EXECUTING": "cyan",
-    "PENDING": "cyan",
-    "REJECTED": "red",
+STATUS_STYLE: dict[str, str] = {
+    ExecutionStatus.SUCCEEDED: "green",
+    ExecutionStatus.FAILED: "red",
+    ExecutionStatus.EXPIRED: "yellow",
+    ExecutionStatus.CANCELLED: "yellow",
+    ExecutionStatus.EXECUTING: "cyan",
+    ExecutionStatus.PENDING: "cyan",
+    "REJECTED": "red",  # the demo's row for an intent admission refused (it has no execution)
 }
 
 
@@ -123,7 +125,7 @@ def execute(
     """Execute one intent through the execute-intent flow in this process."""
     from fulfill.intent import IntentInvalid, load_intent_document
     from surfaces.service import ExecutionService, IntentRejected
-    from tasks.admit import verify_and_register
+    from tasks.admit import Rejected, verify_and_register
 
     data = _read_json(file)
     try:
@@ -131,7 +133,8 @@ def execute(
     except IntentInvalid:
         # Refused like any other submission: admission ledgers it and names the field.
         refused = verify_and_register(data)
-        typer.echo(f"rejected: {refused.code}: {refused.reason}", err=True)
+        if isinstance(refused, Rejected):  # always: the loader refused the document
+            typer.echo(f"rejected: {refused.code}: {refused.reason}", err=True)
         raise typer.Exit(1) from None
     try:
         status = ExecutionService().execute_action_intent(raw)
@@ -139,7 +142,7 @@ def execute(
         typer.echo(f"rejected: {exc}", err=True)
         raise typer.Exit(1) from None
     _show_status(status.model_dump(mode="json"), as_json)
-    if status.status != "SUCCEEDED":
+    if status.status != ExecutionStatus.SUCCEEDED:
         raise typer.Exit(1)
 
 
@@ -479,12 +482,53 @@ def tenant_set(
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Apply database migrations (also done automatically on first use)."""
-    from fulfill.db import get_engine, upgrade
+def db_upgrade(
+    url: str = typer.Option(
+        None,
+        "--url",
+        help="Database to migrate, as a role that owns the schema "
+        "(default: FULFILL_MIGRATION_DATABASE_URL, else FULFILL_DATABASE_URL).",
+    ),
+    runtime_role: str = typer.Option(
+        None,
+        "--runtime-role",
+        help="PostgreSQL role to grant the run-time privileges to (default: FULFILL_RUNTIME_ROLE).",
+    ),
+) -> None:
+    """Migrate the database schema to this fulfill's revision (an explicit deployment step)."""
+    from sqlalchemy.exc import SQLAlchemyError
 
-    upgrade(get_engine(migrate=False))
-    console.print("database is at the latest schema")
+    from fulfill.db import upgrade_database
+    from fulfill.settings import load_settings
+
+    try:
+        revision = upgrade_database(url, runtime_role=runtime_role)
+    except (ValueError, SQLAlchemyError) as exc:
+        err.print(f"[red]database upgrade failed:[/] {str(exc).splitlines()[0]}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    granted = runtime_role or load_settings().runtime_role
+    console.print(f"database schema at revision {revision}" + (f"; granted to {granted}" if granted else ""))
+
+
+@db_app.command("current")
+def db_current(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The database's schema revision and the one this fulfill needs (exit 1 when they differ)."""
+    from fulfill.db import current_revision, head_revision, make_engine
+    from fulfill.settings import load_settings
+
+    engine = make_engine(load_settings().database_url)
+    try:
+        with engine.connect() as connection:
+            current = current_revision(connection)
+    finally:
+        engine.dispose()
+    head = head_revision()
+    if as_json:
+        _print_json({"current": current, "head": head})
+    else:
+        console.print(f"database: {current or 'no schema'}; this fulfill needs: {head}")
+    if current != head:
+        raise typer.Exit(1)
 
 
 @blocks_app.command("register")
@@ -592,6 +636,47 @@ def demo(
         f"[bold]./run fulfill timeline {cases[5].outcome.get('action_intent_id')}[/]",
         soft_wrap=True,
     )
+
+
+# --- the running service ----------------------------------------------------------------
+@app.command("up")
+def up(
+    prefect_port: Annotated[int, typer.Option("--prefect-port", help="Prefect server (UI and API).")] = 4200,
+    api_port: Annotated[int, typer.Option("--api-port", help="The fulfill API (approval webhook).")] = 8080,
+) -> None:
+    """Start the whole local stack: Prefect server and UI, work pools, deployments, workers, the API."""
+    from fulfill.settings import load_settings
+    from surfaces.up import running_stack
+
+    data_dir = load_settings().data_dir
+    try:
+        with running_stack(
+            data_dir, prefect_port=prefect_port, api_port=api_port, emit=console.print
+        ) as stack:
+            ui = stack.prefect_url.removesuffix("/api")
+            console.print(
+                f"[bold]Prefect UI[/]      {ui}   (user:password in {data_dir / 'prefect-api-auth'})"
+            )
+            console.print(f"[bold]Prefect API[/]     {stack.prefect_url}")
+            console.print(
+                f"[bold]fulfill API[/]     {stack.api_url}   POST /webhooks/approvals · /healthz · /docs"
+            )
+            console.print(
+                "[bold]work pools[/]      fulfill (intents) · fulfill-maintenance (reconcile, expiry, signals)"
+            )
+            console.print(f"[bold]logs[/]            {data_dir / 'logs'}")
+            console.print("Ctrl-C stops everything.")
+            while (dead := stack.dead()) is None:
+                time.sleep(1)
+            err.print(
+                f"{dead} stopped unexpectedly (see {data_dir / 'logs' / (dead + '.log')}); stopping the rest"
+            )
+            raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("stopped")
+    except RuntimeError as exc:
+        err.print(f"fulfill up: {exc}")
+        raise typer.Exit(1) from None
 
 
 def main() -> None:

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from fulfill.approval import b64url_encode, sign_intent
-from fulfill.settings import load_settings
+from fulfill.db import upgrade_database
+from fulfill.settings import load_settings, reload_settings
 from sandbox.base import Fault
 from sandbox.local import Sandbox
 
@@ -263,6 +264,8 @@ def run_demo(emit: Callable[[str], None] = print) -> list[Scenario]:
     keys_path, seed = demo_keys(settings.data_dir)
     os.environ["FULFILL_APPROVAL_KEYS"] = str(keys_path)  # this process only
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(settings.data_dir / "prefect-results"))
+    reload_settings()  # settings are read once per process: pick up the demo's approval keys
+    upgrade_database()  # the demo's database is its own: it migrates it explicitly
     run = uuid.uuid4().hex[:6]
     service = ExecutionService()
     sandbox = start_sandbox()

@@ -1,0 +1,174 @@
+"""``fulfill up``: the whole local stack on the embedded defaults, with one command.
+
+Starts, in order, each as a child process in its own process group, all bound to loopback:
+
+1. a Prefect server (UI and API on ``127.0.0.1:4200``) with API authentication configured: the OSS API
+   would otherwise hand block secrets to anyone who can reach it (PREFECT_NOTES);
+2. the work pools ``fulfill`` (intents) and ``fulfill-maintenance`` (reconcile, expire-sweeper,
+   deliver-signals) and the deployments of ``prefect.yaml`` (``prefect deploy --all``), so pausing the
+   intent pool holds intents without stopping signal delivery, reconciliation or expiry;
+3. one process worker per pool;
+4. the fulfill API (uvicorn) with the approval webhook, on ``127.0.0.1:8080``.
+
+Ctrl-C (or SIGTERM) stops everything, newest first. Every child gets the same environment: the
+fulfill settings (``FULFILL_*``, the settings file in the data directory), ``PREFECT_API_URL`` and the
+auth string, and ``FULFILL_HOME`` (the project directory, which the deployments' pull step uses).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+PROJECT = Path(__file__).resolve().parents[1]
+INTENT_POOL = "fulfill"
+MAINTENANCE_POOL = "fulfill-maintenance"
+
+
+@dataclass
+class Stack:
+    """The running children and where they answer."""
+
+    prefect_url: str
+    api_url: str
+    env: dict[str, str]
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], log_dir: Path) -> None:
+        """Start a child in its own process group, logging to ``log_dir/name.log``."""
+        log = (log_dir / f"{name}.log").open("ab")
+        child = subprocess.Popen(
+            argv, cwd=PROJECT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.children.append((name, child))
+
+    def stop(self) -> None:
+        """SIGTERM every child's process group, newest first; SIGKILL what is left after 20 s."""
+        for _, child in reversed(self.children):
+            if child.poll() is None:
+                _signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for _, child in reversed(self.children):
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(child, signal.SIGKILL)
+                child.wait()
+
+    def dead(self) -> str | None:
+        """The name of a child that exited, if any."""
+        return next((name for name, child in self.children if child.poll() is not None), None)
+
+
+def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signum)
+
+
+def _wait_until(ready: Callable[[], bool], what: str, stack: Stack, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        dead = stack.dead()
+        if dead is not None:
+            raise RuntimeError(f"{dead} exited while waiting for {what}; see its log")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _answers(url: str, auth: str | None = None) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            headers = {"Authorization": f"Basic {auth}"} if auth else {}
+            return httpx.get(url, timeout=2, headers=headers).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def _auth_string(data_dir: Path) -> str:
+    """The Prefect API's ``user:password`` for this data directory (created once, readable only by you)."""
+    path = data_dir / "prefect-api-auth"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"fulfill:{secrets.token_urlsafe(24)}\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@contextmanager
+def running_stack(
+    data_dir: Path,
+    *,
+    prefect_port: int = 4200,
+    api_port: int = 8080,
+    emit: Callable[[str], None] = print,
+) -> Iterator[Stack]:
+    """Start the stack; yields it running; stops it on exit."""
+    import base64
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    auth = _auth_string(data_dir)
+    prefect_url = f"http://127.0.0.1:{prefect_port}/api"
+    env = {
+        **os.environ,
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": prefect_url,
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(prefect_port),
+        "PREFECT_SERVER_API_AUTH_STRING": auth,
+        "PREFECT_API_AUTH_STRING": auth,
+        "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "2"),
+        "FULFILL_HOME": str(PROJECT),
+        "FULFILL_DATA_DIR": str(data_dir),
+    }
+    stack = Stack(prefect_url=prefect_url, api_url=f"http://127.0.0.1:{api_port}", env=env)
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    _migrate(env)
+    try:
+        emit("starting the Prefect server…")
+        stack.start(
+            "prefect-server",
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+            log_dir,
+        )
+        basic = base64.b64encode(auth.encode()).decode()
+        _wait_until(_answers(f"{prefect_url}/health", basic), "the Prefect server", stack)
+        emit("creating the work pools and deploying prefect.yaml…")
+        for pool in (INTENT_POOL, MAINTENANCE_POOL):
+            _run([prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"], env)
+        _run([prefect, "--no-prompt", "deploy", "--all"], env)
+        emit("starting the workers and the API…")
+        for pool in (INTENT_POOL, MAINTENANCE_POOL):
+            stack.start(f"worker-{pool}", [prefect, "worker", "start", "--pool", pool], log_dir)
+        uvicorn = [sys.executable, "-m", "uvicorn", "surfaces.api:create_app", "--factory"]
+        stack.start("api", [*uvicorn, "--host", "127.0.0.1", "--port", str(api_port)], log_dir)
+        _wait_until(_answers(f"{stack.api_url}/healthz"), "the fulfill API", stack)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def _migrate(env: dict[str, str]) -> None:
+    """The local stack's database is a development one: bring its schema to head (``fulfill db upgrade``)."""
+    _run([str(Path(sys.executable).with_name("fulfill")), "db", "upgrade"], env)
+
+
+def _run(argv: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(argv, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[1:3])} failed: {(done.stderr or done.stdout)[-2000:]}")
