@@ -22,7 +22,7 @@ import time
 from typing import Any, ClassVar, Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, HttpUrl, SecretStr
 
 from blocks.auth import BearerAuth, ClientFactory, Clock, JwtBearerAuth, RefreshTokenAuth, unconfigured
 from blocks.fields import empty_fields
@@ -40,6 +40,9 @@ class GoogleCalendarCredentials(ClientFactory, Block):
     _description: ClassVar[str] = (
         "Service-account (domain-wide delegation) or OAuth refresh-token credentials that fulfill uses to "
         "draft meetings in Google Calendar without notifying anyone."
+    )
+    _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
+        "https://developers.google.com/workspace/calendar/api/v3/reference/events/insert"
     )
 
     auth_mode: Literal["service_account", "oauth_refresh_token"] = Field(

@@ -13,13 +13,64 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from fulfill.states import ExecutionStatus
+from surfaces.cli_tokens import token_app
 
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-app = typer.Typer(help="fulfill: bounded execution of human-approved action intents.", no_args_is_help=True)
+def _user_error(exc: Exception) -> tuple[int, str] | None:
+    """``(exit code, one line)`` for the errors a user causes and can fix; ``None`` for a bug.
+
+    Imports lazily: only a failing command pays for them.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from fulfill.db import SchemaNotCurrent
+    from fulfill.executions import AlreadyFinished, ExecutionNotFound
+    from fulfill.settings import SettingsError
+    from surfaces.service import IntentRejected, InvalidRequest, TenantNotFound
+
+    if isinstance(exc, ExecutionNotFound):
+        return 1, f"not found: {exc}"
+    if isinstance(exc, TenantNotFound):
+        return 1, f"not found: {exc}"
+    if isinstance(exc, AlreadyFinished):
+        return 1, f"conflict: {exc}"
+    if isinstance(exc, IntentRejected):
+        return 1, f"rejected: {exc}"
+    if isinstance(exc, InvalidRequest):
+        return 2, f"invalid argument: {exc}"
+    if isinstance(exc, SettingsError):
+        return 1, f"configuration: {exc}"
+    if isinstance(exc, SchemaNotCurrent):
+        return 1, str(exc)
+    if isinstance(exc, OperationalError):
+        detail = str(exc.orig if exc.orig is not None else exc).strip()
+        return 1, f"database unavailable: {detail}"
+    return None
+
+
+class _Commands(TyperGroup):
+    """The root command group: a user error ends the command in one line on stderr, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            failure = _user_error(exc)
+            if failure is None:
+                raise
+            code, message = failure
+            typer.echo(" ".join(message.split()) or type(exc).__name__, err=True)
+            raise typer.Exit(code) from None
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="fulfill: bounded execution of human-approved action intents.",
+    no_args_is_help=True,
+)
 intent_app = typer.Typer(help="Validate and sign ActionIntentV1 documents.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The append-only, hash-chained ledger.", no_args_is_help=True)
 controls_app = typer.Typer(
@@ -37,11 +88,16 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(db_app, name="db")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(blocks_app, name="blocks")
+app.add_typer(token_app, name="token")
 
 console = Console()
 err = Console(stderr=True)
-JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of a table.")
-TENANT_OPTION = typer.Option(None, "--tenant", help="Scope to one tenant (default: operator view of all).")
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+TenantOption = Annotated[
+    str | None, typer.Option("--tenant", help="Scope to one tenant (default: operator view of all).")
+]
+ActorOption = Annotated[str, typer.Option("--actor", help="Who does this (recorded in the ledger).")]
+IntentId = Annotated[str, typer.Argument(help="The action_intent_id.")]
 
 STATUS_STYLE: dict[str, str] = {
     ExecutionStatus.SUCCEEDED: "green",
@@ -67,26 +123,44 @@ def _read_json(path: Path) -> bytes:
         raise typer.Exit(1) from None
 
 
+def _trusted_keys() -> Any:
+    """The approval service's public keys (``FULFILL_APPROVAL_KEYS``); one line and exit 1 when unusable."""
+    from fulfill.approval import TrustedKeys
+    from fulfill.settings import load_settings
+
+    setting = load_settings().approval_keys
+    try:
+        keys = TrustedKeys.from_setting(setting)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        typer.echo(f"configuration: FULFILL_APPROVAL_KEYS: cannot be used: {reason}", err=True)
+        raise typer.Exit(1) from None
+    if not keys.keys:
+        typer.echo(
+            "configuration: no trusted approval keys: set FULFILL_APPROVAL_KEYS "
+            "(a path to, or the JSON of, the approval service's public keys)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    return keys
+
+
 def _status(value: str) -> str:
     return f"[{STATUS_STYLE.get(value, 'white')}]{value}[/]"
 
 
 # --- intents -----------------------------------------------------------------------------
 @intent_app.command("verify")
-def intent_verify(file: Path = typer.Argument(..., help="Intent JSON file, or - for stdin.")) -> None:
+def intent_verify(file: Annotated[Path, typer.Argument(help="Intent JSON file, or - for stdin.")]) -> None:
     """Check schema and approval signature against FULFILL_APPROVAL_KEYS; prints `valid` or the reason."""
-    from fulfill.approval import ApprovalInvalid, TrustedKeys
+    from fulfill.approval import ApprovalInvalid
     from fulfill.intent import IntentInvalid, load_intent_document, parse_intent
-    from fulfill.settings import load_settings
 
     data = _read_json(file)
     try:
         document = load_intent_document(data)
         parse_intent(document)
-        keys = TrustedKeys.from_setting(load_settings().approval_keys)
-        if not keys.keys:
-            raise ApprovalInvalid("no trusted approval keys: set FULFILL_APPROVAL_KEYS")
-        keys.verify(document)
+        _trusted_keys().verify(document)
     except IntentInvalid as exc:
         typer.echo(f"invalid: VALIDATION_FAILED: {exc}")
         raise typer.Exit(1) from None
@@ -98,13 +172,13 @@ def intent_verify(file: Path = typer.Argument(..., help="Intent JSON file, or - 
 
 @intent_app.command("sign")
 def intent_sign(
-    file: Path = typer.Argument(..., help="Intent JSON file, or - for stdin."),
-    key_seed: str = typer.Option(
-        ..., "--key-seed", help="Ed25519 private seed, base64url (TEST SET-UPS ONLY)."
-    ),
-    key_id: str = typer.Option(
-        None, "--key-id", help="key_id to write (default: the intent's approval.key_id)."
-    ),
+    file: Annotated[Path, typer.Argument(help="Intent JSON file, or - for stdin.")],
+    key_seed: Annotated[
+        str, typer.Option("--key-seed", help="Ed25519 private seed, base64url (TEST SET-UPS ONLY).")
+    ],
+    key_id: Annotated[
+        str | None, typer.Option("--key-id", help="key_id to write (default: the intent's approval.key_id).")
+    ] = None,
 ) -> None:
     """Sign an intent for integrators' test set-ups (production never holds a private key)."""
     from fulfill.approval import sign_intent
@@ -112,22 +186,23 @@ def intent_sign(
     document = json.loads(_read_json(file))
     chosen = key_id or document.get("approval", {}).get("key_id")
     if not chosen:
-        err.print("approval.key_id: missing; pass --key-id")
+        typer.echo("approval.key_id: missing; pass --key-id", err=True)
         raise typer.Exit(2)
     _print_json(sign_intent(document, key_id=chosen, seed_b64url=key_seed))
 
 
 @app.command("execute")
 def execute(
-    file: Path = typer.Argument(..., help="Signed intent JSON file, or - for stdin."),
-    as_json: bool = JSON_OPTION,
+    file: Annotated[Path, typer.Argument(help="Signed intent JSON file, or - for stdin.")],
+    as_json: JsonFlag = False,
 ) -> None:
     """Execute one intent through the execute-intent flow in this process."""
     from fulfill.intent import IntentInvalid, load_intent_document
-    from surfaces.service import ExecutionService, IntentRejected
+    from surfaces.service import ExecutionService
     from tasks.admit import Rejected, verify_and_register
 
     data = _read_json(file)
+    _trusted_keys()  # a host without them would refuse every intent: say so instead
     try:
         raw = load_intent_document(data)
     except IntentInvalid:
@@ -138,7 +213,7 @@ def execute(
         raise typer.Exit(1) from None
     try:
         status = ExecutionService().execute_action_intent(raw)
-    except (IntentRejected, IntentInvalid) as exc:
+    except IntentInvalid as exc:
         typer.echo(f"rejected: {exc}", err=True)
         raise typer.Exit(1) from None
     _show_status(status.model_dump(mode="json"), as_json)
@@ -148,7 +223,7 @@ def execute(
 
 @app.command("plan")
 def plan(
-    file: Path = typer.Argument(..., help="Intent JSON file, or - for stdin."), as_json: bool = JSON_OPTION
+    file: Annotated[Path, typer.Argument(help="Intent JSON file, or - for stdin.")], as_json: JsonFlag = False
 ) -> None:
     """Dry run: print the exact provider requests the intent would make, sending nothing."""
     from fulfill.intent import IntentInvalid, load_intent_document
@@ -208,23 +283,20 @@ def _show_status(data: dict[str, Any], as_json: bool) -> None:
 
 @app.command("status")
 def status(
-    action_intent_id: str = typer.Argument(None, help="Intent id; omit to list the newest executions."),
-    tenant: str = TENANT_OPTION,
-    as_json: bool = JSON_OPTION,
+    action_intent_id: Annotated[
+        str | None, typer.Argument(help="Intent id; omit to list the newest executions.")
+    ] = None,
+    tenant: TenantOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Show one execution's status (or the newest executions)."""
-    from fulfill.executions import ExecutionNotFound
     from surfaces.service import ExecutionService
 
     service = ExecutionService()
     if action_intent_id is None:
         _list(service, tenant=tenant, account=None, statuses=None, limit=20, cursor=None, as_json=as_json)
         return
-    try:
-        _show_status(service.get_execution_status(action_intent_id, tenant).model_dump(mode="json"), as_json)
-    except ExecutionNotFound:
-        err.print(f"not found: {action_intent_id}")
-        raise typer.Exit(1) from None
+    _show_status(service.get_execution_status(action_intent_id, tenant).model_dump(mode="json"), as_json)
 
 
 def _list(
@@ -257,12 +329,14 @@ def _list(
 
 @app.command("executions")
 def executions_cmd(
-    account: str = typer.Option(None, "--account", help="Account id."),
-    status_filter: list[str] = typer.Option(None, "--status", help="Filter by status (repeatable)."),
-    limit: int = typer.Option(50, "--limit"),
-    cursor: str = typer.Option(None, "--cursor"),
-    tenant: str = TENANT_OPTION,
-    as_json: bool = JSON_OPTION,
+    account: Annotated[str | None, typer.Option("--account", help="Account id.")] = None,
+    status_filter: Annotated[
+        list[ExecutionStatus] | None, typer.Option("--status", help="Filter by status (repeatable).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=200, help="Page size.")] = 50,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="From a previous page.")] = None,
+    tenant: TenantOption = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """List executions, newest first (keyset pagination)."""
     from surfaces.service import ExecutionService
@@ -271,7 +345,7 @@ def executions_cmd(
         ExecutionService(),
         tenant=tenant,
         account=account,
-        statuses=status_filter or None,
+        statuses=[str(s) for s in status_filter] if status_filter else None,
         limit=limit,
         cursor=cursor,
         as_json=as_json,
@@ -279,16 +353,11 @@ def executions_cmd(
 
 
 @app.command("timeline")
-def timeline(action_intent_id: str, tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
+def timeline(action_intent_id: IntentId, tenant: TenantOption = None, as_json: JsonFlag = False) -> None:
     """Decision → approval → execution → outcome for one intent."""
-    from fulfill.executions import ExecutionNotFound
     from surfaces.service import ExecutionService
 
-    try:
-        data = ExecutionService().get_timeline(action_intent_id, tenant)
-    except ExecutionNotFound:
-        err.print(f"not found: {action_intent_id}")
-        raise typer.Exit(1) from None
+    data = ExecutionService().get_timeline(action_intent_id, tenant)
     if as_json:
         _print_json(data.model_dump(mode="json"))
         return
@@ -305,49 +374,34 @@ def _print_timeline(data: Any) -> None:
 
 
 @app.command("cancel")
-def cancel(
-    action_intent_id: str, actor: str = typer.Option("operator", "--actor"), tenant: str = TENANT_OPTION
-) -> None:
+def cancel(action_intent_id: IntentId, actor: ActorOption = "operator", tenant: TenantOption = None) -> None:
     """Cancel a PENDING/EXECUTING intent: no further external call starts."""
-    from fulfill.executions import AlreadyFinished, ExecutionNotFound
     from surfaces.service import ExecutionService
 
-    try:
-        result = ExecutionService().cancel_execution(action_intent_id, tenant, actor=actor)
-    except ExecutionNotFound:
-        err.print(f"not found: {action_intent_id}")
-        raise typer.Exit(1) from None
-    except AlreadyFinished as exc:
-        err.print(f"conflict: {exc}")
-        raise typer.Exit(1) from None
+    result = ExecutionService().cancel_execution(action_intent_id, tenant, actor=actor)
     console.print(f"{action_intent_id}: {_status(result.status)}")
 
 
 @app.command("rerun")
-def rerun(action_intent_id: str, as_json: bool = JSON_OPTION) -> None:
-    """Rerun a FAILED execution in this process (finished steps are skipped)."""
-    from fulfill.db import transaction
-    from fulfill.executions import get
+def rerun(action_intent_id: IntentId, tenant: TenantOption = None, as_json: JsonFlag = False) -> None:
+    """Rerun a FAILED execution in this process (finished steps are skipped). Exit 1 unless it SUCCEEDED."""
     from surfaces.service import ExecutionService
 
-    with transaction() as session:
-        raw = get(session, None, action_intent_id).intent_json
-    service = ExecutionService()
-    service.execute_action_intent(raw)
-    _show_status(service.get_execution_status(action_intent_id).model_dump(mode="json"), as_json)
+    result = ExecutionService().rerun_execution(action_intent_id, tenant)
+    _show_status(result.model_dump(mode="json"), as_json)
+    if result.status != ExecutionStatus.SUCCEEDED:
+        raise typer.Exit(1)
 
 
 # --- ledger ------------------------------------------------------------------------------
 @ledger_app.command("verify")
-def ledger_verify(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
+def ledger_verify(tenant: TenantOption = None, as_json: JsonFlag = False) -> None:
     """Recompute every tenant's hash chain; report the first broken row. Exit 1 if any is broken."""
     from dataclasses import asdict
 
-    from fulfill import ledger
-    from fulfill.db import transaction
+    from surfaces.service import ExecutionService
 
-    with transaction() as session:
-        reports = ledger.verify_chains(session, [tenant] if tenant else None)
+    reports = ExecutionService().verify_ledger([tenant] if tenant else None)
     if as_json:
         _print_json([asdict(r) for r in reports])
     else:
@@ -368,23 +422,11 @@ def ledger_verify(tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> N
 
 
 @ledger_app.command("show")
-def ledger_show(action_intent_id: str, tenant: str = TENANT_OPTION, as_json: bool = JSON_OPTION) -> None:
+def ledger_show(action_intent_id: IntentId, tenant: TenantOption = None, as_json: JsonFlag = False) -> None:
     """The raw ledger rows of one intent."""
-    from fulfill import ledger
-    from fulfill.db import transaction
-    from fulfill.executions import ExecutionNotFound, get
-    from fulfill.tables import LedgerPublic
+    from surfaces.service import ExecutionService
 
-    with transaction() as session:
-        try:
-            owner = get(session, tenant, action_intent_id).tenant_id
-        except ExecutionNotFound:
-            err.print(f"not found: {action_intent_id}")
-            raise typer.Exit(1) from None
-        rows = [
-            LedgerPublic.model_validate(r, from_attributes=True)
-            for r in ledger.entries_for_intent(session, owner, action_intent_id)
-        ]
+    rows = ExecutionService().get_ledger_entries(action_intent_id, tenant)
     if as_json:
         _print_json([r.model_dump(mode="json") for r in rows])
         return
@@ -405,7 +447,7 @@ def ledger_show(action_intent_id: str, tenant: str = TENANT_OPTION, as_json: boo
 
 # --- controls ----------------------------------------------------------------------------
 @controls_app.command("list")
-def controls_list(as_json: bool = JSON_OPTION) -> None:
+def controls_list(as_json: JsonFlag = False) -> None:
     """Show every kill switch, with the global emergency stop (read-only, from the environment)."""
     from fulfill.settings import emergency_stop_engaged
     from surfaces.service import ExecutionService
@@ -437,63 +479,86 @@ def controls_list(as_json: bool = JSON_OPTION) -> None:
 
 @controls_app.command("set")
 def controls_set(
-    scope: str = typer.Argument(..., help="tenant | action_type"),
-    key: str = typer.Argument(..., help="The tenant id or action type."),
-    enabled: bool = typer.Option(..., "--enabled/--disabled"),
-    reason: str = typer.Option("", "--reason"),
-    actor: str = typer.Option("operator", "--actor"),
+    scope: Annotated[str, typer.Argument(help="tenant | action_type")],
+    key: Annotated[str, typer.Argument(help="The tenant id or action type.")],
+    enabled: Annotated[bool, typer.Option("--enabled/--disabled", help="Allow or stop new external calls.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger).")] = "",
+    actor: ActorOption = "operator",
 ) -> None:
-    """Flip a kill switch; no new external call starts while disabled."""
+    """Flip a kill switch; no new external call starts while disabled.
+
+    An action type must be one of the contract's; a tenant that is neither configured nor has any
+    execution is accepted (a tenant can be stopped before its first intent) with a warning on stderr.
+    """
     from surfaces.service import ExecutionService
 
-    row = ExecutionService().set_kill_switch(scope, key, enabled=enabled, reason=reason, actor=actor)
+    service = ExecutionService()
+    hint = service.unknown_tenant_hint(key) if scope == "tenant" else None  # before the switch ledgers it
+    row = service.set_kill_switch(scope, key, enabled=enabled, reason=reason, actor=actor)
+    if hint:
+        typer.echo(f"warning: {hint}; the switch is set, check the spelling", err=True)
     console.print(f"{row.scope} {row.key}: {'enabled' if row.enabled else 'DISABLED'}")
 
 
 # --- tenants / db / blocks ----------------------------------------------------------------
 @tenant_app.command("set")
 def tenant_set(
-    tenant_id: str,
-    name: str = typer.Option(None, "--name"),
-    crm: str = typer.Option(None, "--crm", help="salesforce | hubspot"),
-    crm_block: str = typer.Option(None, "--crm-block", help="Name of the credentials block document."),
-    calendar: str = typer.Option(None, "--calendar", help="google_calendar"),
-    calendar_block: str = typer.Option(None, "--calendar-block"),
-    storage_block: str = typer.Option(None, "--storage-block", help="prefect-aws S3Bucket block for briefs."),
-    actor: str = typer.Option("operator", "--actor"),
+    tenant_id: Annotated[str, typer.Argument(help="The tenant id.")],
+    name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+    crm: Annotated[str | None, typer.Option("--crm", help="salesforce | hubspot")] = None,
+    crm_block: Annotated[
+        str | None, typer.Option("--crm-block", help="Name of the credentials block document.")
+    ] = None,
+    calendar: Annotated[str | None, typer.Option("--calendar", help="google_calendar")] = None,
+    calendar_block: Annotated[
+        str | None, typer.Option("--calendar-block", help="Name of the calendar credentials block.")
+    ] = None,
+    storage_block: Annotated[
+        str | None, typer.Option("--storage-block", help="prefect-aws S3Bucket block for briefs.")
+    ] = None,
+    actor: ActorOption = "operator",
 ) -> None:
     """Map a tenant to its CRM / calendar providers and credential blocks."""
-    from fulfill.db import transaction
-    from fulfill.tenants import configure
+    from surfaces.service import ExecutionService
 
-    with transaction() as session:
-        row = configure(
-            session,
-            tenant_id,
-            actor=actor,
-            name=name,
-            crm_provider=crm,
-            crm_block=crm_block,
-            calendar_provider=calendar,
-            calendar_block=calendar_block,
-            storage_block=storage_block,
-        )
+    row = ExecutionService().set_tenant(
+        tenant_id,
+        actor=actor,
+        name=name,
+        crm_provider=crm,
+        crm_block=crm_block,
+        calendar_provider=calendar,
+        calendar_block=calendar_block,
+        storage_block=storage_block,
+    )
     _print_json(row.model_dump(mode="json"))
+
+
+@tenant_app.command("show")
+def tenant_show(tenant_id: Annotated[str, typer.Argument(help="The tenant id.")]) -> None:
+    """A tenant's connector configuration, as JSON (exit 1 when it is not configured)."""
+    from surfaces.service import ExecutionService
+
+    _print_json(ExecutionService().get_tenant(tenant_id).model_dump(mode="json"))
 
 
 @db_app.command("upgrade")
 def db_upgrade(
-    url: str = typer.Option(
-        None,
-        "--url",
-        help="Database to migrate, as a role that owns the schema "
-        "(default: FULFILL_MIGRATION_DATABASE_URL, else FULFILL_DATABASE_URL).",
-    ),
-    runtime_role: str = typer.Option(
-        None,
-        "--runtime-role",
-        help="PostgreSQL role to grant the run-time privileges to (default: FULFILL_RUNTIME_ROLE).",
-    ),
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Database to migrate, as a role that owns the schema "
+            "(default: FULFILL_MIGRATION_DATABASE_URL, else FULFILL_DATABASE_URL).",
+        ),
+    ] = None,
+    runtime_role: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime-role",
+            help="PostgreSQL role to grant the run-time privileges to (default: FULFILL_RUNTIME_ROLE).",
+        ),
+    ] = None,
 ) -> None:
     """Migrate the database schema to this fulfill's revision (an explicit deployment step)."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -504,14 +569,14 @@ def db_upgrade(
     try:
         revision = upgrade_database(url, runtime_role=runtime_role)
     except (ValueError, SQLAlchemyError) as exc:
-        err.print(f"[red]database upgrade failed:[/] {str(exc).splitlines()[0]}", soft_wrap=True)
+        typer.echo(f"database upgrade failed: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(1) from None
     granted = runtime_role or load_settings().runtime_role
     console.print(f"database schema at revision {revision}" + (f"; granted to {granted}" if granted else ""))
 
 
 @db_app.command("current")
-def db_current(as_json: bool = typer.Option(False, "--json")) -> None:
+def db_current(as_json: JsonFlag = False) -> None:
     """The database's schema revision and the one this fulfill needs (exit 1 when they differ)."""
     from fulfill.db import current_revision, head_revision, make_engine
     from fulfill.settings import load_settings
@@ -545,12 +610,13 @@ def blocks_register() -> None:
 
 @sandbox_app.command("serve")
 def sandbox_serve(
-    salesforce_port: int = typer.Option(8771, "--salesforce-port"),
-    hubspot_port: int = typer.Option(8772, "--hubspot-port"),
-    google_port: int = typer.Option(8773, "--google-port"),
-    save_blocks_for: str = typer.Option(
-        None, "--configure-tenant", help="Save sandbox blocks and point this tenant at them."
-    ),
+    salesforce_port: Annotated[int, typer.Option("--salesforce-port", help="Salesforce emulator.")] = 8771,
+    hubspot_port: Annotated[int, typer.Option("--hubspot-port", help="HubSpot emulator.")] = 8772,
+    google_port: Annotated[int, typer.Option("--google-port", help="Google Calendar emulator.")] = 8773,
+    save_blocks_for: Annotated[
+        str | None,
+        typer.Option("--configure-tenant", help="Save sandbox blocks and point this tenant at them."),
+    ] = None,
 ) -> None:
     """Serve the Salesforce, HubSpot and Google Calendar emulators on loopback until Ctrl-C."""
     start_sandbox = _development_tool("sandbox.local").start_sandbox
@@ -575,8 +641,9 @@ def _development_tool(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError:
-        err.print(
-            f"{module} is a development tool that this installation does not include; run it from a checkout"
+        typer.echo(
+            f"{module} is a development tool that this installation does not include; run it from a checkout",
+            err=True,
         )
         raise typer.Exit(2) from None
 
@@ -584,8 +651,12 @@ def _development_tool(module: str) -> Any:
 # --- demo --------------------------------------------------------------------------------
 @app.command("demo")
 def demo(
-    as_json: bool = JSON_OPTION,
-    verbose: bool = typer.Option(False, "--verbose", help="Show Prefect's flow and task run logs."),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the outcomes, as JSON (progress goes to stderr).")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Show Prefect's flow and task run logs.")
+    ] = False,
 ) -> None:
     """Execute signed sample intents end to end on the embedded defaults and show the outcomes."""
     if verbose:
@@ -595,11 +666,12 @@ def demo(
     run_demo = _development_tool("surfaces.demo").run_demo
 
     started = time.monotonic()
-    console.print(
+    progress = err if as_json else console  # with --json, stdout carries the JSON and nothing else
+    progress.print(
         "[bold]fulfill demo[/] — starting Prefect (ephemeral unless PREFECT_API_URL is set) and "
         "loopback emulators for Salesforce, HubSpot and Google Calendar…"
     )
-    cases = run_demo(emit=lambda line: console.print(line, style="dim"))
+    cases = run_demo(emit=lambda line: progress.print(line, style="dim"))
     if as_json:
         _print_json([{"scenario": c.title, "expect": c.expect, **c.outcome} for c in cases])
         return
@@ -621,12 +693,9 @@ def demo(
         )
     console.print(table)
     compensated = next(c for c in cases if c.title.startswith("Salesforce opportunity"))
-    _print_timeline(ExecutionService().get_timeline(compensated.outcome["action_intent_id"]))
-    from fulfill import ledger
-    from fulfill.db import transaction
-
-    with transaction() as session:
-        chains_ok = all(r.ok for r in ledger.verify_chains(session))
+    service = ExecutionService()
+    _print_timeline(service.get_timeline(compensated.outcome["action_intent_id"]))
+    chains_ok = all(r.ok for r in service.verify_ledger())
     console.print(f"ledger chains verify: {'[green]yes[/]' if chains_ok else '[red]NO[/]'}")
     from fulfill.settings import load_settings
 
@@ -683,8 +752,12 @@ def main() -> None:
     """Console-script entry point.
 
     In-process runs keep Prefect's console logging to errors that are not already explained by
-    fulfill's own output (set ``PREFECT_LOGGING_LEVEL=INFO`` to see every flow and task run).
+    fulfill's own output (set ``PREFECT_LOGGING_LEVEL=INFO`` to see every flow and task run), and
+    Prefect's telemetry stays off unless the environment says otherwise. (Set here, not at import:
+    importing the module changes nothing.)
     """
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     app()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from surfaces.cli import app
-from tests.conftest import KEYS, VECTORS
+from tests.conftest import KEYS, REPO, VECTORS
 
 runner = CliRunner()
 
@@ -87,17 +88,19 @@ def test_execute_then_read_status_timeline_ledger_as_json(
         runner.invoke(app, ["ledger", "verify", "--tenant", intent["tenant_id"], "--json"]).output
     )
     assert chains[0]["ok"] is True
+    rows = json.loads(runner.invoke(app, ["ledger", "show", intent["action_intent_id"], "--json"]).output)
+    assert (
+        rows[0]["event_type"] == "INTENT_RECEIVED"
+        and rows[-1]["action_intent_id"] == intent["action_intent_id"]
+    )
     listed = json.loads(runner.invoke(app, ["executions", "--tenant", intent["tenant_id"], "--json"]).output)
     assert [i["action_intent_id"] for i in listed["items"]] == [intent["action_intent_id"]]
 
 
 def test_controls_set_and_list(database_url: str, tenant: str) -> None:
-    assert (
-        runner.invoke(
-            app, ["controls", "set", "tenant", tenant, "--disabled", "--reason", "incident"]
-        ).exit_code
-        == 0
-    )
+    runner.invoke(app, ["tenant", "set", tenant, "--name", "Acme"])
+    result = runner.invoke(app, ["controls", "set", "tenant", tenant, "--disabled", "--reason", "incident"])
+    assert result.exit_code == 0 and result.stderr == ""
     listed = json.loads(runner.invoke(app, ["controls", "list", "--json"]).output)
     mine = [s for s in listed["switches"] if s["key"] == tenant]
     assert mine and mine[0]["enabled"] is False and mine[0]["reason"] == "incident"
@@ -113,7 +116,7 @@ def test_the_readme_demo_runs_every_scenario_end_to_end(
     monkeypatch.delenv("FULFILL_APPROVAL_KEYS", raising=False)
     result = runner.invoke(app, ["demo", "--json"])
     assert result.exit_code == 0, result.output
-    outcomes = json.loads(result.output[result.output.index("[\n") :])
+    outcomes = json.loads(result.stdout)  # only the JSON: progress goes to stderr
     by_title = {o["scenario"]: o for o in outcomes}
     assert [o["status"] for o in outcomes] == [
         "SUCCEEDED",
@@ -247,3 +250,130 @@ def test_execute_refuses_a_signed_approval_that_outlives_the_limit(
     assert "FULFILL_MAX_APPROVAL_TTL" in line
     assert [details["field"] for _, details in _rejected_rows(intent["tenant_id"])] == ["expires_at_epoch"]
     assert _one_line(runner.invoke(app, ["status", intent["action_intent_id"]])).startswith("not found")
+
+
+# --- user errors: one line on stderr, a non-zero exit, never a traceback (issue 8) ---------------
+def _fails_in_one_line(result: Any, code: int = 1) -> str:
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    return str(lines[0])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status", "no-such-intent-0000"],
+        ["timeline", "no-such-intent-0000"],
+        ["cancel", "no-such-intent-0000"],
+        ["rerun", "no-such-intent-0000"],
+        ["ledger", "show", "no-such-intent-0000"],
+    ],
+    ids=lambda c: c[0] if c[0] != "ledger" else "ledger-show",
+)
+def test_an_unknown_id_is_one_line(database_url: str, command: list[str]) -> None:
+    assert _fails_in_one_line(runner.invoke(app, command)) == "not found: no-such-intent-0000"
+
+
+def test_an_unconfigured_tenant_is_one_line(database_url: str, tenant: str) -> None:
+    line = _fails_in_one_line(runner.invoke(app, ["tenant", "show", tenant]))
+    assert line == f"not found: tenant {tenant!r} is not configured"
+
+
+def test_tenant_set_then_show_and_a_bad_provider(database_url: str, tenant: str) -> None:
+    configured = runner.invoke(app, ["tenant", "set", tenant, "--crm", "hubspot", "--crm-block", "hs"])
+    assert configured.exit_code == 0, configured.output
+    shown = json.loads(runner.invoke(app, ["tenant", "show", tenant]).stdout)
+    assert (shown["crm_provider"], shown["crm_block"]) == ("hubspot", "hs")
+    line = _fails_in_one_line(runner.invoke(app, ["tenant", "set", tenant, "--crm", "salesfrce"]), 2)
+    assert line.startswith("invalid argument: CRM provider must be one of salesforce, hubspot")
+
+
+def test_controls_refuse_a_bad_scope_and_an_unknown_action_type(database_url: str) -> None:
+    line = _fails_in_one_line(runner.invoke(app, ["controls", "set", "no-such-scope", "x", "--disabled"]), 2)
+    assert line == "invalid argument: scope must be one of tenant, action_type, not 'no-such-scope'"
+    line = _fails_in_one_line(
+        runner.invoke(app, ["controls", "set", "action_type", "crm.create_tsk", "--disabled"]), 2
+    )
+    assert "unknown action type 'crm.create_tsk' (did you mean 'crm.create_task'?)" in line
+    listed = json.loads(runner.invoke(app, ["controls", "list", "--json"]).stdout)
+    assert not [s for s in listed["switches"] if s["key"] in ("x", "crm.create_tsk")]
+
+
+def test_controls_warn_about_a_tenant_nobody_knows(database_url: str, tenant: str) -> None:
+    runner.invoke(app, ["tenant", "set", tenant])
+    result = runner.invoke(app, ["controls", "set", "tenant", tenant + "x", "--disabled"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"warning: tenant {tenant + 'x'!r} is not configured and has no executions "
+        f"(did you mean {tenant!r}?); the switch is set, check the spelling"
+    ]
+
+
+def test_a_database_without_schema_says_to_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FULFILL_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("FULFILL_DATABASE_URL", raising=False)
+    for command in (
+        ["status", "no-such-intent-0000"],
+        ["rerun", "no-such-intent-0000"],
+        ["ledger", "verify"],
+    ):
+        line = _fails_in_one_line(runner.invoke(app, command))
+        assert line.startswith("the database schema is not at the current revision: it has no fulfill schema")
+        assert line.endswith("run `fulfill db upgrade`")
+
+
+def test_an_unreachable_database_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FULFILL_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/nothing")
+    assert _fails_in_one_line(runner.invoke(app, ["status", "x"])).startswith("database unavailable: ")
+
+
+def test_a_bad_setting_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FULFILL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FULFILL_LATE_COMMIT_SECONDS", "soon")
+    line = _fails_in_one_line(runner.invoke(app, ["status"]))
+    assert line.startswith("configuration: FULFILL_LATE_COMMIT_SECONDS: ")
+
+
+def test_execute_without_trusted_keys_is_one_line(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FULFILL_APPROVAL_KEYS")
+    line = _fails_in_one_line(runner.invoke(app, ["execute", str(VECTORS / "valid-crm-create-task.json")]))
+    assert line.startswith("configuration: no trusted approval keys: set FULFILL_APPROVAL_KEYS")
+    monkeypatch.setenv("FULFILL_APPROVAL_KEYS", str(VECTORS / "no-such-keys.json"))
+    line = _fails_in_one_line(runner.invoke(app, ["execute", str(VECTORS / "valid-crm-create-task.json")]))
+    assert line.startswith("configuration: FULFILL_APPROVAL_KEYS: cannot be used: ")
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_rerun_exits_non_zero_until_the_execution_succeeds(
+    database_url: str, make_intent: Any, tenant: str, tmp_path: Path
+) -> None:
+    runner.invoke(app, ["controls", "set", "tenant", tenant, "--disabled", "--reason", "incident"])
+    intent = make_intent("internal.log_note", {"body": "Held, then rerun"})
+    path = tmp_path / "intent.json"
+    path.write_text(json.dumps(intent))
+    executed = runner.invoke(app, ["execute", str(path), "--json"])
+    assert executed.exit_code == 1 and json.loads(executed.stdout)["status"] == "FAILED"
+
+    held = runner.invoke(app, ["rerun", intent["action_intent_id"], "--json"])
+    assert held.exit_code == 1 and json.loads(held.stdout)["failure"]["code"] == "KILL_SWITCH"
+
+    runner.invoke(app, ["controls", "set", "tenant", tenant, "--enabled"])
+    released = runner.invoke(app, ["rerun", intent["action_intent_id"], "--json"])
+    assert released.exit_code == 0, released.output
+    assert json.loads(released.stdout)["status"] == "SUCCEEDED"
+
+
+def test_importing_the_cli_changes_no_environment() -> None:
+    import subprocess
+    import sys
+
+    probe = "import os; before = dict(os.environ); import surfaces.cli; print(dict(os.environ) == before)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DO_NOT_TRACK"))}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "True"
