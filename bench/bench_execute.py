@@ -30,11 +30,15 @@ def main() -> None:
         os.environ["FULFILL_DATABASE_URL"] = args.database_url
 
     from fulfill.approval import sign_intent
+    from fulfill.db import upgrade_database
+    from fulfill.settings import reload_settings
     from surfaces.demo import DEMO_KEY_ID, demo_keys
     from surfaces.service import ExecutionService
 
     keys, seed = demo_keys(data)
     os.environ["FULFILL_APPROVAL_KEYS"] = str(keys)
+    reload_settings()
+    upgrade_database()
     service = ExecutionService()
     run = uuid.uuid4().hex[:6]
 

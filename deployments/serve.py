@@ -12,6 +12,7 @@ from typing import Any
 from prefect import serve
 
 from flows.execute_intent import execute_intent
+from flows.health import connector_health
 from flows.maintenance import deliver_signals, expire_sweeper, reconcile
 
 
@@ -22,6 +23,9 @@ def main() -> None:
         reconcile.to_deployment(name="reconcile", interval=120, tags=["fulfill", "maintenance"]),
         expire_sweeper.to_deployment(name="expire-sweeper", interval=300, tags=["fulfill", "maintenance"]),
         deliver_signals.to_deployment(name="deliver-signals", interval=30, tags=["fulfill", "signals"]),
+        connector_health.to_deployment(
+            name="connector-health", interval=300, tags=["fulfill", "maintenance"]
+        ),
     ]
     serve(*deployments)
 

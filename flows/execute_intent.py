@@ -9,11 +9,14 @@ permanent failure it undoes the finished steps, newest first, from their persist
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, cast, overload
 
-from prefect import flow, get_run_logger
+from prefect import Flow, get_run_logger
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run as current_flow_run
+from prefect.states import Cancelled
 from pydantic import BaseModel, Field
 
 from connectors.base import StepCall, StepResult, idempotency_key
@@ -103,16 +106,86 @@ class CompletedStep(NamedTuple):
     result: StepResult
 
 
-@flow(
-    name="execute-intent",
-    on_failure=[record_flow_end],
-    on_crashed=[record_flow_end],
-    on_cancellation=[record_flow_end],
-    validate_parameters=False,
-)
+def run_state(result: ExecutionResult) -> ExecutionResult | State[ExecutionResult]:
+    """The Prefect state a run ends in, matching the execution (the result travels as its data).
+
+    * SUCCEEDED, and a run that found nothing to do for a PENDING/EXECUTING/SUCCEEDED intent:
+      the result itself (Prefect makes it Completed).
+    * CANCELLED: ``Cancelled`` — the action was cancelled; the UI shows it grey, not green.
+    * EXPIRED: ``Cancelled(name="Expired")``. An expired approval is not a failure of the run
+      (nothing is wrong to fix or retry — a Prefect "Retry" would only expire it again, and a
+      Failed run would page operators for a seller's late approval) and not a success either
+      (nothing was done). Prefect has no terminal "did not happen" type besides CANCELLED, whose
+      semantics ("stopped on purpose, do not retry") fit; the name tells it apart in UI, API and
+      automations (``prefect.flow-run.Expired`` events).
+    * FAILED raises :class:`ExecutionFailed` instead (a Failed run).
+    """
+    if result.status == ExecutionStatus.CANCELLED:
+        return Cancelled(message=result.explanation or "The execution was cancelled.", data=result)
+    if result.status == ExecutionStatus.EXPIRED:
+        return Cancelled(name="Expired", message=result.explanation or "The approval expired.", data=result)
+    return result
+
+
+def result_of(state: State[Any]) -> ExecutionResult:
+    """The ``ExecutionResult`` of a finished ``execute-intent`` run state.
+
+    A run ended Cancelled/Expired by :func:`run_state` still carries its result; a Failed run
+    raises its exception (:class:`ExecutionFailed`), exactly as a direct call does.
+    """
+    if state.is_cancelled():
+        value = state.result(raise_on_failure=False)
+        if isinstance(value, ExecutionResult):
+            return value
+    value = state.result()
+    if not isinstance(value, ExecutionResult):
+        raise TypeError(f"execute-intent returned {type(value).__name__}, not an ExecutionResult")
+    return value
+
+
+class ExecuteIntentFlow(Flow[..., Any]):
+    """``execute-intent``: its run ends in the Prefect state matching the execution (:func:`run_state`),
+    while a direct call (in-process callers: the service, the reconciler, tests) still returns the
+    :class:`ExecutionResult` — also for a CANCELLED or EXPIRED execution, whose run is Cancelled —
+    and raises :class:`ExecutionFailed` for a FAILED one, as before.
+    """
+
+    @overload  # type: ignore[override]
+    def __call__(
+        self,
+        *args: Any,
+        return_state: Literal[False] = False,
+        wait_for: Iterable[Any] | None = None,
+        **kwargs: Any,
+    ) -> ExecutionResult: ...
+
+    @overload
+    def __call__(
+        self, *args: Any, return_state: Literal[True], wait_for: Iterable[Any] | None = None, **kwargs: Any
+    ) -> State[Any]: ...
+
+    def __call__(
+        self, *args: Any, return_state: bool = False, wait_for: Iterable[Any] | None = None, **kwargs: Any
+    ) -> ExecutionResult | State[Any]:
+        state = cast("State[Any]", super().__call__(*args, return_state=True, wait_for=wait_for, **kwargs))
+        return state if return_state else result_of(state)
+
+
+def _execute_intent_flow(fn: Callable[..., Any]) -> ExecuteIntentFlow:
+    return ExecuteIntentFlow(
+        fn,
+        name="execute-intent",
+        on_failure=[record_flow_end],
+        on_crashed=[record_flow_end],
+        on_cancellation=[record_flow_end],
+        validate_parameters=False,
+    )
+
+
+@_execute_intent_flow
 def execute_intent(
     intent: dict[str, Any] | None = None, action_intent_id: str | None = None
-) -> ExecutionResult:
+) -> ExecutionResult | State[ExecutionResult]:
     """Execute one approved ActionIntentV1, exactly once.
 
     Args:
@@ -122,7 +195,9 @@ def execute_intent(
             Prefect refuses flow-run parameters over 512 KiB. The stored intent is verified again.
 
     Returns:
-        The execution's status after this run, and whether this run executed it.
+        The execution's status after this run, and whether this run executed it. The run ends
+        Completed, Cancelled (CANCELLED) or Cancelled named "Expired" (EXPIRED): see :func:`run_state`;
+        a direct call returns the :class:`ExecutionResult` in every case.
 
     Raises:
         ExecutionFailed: the intent was rejected, or its execution ended FAILED.
@@ -135,11 +210,11 @@ def execute_intent(
     owner = f"{flow_run_id or 'local'}/{uuid.uuid4().hex[:12]}"
     lease = claim(admission.action_intent_id, admission.tenant_id, admission.action_type, owner, flow_run_id)
     if isinstance(lease, ClaimRefused):
-        return _refused(admission.action_intent_id, lease)
+        return run_state(_refused(admission.action_intent_id, lease))
     try:
-        return _fulfil(lease, raw)
+        return run_state(_fulfil(lease, raw))
     except LeaseLost as lost:
-        return _lost(lease, lost)
+        return run_state(_lost(lease, lost))
 
 
 def received_intent(action_intent_id: str | None) -> dict[str, Any]:

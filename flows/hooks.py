@@ -1,9 +1,16 @@
 """Flow state hooks: the backstop that records crashes, cancellations and unexpected failures.
 
 Ledger writes that must not be lost happen in the flow's own fenced transactions; a hook that
-raises is swallowed by Prefect, so hooks only close what the flow could not: an execution
-still EXECUTING under this flow run's lease is finished here (FAILED, needs a human when a
-step's outcome is unknown), through SQLModel like every other write.
+raises is swallowed by Prefect, so hooks only close what the flow could not, through SQLModel
+like every other write:
+
+* a run **cancelled** in the Prefect UI/CLI (``on_cancellation``) is a fulfill cancel: the
+  execution it held (EXECUTING under its lease, or PENDING and attached to it) becomes CANCELLED
+  through the same domain cancel as ``fulfill cancel`` (actor ``prefect-ui``), which marks the
+  undo of its finished steps as owed; the run's lease is released at once so the ``reconcile``
+  flow undoes them on its next pass instead of waiting for the lease to expire;
+* a run that **crashed or failed** unexpectedly leaves its execution FAILED (needs a human when
+  a step's outcome is unknown).
 """
 
 from __future__ import annotations
@@ -17,6 +24,13 @@ from fulfill.executions import Failure, Lease
 from fulfill.states import ExecutionStatus, FailureCode, StepStatus
 
 logger = logging.getLogger("fulfill.hooks")
+
+UI_CANCEL_ACTOR = "prefect-ui"
+
+
+def _cancelled(state: Any) -> bool:
+    cancelling = getattr(state, "is_cancelling", None)  # Prefect hands over Cancelling or Cancelled
+    return bool(state.is_cancelled() or (cancelling is not None and cancelling()))
 
 
 def record_flow_end(flow: Any, flow_run: Any, state: Any) -> None:
@@ -34,6 +48,8 @@ def record_flow_end(flow: Any, flow_run: Any, state: Any) -> None:
             except executions.ExecutionNotFound:
                 return
             owner = execution.lease_owner or ""
+            if _cancelled(state) and _cancel_for_run(session, execution, str(flow_run.id)):
+                return
             if not owner.startswith(f"{flow_run.id}/"):
                 return
             if execution.compensation_pending:
@@ -67,3 +83,27 @@ def record_flow_end(flow: Any, flow_run: Any, state: Any) -> None:
             )
     except Exception:  # a hook must never raise (Prefect swallows it anyway); log for operators
         logger.exception("could not record the end of flow run %s for %s", flow_run.id, intent_id)
+
+
+def _cancel_for_run(session: Any, execution: Any, flow_run_id: str) -> bool:
+    """Cancel the execution a cancelled run held, as ``fulfill cancel`` does; True when it did.
+
+    EXECUTING under this run's lease: CANCELLED, undo owed (``compensation_pending``), lease
+    released so ``reconcile`` undoes the finished steps (a step in flight is confirmed by lookup
+    first). PENDING and attached to this run (cancelled before it claimed): CANCELLED, nothing to
+    undo — otherwise ``reconcile`` would pick the orphan up and run what a person just cancelled.
+    """
+    owner = execution.lease_owner or ""
+    if execution.status == ExecutionStatus.EXECUTING and owner.startswith(f"{flow_run_id}/"):
+        executions.cancel(session, None, execution.action_intent_id, actor=UI_CANCEL_ACTOR)
+        executions.release_undo(session, execution.action_intent_id, owner)
+        logger.warning(
+            "flow run %s was cancelled: %s CANCELLED, its finished steps are undone by reconcile",
+            flow_run_id,
+            execution.action_intent_id,
+        )
+        return True
+    if execution.status == ExecutionStatus.PENDING and execution.flow_run_id == flow_run_id:
+        executions.cancel(session, None, execution.action_intent_id, actor=UI_CANCEL_ACTOR)
+        return True
+    return False

@@ -7,8 +7,9 @@
   ends FAILED ``AMBIGUOUS_OUTCOME`` with ``needs_human``.
 * ``expire-sweeper`` — PENDING intents past ``expires_at_epoch`` become EXPIRED (database clock).
 * ``deliver-signals`` — the outbox relay: every terminal outcome's ``ACTION_EXECUTED`` /
-  ``ACTION_FAILED`` signal is emitted as a Prefect event with its stable ``signal_id``
-  (at least once; consumers de-duplicate on it).
+  ``ACTION_FAILED`` signal is emitted as a Prefect event and to the configured sinks (signed
+  webhooks, EventBridge; ``tasks/signals.py``) with its stable ``signal_id`` (at least once;
+  consumers de-duplicate on it), retried with backoff, dead-lettered after ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import sqlalchemy as sa
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.events import emit_event
 from prefect.exceptions import ObjectNotFound
 from sqlmodel import col, select
 
@@ -32,6 +32,14 @@ from fulfill.executions import LeaseLost
 from fulfill.states import ExecutionStatus
 from fulfill.tables import Execution, Signal
 from tasks.record import claim_undo
+from tasks.signals import (
+    BACKOFF_SECONDS,
+    MAX_ATTEMPTS,
+    OutgoingSignal,
+    configured_sinks,
+    deliver_to_all,
+    next_delay,
+)
 
 BATCH = 100
 PENDING_GRACE_SECONDS = 60.0
@@ -149,34 +157,69 @@ def expire_sweeper(limit: int = BATCH, tenant_id: str | None = None) -> list[Exe
 
 
 @flow(name="deliver-signals")
-def deliver_signals(limit: int = BATCH) -> int:
-    """Emit undelivered outcome signals as Prefect events; returns how many were sent."""
+def deliver_signals(
+    limit: int = BATCH,
+    max_attempts: int = MAX_ATTEMPTS,
+    backoff_seconds: float = BACKOFF_SECONDS,
+    tenant_id: str | None = None,
+) -> int:
+    """Deliver due outcome signals to every sink (a Prefect event, plus the configured webhooks and
+    EventBridge bus); returns how many were delivered.
+
+    At least once, with the stable ``signal_id``: a signal counts as delivered only when every sink
+    took it, so a sink may see it again after another sink failed (consumers de-duplicate). A
+    failed attempt is retried on a later run after an exponential backoff (``backoff_seconds``,
+    doubling, at most an hour); after ``max_attempts`` it is dead-lettered (``dead_lettered_at``,
+    ``last_error``), shown by ``GET /metrics`` and redelivered only when an operator clears it.
+    """
+    sinks = configured_sinks()
     with transaction(get_engine()) as session:
+        now = db_now(session)
         pending = session.exec(
             select(Signal)
-            .where(col(Signal.delivered_at).is_(None))
+            .where(
+                col(Signal.delivered_at).is_(None),
+                col(Signal.dead_lettered_at).is_(None),
+                sa.or_(col(Signal.next_attempt_at).is_(None), col(Signal.next_attempt_at) <= now),
+                (Signal.tenant_id == tenant_id) if tenant_id is not None else sa.true(),
+            )
             .order_by(col(Signal.created_at))
             .limit(limit)
         ).all()
-        batch = [(row.signal_id, row.kind, row.payload) for row in pending]
+        batch = [OutgoingSignal(row.signal_id, row.kind, dict(row.payload)) for row in pending]
     sent = 0
-    for signal_id, kind, payload in batch:
-        event = emit_event(
-            event=f"fulfill.{kind.lower().replace('_', '.')}",
-            resource={
-                "prefect.resource.id": f"fulfill.intent.{payload['action_intent_id']}",
-                "fulfill.tenant": str(payload["tenant_id"]),
-                "fulfill.signal-id": signal_id,
-            },
-            payload=payload,
-        )
-        if event is None:
-            continue
+    logger = get_run_logger()
+    for signal in batch:
+        error = deliver_to_all(sinks, signal)
         with transaction(get_engine()) as session:
-            row = session.get(Signal, signal_id)
-            if row is not None:
-                row.delivered_at = db_now(session)
-                row.delivery_attempts += 1
-                session.add(row)
-        sent += 1
+            row = session.get(Signal, signal.signal_id)
+            if row is None or row.delivered_at is not None:
+                continue
+            now = db_now(session)
+            row.delivery_attempts += 1
+            if error is None:
+                row.delivered_at = now
+                row.next_attempt_at = None
+                row.last_error = None
+                sent += 1
+            else:
+                row.last_error = error
+                if row.delivery_attempts >= max_attempts:
+                    row.dead_lettered_at = now
+                    row.next_attempt_at = None
+                    logger.error(
+                        "signal %s dead-lettered after %d attempts: %s",
+                        signal.signal_id,
+                        row.delivery_attempts,
+                        error,
+                    )
+                else:
+                    row.next_attempt_at = now + next_delay(row.delivery_attempts, backoff_seconds)
+                    logger.warning(
+                        "signal %s not delivered (attempt %d): %s",
+                        signal.signal_id,
+                        row.delivery_attempts,
+                        error,
+                    )
+            session.add(row)
     return sent

@@ -14,11 +14,13 @@ re-read only when its modification time or size changed (one ``stat`` per check 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import os
 import threading
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
@@ -74,6 +76,14 @@ class Settings(BaseSettings):
         max_approval_ttl: Longest accepted approval lifetime, seconds after receipt
             (``FULFILL_MAX_APPROVAL_TTL``, default 2592000 = 30 days); a later ``expires_at_epoch``
             is refused at admission.
+        signal_webhook_urls: Where outcome signals are POSTed (``FULFILL_SIGNAL_WEBHOOK_URLS``,
+            space-separated; ``https://`` only, ``http://`` only for a loopback host).
+        signal_webhook_secret: ``whsec_…`` secret the signal webhooks are signed with (Standard
+            Webhooks; ``FULFILL_SIGNAL_WEBHOOK_SECRET``; required when URLs are set).
+        signal_eventbridge_bus: AWS EventBridge bus name or ARN signals are put on
+            (``FULFILL_SIGNAL_EVENTBRIDGE_BUS``; none = no EventBridge sink).
+        signal_aws_credentials_block: prefect-aws ``AwsCredentials`` block the EventBridge client is
+            made from (``FULFILL_SIGNAL_AWS_CREDENTIALS_BLOCK``; none = boto3's default chain).
     """
 
     model_config = SettingsConfigDict(
@@ -93,6 +103,10 @@ class Settings(BaseSettings):
     emergency_stop: bool = False
     late_commit_seconds: float = DEFAULT_LATE_COMMIT_SECONDS
     max_approval_ttl: int = DEFAULT_MAX_APPROVAL_TTL
+    signal_webhook_urls: Annotated[tuple[str, ...], NoDecode] = ()
+    signal_webhook_secret: str | None = Field(default=None, validate_default=True)
+    signal_eventbridge_bus: str | None = None
+    signal_aws_credentials_block: str | None = None
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -119,6 +133,32 @@ class Settings(BaseSettings):
         if any(not secret.startswith("whsec_") for secret in secrets):
             raise ValueError("every secret must start with whsec_ (space-separated)")
         return secrets
+
+    @field_validator("signal_webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> tuple[str, ...]:
+        urls = tuple(value.split()) if isinstance(value, str) else tuple(value)
+        for url in urls:
+            problem = _sink_url_problem(url)
+            if problem:
+                raise ValueError(f"{problem} ({url[:80]!r})")
+        return urls
+
+    @field_validator(
+        "signal_webhook_secret", "signal_eventbridge_bus", "signal_aws_credentials_block", mode="before"
+    )
+    @classmethod
+    def _optional_sink_text(cls, value: Any) -> Any:
+        return None if _blank(value) else value.strip() if isinstance(value, str) else value
+
+    @field_validator("signal_webhook_secret")
+    @classmethod
+    def _whsec(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not value.startswith("whsec_"):
+            raise ValueError("must start with whsec_")
+        if value is None and info.data.get("signal_webhook_urls"):
+            raise ValueError("required (whsec_…) when FULFILL_SIGNAL_WEBHOOK_URLS is set: signals are signed")
+        return value
 
     @field_validator("emergency_stop", mode="before")
     @classmethod
@@ -148,6 +188,21 @@ class Settings(BaseSettings):
         if not 0 <= seconds <= MAX_LATE_COMMIT_SECONDS:  # also refuses nan
             raise ValueError(f"must be between 0 and {MAX_LATE_COMMIT_SECONDS} seconds")
         return seconds
+
+
+def _sink_url_problem(url: str) -> str | None:
+    """Why a signal webhook URL is refused: https only; plain http only to a loopback host."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return None
+    if parts.scheme == "http" and host:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        return None if loopback else "must be https:// (http:// only for a loopback host)"
+    return "must be an https:// URL"
 
 
 def settings_file() -> Path:

@@ -72,3 +72,15 @@ class HaltKind(StrEnum):
 
     KILL_SWITCH = "KILL_SWITCH"
     EXPIRED = "EXPIRED"
+
+
+class TokenRole(StrEnum):
+    """What an API bearer token may do (``api_tokens.role``).
+
+    ``viewer`` reads its tenant's executions; ``operator`` also cancels them, reads their ledger and
+    switches its own tenant's kill switch; ``admin`` (bound to no tenant) may do all, everywhere.
+    """
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import AutoString, Field, SQLModel
 
-from fulfill.states import Compensation, ExecutionStatus, FailureCode, StepStatus
+from fulfill.states import Compensation, ExecutionStatus, FailureCode, StepStatus, TokenRole
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -242,6 +242,11 @@ class Signal(SQLModel, table=True):
     created_at: datetime | None = _ts(nullable=False)
     delivered_at: datetime | None = _ts()
     delivery_attempts: int = 0
+    next_attempt_at: datetime | None = _ts(
+        description="Not retried before this instant (exponential backoff after a failed delivery)"
+    )
+    dead_lettered_at: datetime | None = _ts(description="Delivery given up after the last attempt")
+    last_error: str | None = Field(default=None, sa_type=sa.Text, description="Why the last attempt failed")
 
 
 # --- internal systems (the internal adapter's own records) ---------------------------------
@@ -281,3 +286,51 @@ class InternalAttachment(InternalRecordBase, table=True):
     sha256: str = Field(max_length=64)
     created_at: datetime | None = _ts()
     voided_at: datetime | None = _ts()
+
+
+# --- API bearer tokens ---------------------------------------------------------------------
+class ApiTokenBase(SQLModel):
+    token_id: str = Field(primary_key=True, max_length=32, description="Public id, tok_…")
+    tenant_id: str | None = Field(default=None, index=True, max_length=64, description="None: admin")
+    role: TokenRole = Field(sa_type=EnumString(TokenRole, 16), description="viewer | operator | admin")
+    name: str = Field(default="", max_length=255)
+    created_by: str = Field(default="", max_length=320)
+
+
+class ApiToken(ApiTokenBase, table=True):
+    """A bearer token of the status API; only the SHA-256 of its secret is stored."""
+
+    __tablename__ = "api_tokens"
+    secret_sha256: str = Field(max_length=64)
+    created_at: datetime | None = _ts(nullable=False)
+    expires_at: datetime | None = _ts(nullable=False)
+    revoked_at: datetime | None = _ts()
+
+
+class ApiTokenPublic(ApiTokenBase):
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+# --- connector health (the connector-health flow's latest check per tenant and provider) ----
+class ConnectorHealthBase(SQLModel):
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    provider: str = Field(
+        primary_key=True, max_length=32, description="salesforce | hubspot | google_calendar"
+    )
+    block: str | None = Field(default=None, max_length=255, description="The credential block checked")
+    ok: bool = False
+    error_class: str | None = Field(
+        default=None, max_length=64, description="The connector error class when the check failed"
+    )
+    latency_ms: float | None = None
+
+
+class ConnectorHealth(ConnectorHealthBase, table=True):
+    __tablename__ = "connector_health"
+    checked_at: datetime | None = _ts(nullable=False)
+
+
+class ConnectorHealthPublic(ConnectorHealthBase):
+    checked_at: datetime | None = None

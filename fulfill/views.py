@@ -3,14 +3,64 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from fulfill.ledger import ChainReport, canonical_row, chain_hash
 from fulfill.states import Compensation, ExecutionStatus, FailureCode, StepStatus
-from fulfill.tables import Execution, LedgerEntry, StepRecord
+from fulfill.tables import Execution, LedgerEntry, LedgerPublic, StepRecord
+
+# --- the explanation catalogue: one seller-readable sentence per status and failure code --------
+STATUS_EXPLANATIONS: dict[ExecutionStatus, str] = {
+    ExecutionStatus.PENDING: "Approved and waiting to start; nothing has been changed yet.",
+    ExecutionStatus.EXECUTING: "In progress: the approved change is being made now.",
+    ExecutionStatus.SUCCEEDED: "Done: the approved change was made.",
+    ExecutionStatus.FAILED: "The approved change could not be completed.",
+    ExecutionStatus.EXPIRED: "The approval expired before the change could be made; nothing was changed.",
+    ExecutionStatus.CANCELLED: "Cancelled; no further change will be made.",
+}
+FAILURE_EXPLANATIONS: dict[FailureCode, str] = {
+    FailureCode.APPROVAL_INVALID: "The approval could not be verified, so nothing was done.",
+    FailureCode.VALIDATION_FAILED: "The connected system rejected the values in this action.",
+    FailureCode.CONNECTOR_REJECTED: "The connected system refused the change.",
+    FailureCode.RETRIES_EXHAUSTED: "The connected system was unavailable; we tried several times.",
+    FailureCode.STALE_PRECONDITION: "The record changed after the action was approved, so nothing was changed.",
+    FailureCode.KILL_SWITCH: "An operator has paused these actions; it will continue once they are resumed.",
+    FailureCode.NOT_CONFIGURED: "This action's destination system is not connected for your team.",
+    FailureCode.AMBIGUOUS_OUTCOME: "We could not confirm whether the change was made; a person will check.",
+    FailureCode.CANCELLED_BY_USER: "Someone cancelled this action before it finished.",
+    FailureCode.CONFLICT: "A different action arrived under the same id, so it was refused.",
+}
+COMPENSATION_EXPLANATIONS: dict[Compensation, str] = {
+    Compensation.NONE: "",
+    Compensation.COMPENSATED: "What had already been done was undone.",
+    Compensation.COMPENSATION_FAILED: "Undoing what had already been done failed; a person will check.",
+}
+_NOT_A_SENTENCE = re.compile(r"[{}<>\[\]\n\r\t`]|Traceback|Exception|Error:|SELECT |INSERT |https?://")
+
+
+def seller_text(stored: str | None, fallback: str) -> str:
+    """A stored sentence when it reads like one (short, no markup, JSON, code or URL), else ``fallback``.
+
+    Stored explanations are written by fulfill (connector summaries, catalogue sentences); this is
+    the last wall that keeps anything resembling a provider body or a stack trace out of a response.
+    """
+    if stored and len(stored) <= 500 and not _NOT_A_SENTENCE.search(stored):
+        return stored
+    return fallback
+
+
+def explain_failure(code: Any) -> str:
+    """The catalogue sentence of a failure code (an unknown code reads as a generic failure)."""
+    try:
+        return FAILURE_EXPLANATIONS[FailureCode(code)]
+    except ValueError:
+        return STATUS_EXPLANATIONS[ExecutionStatus.FAILED]
 
 
 class FailurePublic(BaseModel):
@@ -61,6 +111,9 @@ class TimelineEvent(BaseModel):
     stage: Literal["decision", "approval", "execution", "outcome"]
     title: str
     detail: str
+    links: list[ExternalRefPublic] = Field(
+        default_factory=list, description="External objects this line created or changed (with their URL)"
+    )
 
 
 class Timeline(BaseModel):
@@ -86,6 +139,45 @@ class ExecutionPage(BaseModel):
 
     items: list[ExecutionSummary]
     next_cursor: str | None
+
+
+class ChainVerification(BaseModel):
+    """The hash-chain check behind an intent's ledger rows."""
+
+    ok: bool = Field(description="The tenant's whole chain recomputes and every row of this intent is intact")
+    chain_rows: int = Field(description="Rows of the tenant's chain that were recomputed")
+    intent_rows_intact: bool = Field(description="Each of this intent's rows matches its own hash")
+    broken_seq: int | None = Field(description="The first row (chain seq) that does not verify")
+    reason: str | None
+
+
+class IntentLedger(BaseModel):
+    """``GET /actions/{id}/ledger``: an intent's full ledger rows, oldest first, and their verification."""
+
+    action_intent_id: str
+    tenant_id: str
+    rows: list[LedgerPublic]
+    verification: ChainVerification
+
+
+def ledger_view(execution: Execution, rows: list[LedgerEntry], report: ChainReport) -> IntentLedger:
+    """An intent's rows with its tenant's chain report and each row's own hash recomputed."""
+    broken = [r.seq for r in rows if chain_hash(r.prev_hash, canonical_row(r)) != r.row_hash]
+    intact = not broken
+    broken_seq = report.broken_seq if not report.ok else (broken[0] if broken else None)
+    reason = report.reason if not report.ok else (None if intact else "row content does not match its hash")
+    return IntentLedger(
+        action_intent_id=execution.action_intent_id,
+        tenant_id=execution.tenant_id,
+        rows=[LedgerPublic.model_validate(r, from_attributes=True) for r in rows],
+        verification=ChainVerification(
+            ok=report.ok and intact,
+            chain_rows=report.rows,
+            intent_rows_intact=intact,
+            broken_seq=broken_seq,
+            reason=reason,
+        ),
+    )
 
 
 def iso(value: datetime | None) -> str | None:
@@ -123,7 +215,7 @@ def status_view(execution: Execution, steps: list[StepRecord]) -> StatusBody:
     if execution.failure_code:
         failure = FailurePublic(
             code=execution.failure_code,
-            message=execution.failure_message or "",
+            message=seller_text(execution.failure_message, explain_failure(execution.failure_code)),
             needs_human=execution.needs_human,
             compensation=execution.compensation,
         )
@@ -134,7 +226,9 @@ def status_view(execution: Execution, steps: list[StepRecord]) -> StatusBody:
         decision_id=execution.decision_id,
         action_type=execution.action_type,
         status=execution.status,
-        explanation=execution.explanation,
+        explanation=seller_text(
+            execution.explanation, STATUS_EXPLANATIONS[ExecutionStatus(execution.status)]
+        ),
         failure=failure,
         external_refs=refs,
         attempts=max([s.attempts for s in steps] or [execution.attempt and 1 or 0]),
@@ -151,6 +245,16 @@ def _ref_text(ref: Any) -> str:
     if not ref or not isinstance(ref, dict):
         return ""
     return f"{ref.get('system')} {ref.get('object')} {ref.get('id')}"
+
+
+def _links(ref: Any) -> list[ExternalRefPublic]:
+    """A stored external reference as a link (nothing when it is not a complete reference)."""
+    if not isinstance(ref, dict):
+        return []
+    try:
+        return [ExternalRefPublic.model_validate(ref)]
+    except ValueError:
+        return []
 
 
 def _times(n: int) -> str:
@@ -189,7 +293,7 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
                     at=row.at,
                     stage="approval",
                     title="Rejected before execution",
-                    detail=f"{d.get('code')}: {d.get('reason')}",
+                    detail=explain_failure(d.get("code")),
                 )
             )
         elif kind == "STEP_RETRY_SCHEDULED":
@@ -211,6 +315,7 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
                     stage="execution",
                     title=str(d.get("summary") or d.get("step")),
                     detail=f"Step {d.get('step')} {how}{reused}. {_ref_text(d.get('external_ref'))}".strip(),
+                    links=_links(d.get("external_ref")),
                 )
             )
         elif kind == "STEP_FAILED":
@@ -220,8 +325,8 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
                     at=row.at,
                     stage="execution",
                     title=f"Step {d.get('step')} failed",
-                    detail=f"After {_times(max(_int(d.get('attempts')), retries.get(str(d.get('step')), 0) + 1))}: {error.get('error')} "
-                    f"({error.get('provider_code') or error.get('status_code') or error.get('code')}).",
+                    detail=f"After {_times(max(_int(d.get('attempts')), retries.get(str(d.get('step')), 0) + 1))}: "
+                    f"{explain_failure(error.get('code'))}",
                 )
             )
         elif kind in {"COMPENSATED", "COMPENSATION_FAILED"}:
@@ -232,6 +337,7 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
                     stage="execution",
                     title=f"{what} step {d.get('step')}",
                     detail=_ref_text(d.get("external_ref")),
+                    links=_links(d.get("external_ref")),
                 )
             )
         elif kind == "EXECUTION_HALTED":
@@ -240,7 +346,7 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
                     at=row.at,
                     stage="execution",
                     title="Halted by an operator control",
-                    detail=str(d.get("reason")),
+                    detail=FAILURE_EXPLANATIONS[FailureCode.KILL_SWITCH],
                 )
             )
         elif kind in {"ACTION_EXECUTED", "ACTION_FAILED", "ACTION_EXPIRED", "ACTION_CANCELLED"}:
@@ -251,23 +357,49 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
                 "ACTION_CANCELLED": "Cancelled",
             }[kind]
             failure = _dict(d.get("failure"))
-            detail = str(d.get("explanation") or "")
-            if failure.get("code"):
-                detail = f"{detail} [{failure['code']}; compensation {failure.get('compensation')}]"
-            events.append(TimelineEvent(at=row.at, stage="outcome", title=title, detail=detail))
+            status = {
+                "ACTION_EXECUTED": ExecutionStatus.SUCCEEDED,
+                "ACTION_FAILED": ExecutionStatus.FAILED,
+                "ACTION_EXPIRED": ExecutionStatus.EXPIRED,
+                "ACTION_CANCELLED": ExecutionStatus.CANCELLED,
+            }[kind]
+            detail = seller_text(str(d.get("explanation") or ""), STATUS_EXPLANATIONS[status])
+            if failure.get("code") and explain_failure(failure["code"]) not in detail:
+                detail = f"{detail} {explain_failure(failure['code'])}"
+            try:
+                undo = COMPENSATION_EXPLANATIONS[Compensation(failure.get("compensation") or "NONE")]
+            except ValueError:
+                undo = ""
+            if undo and undo not in detail:
+                detail = f"{detail} {undo}"
+            refs = d.get("external_refs")
+            links = [link for ref in refs for link in _links(ref)] if isinstance(refs, list) else []
+            events.append(TimelineEvent(at=row.at, stage="outcome", title=title, detail=detail, links=links))
     return Timeline(action_intent_id=execution.action_intent_id, events=events)
 
 
-def encode_cursor(created_at: datetime | None, action_intent_id: str) -> str:
-    """Opaque keyset cursor."""
-    raw = json.dumps([iso(created_at), action_intent_id]).encode()
+def _scope_tag(scope: str) -> str:
+    return hashlib.sha256(scope.encode("utf-8")).hexdigest()[:16]
+
+
+def encode_cursor(created_at: datetime | None, action_intent_id: str, scope: str = "") -> str:
+    """Opaque keyset cursor, bound to the listing it came from (``scope``: e.g. tenant and account)."""
+    raw = json.dumps([iso(created_at), action_intent_id, _scope_tag(scope)]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Inverse of :func:`encode_cursor`; raises ValueError on a malformed cursor."""
+def decode_cursor(cursor: str, scope: str = "") -> tuple[datetime, str]:
+    """Inverse of :func:`encode_cursor`; raises ValueError on a malformed cursor or one of another listing.
+
+    Both answer the same error, so a cursor taken from another tenant's listing reveals nothing.
+    """
     try:
-        created, intent_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created.replace("Z", "+00:00")), str(intent_id)
+        created, intent_id, tag = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(tag, str) or tag != _scope_tag(scope) or not isinstance(intent_id, str):
+            raise ValueError("scope")
+        when = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            raise ValueError("naive")
+        return when, intent_id
     except Exception as exc:
-        raise ValueError("cursor: malformed") from exc
+        raise ValueError("cursor: malformed, or not from this listing") from exc

@@ -1,4 +1,4 @@
-"""The fulfill HTTP service (FastAPI): approval intake (contract §4) and health.
+"""The fulfill HTTP service (FastAPI): approval intake (contract §4), the status API (§5) and health.
 
 ``create_app()`` builds the application; ``fulfill api`` (or ``fulfill up``) serves it with uvicorn on
 loopback by default. Every error is a JSON body ``{"error": {"code", "field", "message"}}``: no stack
@@ -7,15 +7,23 @@ trace, SQL, provider body or secret ever reaches a response.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fulfill.db import get_engine, transaction
+from surfaces import monitoring
 from surfaces.intake import MAX_BODY_BYTES, ApprovalIntake
+from surfaces.routes import ApiError, ErrorBody, admin, router
+from surfaces.service import ExecutionService
+
+log = logging.getLogger(__name__)
 
 
 class IntakeAccepted(BaseModel):
@@ -28,18 +36,6 @@ class IntakeAccepted(BaseModel):
     flow_run_id: str | None = Field(description="The Prefect flow run of deployment execute-intent")
 
 
-class ErrorDetail(BaseModel):
-    code: str
-    field: str | None = None
-    message: str
-
-
-class ErrorBody(BaseModel):
-    """Every error answer."""
-
-    error: ErrorDetail
-
-
 class Health(BaseModel):
     status: str
     database: str
@@ -48,14 +44,20 @@ class Health(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 409, 413, 422)}
 
 
-def create_app(intake: ApprovalIntake | None = None) -> FastAPI:
-    """The application. ``intake`` is injectable (tests give it a launcher that runs flows in-process)."""
+def create_app(intake: ApprovalIntake | None = None, service: ExecutionService | None = None) -> FastAPI:
+    """The application. ``intake`` is injectable (tests give it a launcher that runs flows in-process),
+    and so is the status API's ``service`` (default: the ``FULFILL_DATABASE_URL`` database)."""
     app = FastAPI(
         title="fulfill",
         version="1",
         description="Bounded execution of human-approved ActionIntentV1 objects (contract: docs/CONTRACT.md).",
     )
     receiver = intake or ApprovalIntake()
+    app.state.service = service or ExecutionService()
+    _install_error_handlers(app)
+    app.include_router(router)
+    # Metrics and connector health show every tenant's figures: admin tokens only.
+    app.include_router(monitoring.router, dependencies=[Depends(admin)])
 
     @app.post(
         "/webhooks/approvals",
@@ -85,6 +87,45 @@ def create_app(intake: ApprovalIntake | None = None) -> FastAPI:
         return JSONResponse({"status": "ok", "database": "ok"})
 
     return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error — bad input, unknown path, a bug — answers the JSON error shape and nothing more."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        location = [str(part) for part in first.get("loc", ())]
+        field = ".".join(
+            location[1:] if location[:1] in (["query"], ["path"], ["body"], ["header"]) else location
+        )
+        message = str(first.get("msg") or "invalid request")[:300]
+        return _error(422, "INVALID_REQUEST", message, field or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not parse the body: bad input, like any other
+            return _error(422, "INVALID_REQUEST", "the body could not be parsed as JSON", "body")
+        codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+        messages = {404: "no such endpoint", 405: "method not allowed"}
+        response = _error(
+            exc.status_code,
+            codes.get(exc.status_code, "HTTP_ERROR"),
+            messages.get(exc.status_code, "the request could not be served"),
+        )
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error while serving a request")  # the details are for the logs only
+        return _error(500, "INTERNAL_ERROR", "an internal error occurred; it has been logged")
 
 
 def _ping() -> None:

@@ -6,6 +6,7 @@ Reads are tenant-scoped: pass ``tenant_id`` for a tenant's view (another tenant'
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,19 +14,34 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from fulfill import controls, executions, ledger
+from fulfill import controls, executions, ledger, tenants, tokens
 from fulfill.db import get_engine, transaction
 from fulfill.executions import ExecutionNotFound
+from fulfill.intent import ACTION_TYPES
+from fulfill.ledger import ChainReport
 from fulfill.states import FailureCode
-from fulfill.tables import ControlPublic, Execution
+from fulfill.tables import (
+    ApiTokenPublic,
+    ControlPublic,
+    Execution,
+    LedgerHead,
+    LedgerPublic,
+    Tenant,
+    TenantPublic,
+)
+from fulfill.tokens import CreatedToken, Principal
 from fulfill.views import (
+    STATUS_EXPLANATIONS,
     ExecutionPage,
     ExecutionSummary,
+    IntentLedger,
     StatusBody,
     Timeline,
     decode_cursor,
     encode_cursor,
     iso,
+    ledger_view,
+    seller_text,
     status_view,
     timeline_view,
 )
@@ -44,6 +60,23 @@ class IntentRejected(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.code, self.field, self.reason))
+
+
+class InvalidRequest(ValueError):
+    """A request the service refuses before touching any data (bad scope, unknown action type, …)."""
+
+
+class TenantNotFound(LookupError):
+    """No configuration for this tenant."""
+
+
+def _did_you_mean(value: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(value, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that is malformed or was not issued for this listing (tenant and account)."""
 
 
 class ExecutionService:
@@ -134,8 +167,14 @@ class ExecutionService:
             query = query.where(Execution.account_id == account_id)
         if statuses:
             query = query.where(col(Execution.status).in_(statuses))
+        scope = (
+            f"{tenant_id if tenant_id is not None else '*'}|{account_id if account_id is not None else '*'}"
+        )
         if cursor:
-            created, intent_id = decode_cursor(cursor)
+            try:
+                created, intent_id = decode_cursor(cursor, scope)
+            except ValueError:
+                raise InvalidCursor("cursor: malformed, or not from this listing") from None
             query = query.where(
                 sa.or_(
                     col(Execution.created_at) < created,
@@ -150,7 +189,9 @@ class ExecutionService:
             rows = list(session.exec(query))
         page = rows[:limit]
         next_cursor = (
-            encode_cursor(page[-1].created_at, page[-1].action_intent_id) if len(rows) > limit else None
+            encode_cursor(page[-1].created_at, page[-1].action_intent_id, scope)
+            if len(rows) > limit
+            else None
         )
         return ExecutionPage(
             items=[
@@ -158,7 +199,7 @@ class ExecutionService:
                     action_intent_id=row.action_intent_id,
                     action_type=row.action_type,
                     status=row.status,
-                    explanation=row.explanation,
+                    explanation=seller_text(row.explanation, STATUS_EXPLANATIONS[row.status]),
                     created_at=iso(row.created_at) or "",
                     finished_at=iso(row.finished_at),
                 )
@@ -170,7 +211,21 @@ class ExecutionService:
     def set_kill_switch(
         self, scope: str, key: str, *, enabled: bool, reason: str, actor: str
     ) -> ControlPublic:
-        """Flip a tenant or action-type kill switch (ledgered)."""
+        """Flip a tenant or action-type kill switch (ledgered).
+
+        Any tenant id is accepted (a tenant may be stopped before its first intent; see
+        :meth:`known_tenants` to warn about a misspelling); an action type must be one of the contract's.
+
+        Raises:
+            InvalidRequest: unknown scope or action type (checked before the database is touched).
+        """
+        if scope not in controls.SCOPES:
+            raise InvalidRequest(f"scope must be one of {', '.join(controls.SCOPES)}, not {scope!r}")
+        if scope == "action_type" and key not in ACTION_TYPES:
+            raise InvalidRequest(
+                f"unknown action type {key!r}{_did_you_mean(key, ACTION_TYPES)}; "
+                f"one of: {', '.join(ACTION_TYPES)}"
+            )
         with transaction(self.engine) as session:
             row = controls.set_switch(session, scope, key, enabled=enabled, reason=reason, actor=actor)
             return ControlPublic.model_validate(row, from_attributes=True)
@@ -180,5 +235,141 @@ class ExecutionService:
         with transaction(self.engine) as session:
             return controls.list_switches(session, tenant_id)
 
+    def ledger_for_intent(self, action_intent_id: str, tenant_id: str | None = None) -> IntentLedger:
+        """An intent's full ledger rows with the verification of its tenant's hash chain.
 
-__all__ = ["ExecutionNotFound", "ExecutionService", "IntentRejected"]
+        Raises:
+            ExecutionNotFound: unknown id, or another tenant's.
+        """
+        with transaction(self.engine) as session:
+            execution = executions.get(session, tenant_id, action_intent_id)
+            rows = ledger.entries_for_intent(session, execution.tenant_id, action_intent_id)
+            (report,) = ledger.verify_chains(session, [execution.tenant_id])
+            return ledger_view(execution, rows, report)
+
+    # --- API tokens ------------------------------------------------------------------------
+    def create_token(
+        self, *, role: str, tenant_id: str | None, expires_in: Any, name: str = "", created_by: str = ""
+    ) -> CreatedToken:
+        """A new bearer token; the secret is in the answer and nowhere else (raises TokenError)."""
+        with transaction(self.engine) as session:
+            return tokens.create(
+                session,
+                role=role,
+                tenant_id=tenant_id,
+                expires_in=expires_in,
+                name=name,
+                created_by=created_by,
+            )
+
+    def authenticate(self, secret: str) -> Principal | None:
+        """The principal of a valid, unrevoked, unexpired token; ``None`` otherwise."""
+        with transaction(self.engine) as session:
+            return tokens.verify(session, secret)
+
+    def list_tokens(self, tenant_id: str | None = None) -> list[ApiTokenPublic]:
+        """Every token (or one tenant's), newest first, without secrets."""
+        with transaction(self.engine) as session:
+            return tokens.list_tokens(session, tenant_id)
+
+    def revoke_token(self, token_id: str) -> ApiTokenPublic:
+        """Revoke a token at once (raises TokenNotFound)."""
+        with transaction(self.engine) as session:
+            return tokens.revoke(session, token_id)
+
+    def known_tenants(self) -> list[str]:
+        """Tenants that are configured or have a ledger chain (executions, refusals, switches)."""
+        with transaction(self.engine) as session:
+            configured = set(session.exec(select(Tenant.tenant_id)))
+            chained = set(session.exec(select(LedgerHead.tenant_id)))
+        return sorted((configured | chained) - {controls.SYSTEM_TENANT})
+
+    def unknown_tenant_hint(self, tenant_id: str) -> str | None:
+        """``None`` for a known tenant, else a one-line warning (with the closest known id)."""
+        known = self.known_tenants()
+        if tenant_id in known:
+            return None
+        return (
+            f"tenant {tenant_id!r} is not configured and has no executions{_did_you_mean(tenant_id, known)}"
+        )
+
+    def rerun_execution(self, action_intent_id: str, tenant_id: str | None = None) -> StatusBody:
+        """Run an intent again in this process (finished steps are skipped) and return its status.
+
+        Only a FAILED execution does anything; SUCCEEDED, EXPIRED and CANCELLED ones return as they are.
+
+        Raises:
+            ExecutionNotFound: unknown id (or another tenant's).
+        """
+        with transaction(self.engine) as session:
+            raw = executions.get(session, tenant_id, action_intent_id).intent_json
+        self.execute_action_intent(raw)
+        return self.get_execution_status(action_intent_id, tenant_id)
+
+    def verify_ledger(self, tenant_ids: Sequence[str] | None = None) -> list[ChainReport]:
+        """Recompute the hash chains (every tenant's, or the given ones'); each report names the first broken row."""
+        with transaction(self.engine) as session:
+            return ledger.verify_chains(session, tenant_ids)
+
+    def get_ledger_entries(self, action_intent_id: str, tenant_id: str | None = None) -> list[LedgerPublic]:
+        """An intent's ledger rows, oldest first. Raises ExecutionNotFound (also for another tenant's id)."""
+        with transaction(self.engine) as session:
+            owner = executions.get(session, tenant_id, action_intent_id).tenant_id
+            return [
+                LedgerPublic.model_validate(row, from_attributes=True)
+                for row in ledger.entries_for_intent(session, owner, action_intent_id)
+            ]
+
+    def set_tenant(
+        self,
+        tenant_id: str,
+        *,
+        actor: str,
+        name: str | None = None,
+        crm_provider: str | None = None,
+        crm_block: str | None = None,
+        calendar_provider: str | None = None,
+        calendar_block: str | None = None,
+        storage_block: str | None = None,
+    ) -> TenantPublic:
+        """Create or update a tenant's connector configuration (ledgered; ``""`` clears a block).
+
+        Raises:
+            InvalidRequest: an unknown CRM or calendar provider.
+        """
+        for value, allowed, what in (
+            (crm_provider, tenants.CRM_PROVIDERS, "CRM provider"),
+            (calendar_provider, tenants.CALENDAR_PROVIDERS, "calendar provider"),
+        ):
+            if value is not None and value not in allowed:
+                raise InvalidRequest(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
+        with transaction(self.engine) as session:
+            return tenants.configure(
+                session,
+                tenant_id,
+                actor=actor,
+                name=name,
+                crm_provider=crm_provider,
+                crm_block=crm_block,
+                calendar_provider=calendar_provider,
+                calendar_block=calendar_block,
+                storage_block=storage_block,
+            )
+
+    def get_tenant(self, tenant_id: str) -> TenantPublic:
+        """A tenant's connector configuration. Raises TenantNotFound."""
+        with transaction(self.engine) as session:
+            row = tenants.get_tenant(session, tenant_id)
+            if row is None:
+                raise TenantNotFound(f"tenant {tenant_id!r} is not configured")
+            return TenantPublic.model_validate(row, from_attributes=True)
+
+
+__all__ = [
+    "ExecutionNotFound",
+    "ExecutionService",
+    "IntentRejected",
+    "InvalidCursor",
+    "InvalidRequest",
+    "TenantNotFound",
+]

@@ -22,8 +22,7 @@ from fulfill.db import dispose_engines, get_engine, make_engine, upgrade
 from fulfill.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_VECTORS = REPO.parent / "shared" / "spec" / "vectors"
-VECTORS = SHARED_VECTORS if SHARED_VECTORS.is_dir() else REPO / "tests" / "vectors"
+VECTORS = REPO / "tests" / "vectors"  # the contract's vectors, copied in: tests read nothing outside the repo
 KEYS = json.loads((VECTORS / "keys.json").read_text())
 POSTGRES_ADMIN_URL = os.environ.get("FULFILL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

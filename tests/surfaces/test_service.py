@@ -10,7 +10,7 @@ import pytest
 
 from fulfill.executions import ExecutionNotFound
 from fulfill.states import ExecutionStatus, FailureCode
-from surfaces.service import ExecutionService, IntentRejected
+from surfaces.service import ExecutionService, IntentRejected, InvalidRequest, TenantNotFound
 from tasks.admit import verify_and_register
 
 
@@ -133,3 +133,60 @@ def test_status_filters_take_enum_members(engine: Any, make_intent: Any, tenant:
     assert [i.action_intent_id for i in pending.items] == [intent["action_intent_id"]]
     assert pending.items[0].status is ExecutionStatus.PENDING
     assert service.list_executions(tenant_id=tenant, statuses=["NOT_A_STATUS"]).items == []
+
+
+# --- what the CLI used to do with its own transactions -------------------------------------------
+def test_rerun_of_an_unknown_id_raises_execution_not_found(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    service = ExecutionService(engine)
+    with pytest.raises(ExecutionNotFound):
+        service.rerun_execution("ai_never_seen")
+    intent = make_intent("internal.create_task", {"title": "Someone else's"})
+    assert verify_and_register(intent).admitted
+    with pytest.raises(ExecutionNotFound):
+        service.rerun_execution(intent["action_intent_id"], "another-tenant")
+
+
+def test_ledger_entries_and_verification(engine: Any, make_intent: Any, tenant: str) -> None:
+    intent = make_intent("internal.create_task", {"title": "Ledgered"})
+    assert verify_and_register(intent).admitted
+    service = ExecutionService(engine)
+    rows = service.get_ledger_entries(intent["action_intent_id"], tenant)
+    assert [r.event_type for r in rows] == ["INTENT_RECEIVED"] and rows[0].row_hash
+    with pytest.raises(ExecutionNotFound):
+        service.get_ledger_entries(intent["action_intent_id"], "another-tenant")
+    (report,) = service.verify_ledger([tenant])
+    assert (report.tenant_id, report.ok, report.rows) == (tenant, True, 1)
+    assert tenant in [r.tenant_id for r in service.verify_ledger()]
+
+
+def test_tenant_configuration_round_trip(engine: Any, tenant: str) -> None:
+    service = ExecutionService(engine)
+    with pytest.raises(TenantNotFound):
+        service.get_tenant(tenant)
+    service.set_tenant(tenant, actor="ops@acme.example", crm_provider="salesforce", crm_block="sf")
+    service.set_tenant(tenant, actor="ops@acme.example", name="Acme")
+    shown = service.get_tenant(tenant)
+    assert (shown.name, shown.crm_provider, shown.crm_block) == ("Acme", "salesforce", "sf")
+    with pytest.raises(InvalidRequest, match="CRM provider"):
+        service.set_tenant(tenant, actor="ops@acme.example", crm_provider="salesfrce")
+    assert service.get_tenant(tenant).crm_provider == "salesforce"
+
+
+def test_kill_switches_refuse_unknown_scopes_and_action_types(engine: Any, tenant: str) -> None:
+    service = ExecutionService(engine)
+    with pytest.raises(InvalidRequest, match="scope must be one of tenant, action_type"):
+        service.set_kill_switch("tenants", tenant, enabled=False, reason="", actor="ops")
+    with pytest.raises(InvalidRequest, match=r"did you mean 'internal\.log_note'"):
+        service.set_kill_switch("action_type", "internal.log_nte", enabled=False, reason="", actor="ops")
+    assert all(s.key not in ("internal.log_nte", tenant) for s in service.list_kill_switches())
+
+
+def test_an_unknown_tenant_is_named_with_the_closest_known_one(engine: Any, tenant: str) -> None:
+    service = ExecutionService(engine)
+    assert service.unknown_tenant_hint(tenant) is not None
+    service.set_tenant(tenant, actor="ops@acme.example")
+    assert service.unknown_tenant_hint(tenant) is None
+    assert tenant in service.known_tenants()
+    assert f"did you mean {tenant!r}" in (service.unknown_tenant_hint(tenant[:-1]) or "")

@@ -1,0 +1,152 @@
+"""Benchmark: approval webhook posted → execution SUCCEEDED, through the running stack (`fulfill up`).
+
+    .venv/bin/python bench/bench_intake.py --sequential 10 --burst 10 [--write docs/benchmarks.md]
+
+Starts the whole local stack on a fresh data directory (Prefect server, work pools, deployments, process
+workers, the API), posts signed Standard Webhooks deliveries of internal intents and polls the ledger
+database until each execution is SUCCEEDED. Prints p50/p95 for sequential deliveries and the time a burst
+takes to finish. Speed goals live here, never in timed tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sequential", type=int, default=10)
+    parser.add_argument("--burst", type=int, default=10)
+    parser.add_argument("--write", type=Path, default=None, help="append the results to this Markdown file")
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="fulfill-bench-intake-"))
+    os.environ["FULFILL_DATA_DIR"] = str(data)
+    os.environ["FULFILL_DATABASE_URL"] = f"sqlite:///{data / 'fulfill.db'}"
+    os.environ["FULFILL_WEBHOOK_SECRETS"] = SECRET
+    os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
+    os.environ.pop("PREFECT_API_URL", None)
+
+    from standardwebhooks.webhooks import Webhook
+
+    from fulfill.approval import sign_intent
+    from fulfill.settings import reload_settings
+    from surfaces.demo import DEMO_KEY_ID, demo_keys
+    from surfaces.service import ExecutionService
+    from surfaces.up import running_stack
+
+    keys, seed = demo_keys(data)
+    os.environ["FULFILL_APPROVAL_KEYS"] = str(keys)
+    reload_settings()
+    run = uuid.uuid4().hex[:6]
+    counter = iter(range(1, 100_000))
+
+    def post(api_url: str) -> str:
+        n = next(counter)
+        intent = sign_intent(
+            {
+                "schema_version": "action_intent.v1",
+                "action_intent_id": f"ai_bench_{run}_{n}",
+                "tenant_id": "bench",
+                "account_id": "acct-1",
+                "decision_id": f"dec_{n}",
+                "action_type": "internal.create_task",
+                "parameters": {"title": f"Bench task {n}"},
+                "approval": {
+                    "approval_id": "apr",
+                    "approved_by": "bench@example.com",
+                    "approved_at": "2026-11-27T15:02:11Z",
+                    "edited": False,
+                    "key_id": DEMO_KEY_ID,
+                },
+                "created_at": "2026-11-27T15:00:00Z",
+                "expires_at_epoch": int(time.time()) + 3600,
+            },
+            key_id=DEMO_KEY_ID,
+            seed_b64url=seed,
+        )
+        body = json.dumps(
+            {"type": "action_intent.approved", "timestamp": "2026-12-01T00:00:00Z", "data": intent}
+        )
+        now = datetime.now(tz=UTC)
+        msg = f"msg_{run}_{n}"
+        headers = {
+            "webhook-id": msg,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(SECRET).sign(msg, now, body),
+        }
+        answer = httpx.post(f"{api_url}/webhooks/approvals", content=body, headers=headers, timeout=60)
+        assert answer.status_code == 202, answer.text
+        return str(intent["action_intent_id"])
+
+    def wait_succeeded(service: Any, intent_id: str, started: float) -> float:
+        while True:
+            status = service.get_execution_status(intent_id).status
+            if status == "SUCCEEDED":
+                return time.perf_counter() - started
+            assert status in ("PENDING", "EXECUTING"), f"{intent_id} ended {status}"
+            time.sleep(0.05)
+
+    started = time.perf_counter()
+    with running_stack(data, prefect_port=4290, api_port=8099, emit=lambda _: None) as stack:
+        up_seconds = time.perf_counter() - started
+        service = ExecutionService()
+        wait_succeeded(service, post(stack.api_url), time.perf_counter())  # warm-up
+        sequential = []
+        for _ in range(args.sequential):
+            t0 = time.perf_counter()
+            sequential.append(wait_succeeded(service, post(stack.api_url), t0))
+        t0 = time.perf_counter()
+        ids: list[str] = []
+        threads = [
+            threading.Thread(target=lambda: ids.append(post(stack.api_url))) for _ in range(args.burst)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for intent_id in ids:
+            wait_succeeded(service, intent_id, t0)
+        burst = time.perf_counter() - t0
+
+    lines = [
+        f"## P2 — approval webhook → SUCCEEDED through `fulfill up` ({datetime.now(tz=UTC):%Y-%m-%d})",
+        "",
+        f"Machine: {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
+        f"{platform.python_version()}; SQLite ledger, Prefect's own server on SQLite, process workers polling "
+        f"every {os.environ['PREFECT_WORKER_QUERY_SECONDS']} s, internal intents. Stack start: {up_seconds:.0f} s.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| sequential, {args.sequential} approvals: p50 | {statistics.median(sequential):.2f} s |",
+        f"| sequential: p95 | {_percentile(sequential, 0.95):.2f} s |",
+        f"| burst of {args.burst}: all SUCCEEDED after | {burst:.2f} s |",
+        "",
+    ]
+    print("\n".join(lines))
+    if args.write:
+        with args.write.open("a", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
