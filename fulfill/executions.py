@@ -292,15 +292,7 @@ def claim(
     ):
         return Refusal(RefusalReason.BUSY, execution)
     if now.timestamp() >= execution.expires_at_epoch:
-        _terminal(
-            session,
-            execution,
-            status=ExecutionStatus.EXPIRED,
-            explanation=EXPIRED_BEFORE_START,
-            failure=None,
-            refs=[],
-            attempt=execution.attempt,
-        )
+        _expire(session, execution)
         return Refusal(RefusalReason.EXPIRED, execution)
     if blocked:
         halted(session, execution.tenant_id, action_intent_id, reason=blocked, before_step=None)
@@ -354,6 +346,12 @@ def expire_if_due(session: Session, action_intent_id: str) -> bool:
         return False
     if db_now(session).timestamp() < execution.expires_at_epoch:
         return False
+    _expire(session, execution)
+    return True
+
+
+def _expire(session: Session, execution: Execution) -> None:
+    """EXPIRED before any attempt started: nothing was done."""
     _terminal(
         session,
         execution,
@@ -363,7 +361,6 @@ def expire_if_due(session: Session, action_intent_id: str) -> bool:
         refs=[],
         attempt=execution.attempt,
     )
-    return True
 
 
 def halted(

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fulfill.db import get_engine, transaction
 from surfaces import monitoring
 from surfaces.intake import MAX_BODY_BYTES, ApprovalIntake
-from surfaces.routes import ApiError, ErrorBody, admin, router
+from surfaces.routes import ADMIN_ONLY, ApiError, ErrorBody, admin, router
 from surfaces.service import ExecutionService
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def create_app(intake: ApprovalIntake | None = None, service: ExecutionService |
     _install_error_handlers(app)
     app.include_router(router)
     # Metrics and connector health show every tenant's figures: admin tokens only.
-    app.include_router(monitoring.router, dependencies=[Depends(admin)])
+    app.include_router(monitoring.router, dependencies=[Depends(admin)], responses=ADMIN_ONLY)
 
     @app.post(
         "/webhooks/approvals",

@@ -160,6 +160,8 @@ router = APIRouter()
 _AUTH: dict[int | str, dict[str, Any]] = {401: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 _READ = {**_AUTH, 404: {"model": ErrorBody}}
 _OPERATE = {**_READ, 403: {"model": ErrorBody}}
+#: What a route mounted behind :func:`admin` may answer besides its own codes.
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {**_AUTH, 403: {"model": ErrorBody}}
 IntentId = Annotated[str, Path(description="The ActionIntentV1 id")]
 
 

@@ -1,6 +1,7 @@
 """`fulfill up`, tried as a new operator would: the stack starts, a signed webhook becomes a deployment run
 that a worker executes; with the intent pool paused nothing executes, and on resume an approval whose TTL
-passed meanwhile ends EXPIRED. Real processes (Prefect server, workers, uvicorn) on loopback, SQLite ledger."""
+passed meanwhile ends EXPIRED. Real processes (Prefect server on PostgreSQL, workers, uvicorn) on loopback,
+SQLite ledger."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook
 
 from surfaces.up import INTENT_POOL, Stack, running_stack
@@ -30,9 +33,26 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def prefect_database(postgres_admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for the stack's Prefect server (an SQLite-backed Prefect server answers
+    503 "database is locked" while the maintenance schedules start, on a busy 2-core machine — measured)."""
+    name = f"prefect_up_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield (
+        make_url(postgres_admin_url)
+        .set(drivername="postgresql+asyncpg", database=name)
+        .render_as_string(hide_password=False)
+    )
+    with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, prefect_database: str) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("up")
     with pytest.MonkeyPatch.context() as env:
+        env.setenv("PREFECT_API_DATABASE_CONNECTION_URL", prefect_database)
         env.setenv("FULFILL_DATABASE_URL", f"sqlite:///{data_dir / 'fulfill.db'}")
         env.setenv("FULFILL_APPROVAL_KEYS", str(VECTORS / "keys.json"))
         env.setenv("FULFILL_WEBHOOK_SECRETS", SECRET)
