@@ -1,6 +1,7 @@
 """Benchmark: approval webhook posted → execution SUCCEEDED, through the running stack (`fulfill up`).
 
     .venv/bin/python bench/bench_intake.py --sequential 10 --burst 10 [--write docs/benchmarks.md]
+    # set PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://… for a PostgreSQL-backed Prefect server
 
 Starts the whole local stack on a fresh data directory (Prefect server, work pools, deployments, process
 workers, the API), posts signed Standard Webhooks deliveries of internal intents and polls the ledger
