@@ -741,21 +741,10 @@ def _execution(engine: Any, intent_id: str) -> Execution:
         return executions.get(session, None, intent_id)
 
 
-def test_cancel_during_an_in_flight_call_records_and_undoes_the_write(
-    engine: Any,
-    database_url: str,
-    prefect_server: str,
-    make_intent: Any,
-    tenant: str,
-    sandbox: Sandbox,
-    configured: Any,
-    tmp_path: Path,
-) -> None:
-    """Real processes: the executor's provider call commits AFTER `fulfill cancel` returned."""
-    configured("salesforce")
-    inject(sandbox, "salesforce", Fault(kind="latency", method=SF_TASK[0], path=SF_TASK[1], delay=6.0))
-    intent = make_intent("crm.create_task", TASK, account_id=SF_ACCOUNT)
-    intent_id = intent["action_intent_id"]
+def _executor_in_flight(
+    intent: dict[str, Any], database_url: str, prefect_server: str, sandbox: Sandbox, tmp_path: Path
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Run the flow for ``intent`` in another process; return once its Salesforce Task call is in flight."""
     intent_file = tmp_path / "intent.json"
     intent_file.write_text(json.dumps(intent))
     barrier = tmp_path / "barrier"
@@ -782,6 +771,25 @@ def test_cancel_during_an_in_flight_call_records_and_undoes_the_write(
         assert executor.poll() is None, executor.communicate()
         assert time.monotonic() < deadline, "the executor never called the provider"
         time.sleep(0.05)
+    return executor, env
+
+
+def test_cancel_during_an_in_flight_call_records_and_undoes_the_write(
+    engine: Any,
+    database_url: str,
+    prefect_server: str,
+    make_intent: Any,
+    tenant: str,
+    sandbox: Sandbox,
+    configured: Any,
+    tmp_path: Path,
+) -> None:
+    """Real processes: the executor's provider call commits AFTER `fulfill cancel` returned."""
+    configured("salesforce")
+    inject(sandbox, "salesforce", Fault(kind="latency", method=SF_TASK[0], path=SF_TASK[1], delay=6.0))
+    intent = make_intent("crm.create_task", TASK, account_id=SF_ACCOUNT)
+    intent_id = intent["action_intent_id"]
+    executor, env = _executor_in_flight(intent, database_url, prefect_server, sandbox, tmp_path)
 
     cancelled = subprocess.run(
         [str(Path(sys.executable).with_name("fulfill")), "cancel", intent_id, "--actor", "ops@acme.example"],
@@ -932,32 +940,7 @@ def test_a_really_crashed_run_is_closed_by_its_state_hook(
     inject(sandbox, "salesforce", Fault(kind="latency", method=SF_TASK[0], path=SF_TASK[1], delay=3.0))
     intent = make_intent("crm.create_task", TASK, account_id=SF_ACCOUNT)
     intent_id = intent["action_intent_id"]
-    intent_file = tmp_path / "intent.json"
-    intent_file.write_text(json.dumps(intent))
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    (barrier / "go").touch()
-    env = {
-        **os.environ,
-        "FULFILL_DATABASE_URL": database_url,
-        "FULFILL_DATA_DIR": str(tmp_path / "data"),
-        "PREFECT_API_URL": prefect_server,
-        "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "results"),
-        "PYTHONPATH": str(REPO),
-    }
-    executor = subprocess.Popen(
-        [sys.executable, "-m", "tests.flows.race_worker", str(intent_file), str(barrier), "doomed"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not _requests(sandbox, *SF_TASK):
-        assert executor.poll() is None, executor.communicate()
-        assert time.monotonic() < deadline, "the executor never called the provider"
-        time.sleep(0.05)
+    executor, _ = _executor_in_flight(intent, database_url, prefect_server, sandbox, tmp_path)
 
     executor.terminate()  # SIGTERM, mid-call
     executor.communicate(timeout=120)
