@@ -15,6 +15,9 @@ Lifecycle of a step, as driven by ``flows/execute_intent.py``::
     compensate(call, result)        undo a committed step (delete / restore / void)
     describe(call)               -> [ProviderRequest]  the requests execute(call) sends, none sent
                                     (``fulfill plan``); built by the same code execute() uses
+    check()                      -> ConnectorCheck  reads (never writes) the live org/portal: every
+                                    precondition each action type relies on, and the guarantee that
+                                    results (``fulfill tenant check``, ``tenant set``, connector-health)
 
 A connector sends what it describes: each request is a :class:`ProviderRequest` built once, by the
 same method, whether it is then sent (``connectors.http.send``) or only shown.
@@ -26,6 +29,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar, get_args
 
 from pydantic import BaseModel, ValidationError
@@ -37,6 +41,9 @@ from fulfill.steps import ExternalRef, StepCall, StepResult, idempotency_key
 
 __all__ = [
     "Connector",
+    "ConnectorCheck",
+    "Guarantee",
+    "Precondition",
     "ExternalRef",
     "ProviderRequest",
     "StepCall",
@@ -74,6 +81,60 @@ class ProviderRequest:
     subject: str | None = None
     condition: str = ""
     note: str = ""
+
+
+class Guarantee(StrEnum):
+    """What a tenant gets for one action type, given what its org/portal offers (``fulfill tenant check``)."""
+
+    #: The provider refuses a second object with the same key (External ID upsert, unique property,
+    #: client-chosen event id, our own unique row): a retry can never duplicate.
+    PROVIDER_KEY = "exactly once by a provider key"
+    #: No provider-enforced key: fulfill searches for its key before creating, within the provider's
+    #: indexing window; a lost response the search cannot settle ends AMBIGUOUS_OUTCOME for a person.
+    LOOKUP_WINDOW = "exactly once by lookup within a window"
+    #: Nothing can find an earlier attempt: a lost response always needs a person.
+    NEEDS_PERSON = "needs a person on a lost response"
+    #: A precondition failed: intents of this action type end NOT_CONFIGURED.
+    DISABLED = "not enabled"
+
+
+@dataclass(frozen=True)
+class Precondition:
+    """One thing an action type relies on in the tenant's org/portal, as found by :meth:`Connector.check`.
+
+    Args:
+        name: What was checked, e.g. ``"Task.Fulfill_Intent_Key__c is an External ID and Unique"``.
+        ok: Whether it holds.
+        action_types: The action types that rely on it.
+        fix: When it does not hold, the sentence telling an operator what to set up (never a secret,
+            never a provider's raw body).
+        required: Whether the action types are disabled when it fails (else it only lowers the guarantee).
+    """
+
+    name: str
+    ok: bool
+    action_types: frozenset[str]
+    fix: str = ""
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class ConnectorCheck:
+    """The result of :meth:`Connector.check`: preconditions and the guarantee per action type."""
+
+    system: str
+    preconditions: tuple[Precondition, ...]
+    guarantees: Mapping[str, Guarantee]
+
+    def enabled(self, action_type: str) -> bool:
+        """Whether intents of ``action_type`` may run for this tenant."""
+        return self.guarantees.get(action_type, Guarantee.DISABLED) is not Guarantee.DISABLED
+
+    def problems(self, action_type: str) -> list[str]:
+        """The ``fix`` sentences of the failed required preconditions ``action_type`` relies on."""
+        return [
+            p.fix for p in self.preconditions if not p.ok and p.required and action_type in p.action_types
+        ]
 
 
 def placeholder_ref(system: str, step: str) -> ExternalRef:
@@ -145,6 +206,24 @@ class Connector(ABC):
         Raises:
             ValidationRejected: the call is not one of this connector's steps.
         """
+
+    def check(self) -> ConnectorCheck:
+        """Read the live org/portal and report every precondition each action type relies on. Never writes.
+
+        The default suits a connector whose keys are its own (nothing to check): every action type
+        exactly once by a provider key. Provider connectors override it; what they learn (field
+        definitions, currencies, object types) is cached on the instance and used by ``execute`` so
+        an action type whose preconditions fail raises ``NotConfigured`` naming what to set up,
+        before any write.
+
+        Raises:
+            ConnectorError: the org/portal could not be read (authentication, network, …).
+        """
+        return ConnectorCheck(
+            system=self.system,
+            preconditions=(),
+            guarantees=dict.fromkeys(sorted(self.action_types), Guarantee.PROVIDER_KEY),
+        )
 
     def planned_ref(self, call: StepCall) -> ExternalRef:
         """The object ``call`` will create, as far as it is known before it exists (for :meth:`describe`).
