@@ -16,6 +16,7 @@ Each class decides its own retryability where it is raised, so the retry policy
         ├── AuthenticationFailed   401 after one token refresh
         ├── Conflict               300 multiple matches, 409 that cannot be reconciled
         ├── StalePrecondition      the record changed since approval (STALE_PRECONDITION)
+        ├── OutcomeUnsettled       an earlier answer was lost and no lookup can settle it (AMBIGUOUS_OUTCOME)
         └── NotConfigured          no connector / credentials for this tenant (NOT_CONFIGURED)
 
 Errors survive pickling (``__reduce__``) because Prefect states carry them across processes,
@@ -172,6 +173,17 @@ class StalePrecondition(PermanentError):
 
     code = "STALE_PRECONDITION"
     default_seller_message = "The record changed after the action was approved, so nothing was changed."
+
+
+class OutcomeUnsettled(PermanentError):
+    """An earlier attempt's answer was lost and nothing the provider offers can tell whether it committed.
+
+    Never retried (a retry could make a second object): the execution ends ``AMBIGUOUS_OUTCOME`` with
+    ``needs_human``.
+    """
+
+    code = "AMBIGUOUS_OUTCOME"
+    default_seller_message = OutcomeUnknown.default_seller_message
 
 
 class NotConfigured(PermanentError):

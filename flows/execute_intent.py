@@ -20,7 +20,7 @@ from prefect.states import Cancelled
 from pydantic import BaseModel, Field
 
 from connectors.base import StepCall, StepResult, idempotency_key
-from connectors.errors import ConnectorError, OutcomeUnknown
+from connectors.errors import ConnectorError
 from flows.hooks import record_flow_end
 from fulfill import executions
 from fulfill.db import get_engine, transaction
@@ -356,7 +356,7 @@ def _compensation_so_far(lease: Lease) -> Compensation:
 
 def _failed(lease: Lease, error: ConnectorError) -> ExecutionResult:
     compensation, halted = undo_steps(lease)
-    ambiguous = isinstance(error, OutcomeUnknown)  # its code is AMBIGUOUS_OUTCOME
+    ambiguous = error.code == FailureCode.AMBIGUOUS_OUTCOME  # OutcomeUnknown, OutcomeUnsettled
     message = error.seller_message
     if halted:
         message += UNDO_PAUSED
