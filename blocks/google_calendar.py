@@ -11,9 +11,13 @@ Two ways to authorise, both documented by Google:
 ``api_base_url`` and ``token_uri`` can point at the local emulator (``sandbox.google_calendar``).
 
 :meth:`GoogleCalendarCredentials.get_client` hands out ONE client for every impersonated user: each
-request names the user to act as in its ``blocks.auth.SUBJECT`` extension (the connector decides it per
-call: the block's ``subject``, else the intent's organizer), and the service-account auth keeps one
-token per user. Tokens are kept for their ``expires_in`` and refreshed once on a 401.
+request names the user to act as in its ``blocks.auth.SUBJECT`` extension, and the service-account auth
+keeps one token per user. Tokens are kept for their ``expires_in`` and refreshed once on a 401.
+
+Whom to impersonate is operator configuration: service-account mode REQUIRES ``subject`` (the Workspace
+user the drafts are written as). Without it :meth:`GoogleCalendarCredentials.auth` refuses every request,
+so the intent's organizer can never choose whom domain-wide delegation acts as; the organizer only names
+the calendar, and Google's ACLs decide whether ``subject`` may write there.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class GoogleCalendarCredentials(ClientFactory, Block):
     _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
         "https://developers.google.com/workspace/calendar/api/v3/reference/events/insert"
     )
+    provider_domains: ClassVar[tuple[str, ...]] = ("googleapis.com", "accounts.google.com")
 
     auth_mode: Literal["service_account", "oauth_refresh_token"] = Field(
         default="service_account",
@@ -68,7 +73,10 @@ class GoogleCalendarCredentials(ClientFactory, Block):
     subject: str | None = Field(
         default=None,
         title="Impersonated user",
-        description="User to act as (the JWT 'sub'); empty = the intent's organizer. Service accounts only.",
+        description=(
+            "Workspace user fulfill acts as (the JWT 'sub'). Required for service accounts: the intent's "
+            "organizer is never impersonated."
+        ),
     )
     client_id: str | None = Field(
         default=None,
@@ -109,7 +117,8 @@ class GoogleCalendarCredentials(ClientFactory, Block):
     def missing_fields(self) -> list[str]:
         """Names of the fields the chosen ``auth_mode`` needs but which are empty (never their values)."""
         if self.auth_mode == "service_account":
-            return empty_fields(self, "service_account_email", "private_key")
+            # The impersonated user is configuration, never the intent's organizer (domain-wide delegation).
+            return empty_fields(self, "service_account_email", "private_key", "subject")
         return empty_fields(self, "client_id", "client_secret", "refresh_token")
 
     def auth(self, *, clock: Clock = time.time) -> BearerAuth:

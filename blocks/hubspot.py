@@ -8,9 +8,12 @@ Two ways to authorise, both documented by HubSpot:
   form-encoded ``POST /oauth/v1/token`` (``grant_type=refresh_token``)
   (https://developers.hubspot.com/docs/api-reference/legacy/authentication/oauth-tokens/v1/refresh-oauth-token).
 
-The portal must hold a custom property with "require unique values" (``hasUniqueValue: true``) named
-``intent_key_property`` on tasks and on deals: fulfill writes each step's idempotency key there, and
-HubSpot's uniqueness check is what makes a retried create return the first record instead of a copy.
+The portal must hold a custom property named ``intent_key_property`` on tasks and on deals: fulfill
+writes each step's idempotency key there. Where it has "require unique values" (``hasUniqueValue:
+true``; HubSpot allows it on deals, never on tasks), HubSpot's uniqueness check makes a retried create
+return the first record instead of a copy; elsewhere a create searches for its key first, and
+``search_settle_seconds`` is how long HubSpot's search may take to show a record after a create whose
+answer was lost (``connectors.hubspot``).
 
 ``api_base_url`` and ``token_url`` can point at the local emulator (``sandbox.hubspot``).
 :meth:`HubSpotCredentials.get_client` hands out a client that authenticates with the configured mode
@@ -52,6 +55,7 @@ class HubSpotCredentials(ClientFactory, Block):
     _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
         "https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide"
     )
+    provider_domains: ClassVar[tuple[str, ...]] = ("hubapi.com", "hubspot.com")
 
     auth_mode: Literal["private_app", "oauth"] = Field(
         default="private_app",
@@ -102,8 +106,17 @@ class HubSpotCredentials(ClientFactory, Block):
     intent_key_property: str = Field(
         default="fulfill_intent_key",
         title="Idempotency key property",
-        description="Internal name of the custom single-line text property with 'require unique values' "
-        "on tasks and deals that holds each step's idempotency key.",
+        description="Internal name of the custom single-line text property on tasks and deals that holds "
+        "each step's idempotency key ('require unique values' on deals; HubSpot allows none on tasks).",
+    )
+    search_settle_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        title="Search settle window (seconds)",
+        description="How long HubSpot's CRM search may take to show a record after it was written. After "
+        "a create whose answer was lost, a search is trusted only once this has passed; a record it still "
+        "does not show is left to a person (AMBIGUOUS_OUTCOME), never created twice.",
     )
     deal_pipeline: str = Field(
         default="default",

@@ -6,7 +6,10 @@ deprecated and not offered):
 * ``client_credentials`` — a connected app / external client app with the client-credentials flow enabled
   and a run-as integration user; ``client_id`` + ``client_secret`` are exchanged at
   ``{login_url}/services/oauth2/token``. Salesforce requires the org's My Domain URL as ``login_url`` here
-  (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm).
+  (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm): the
+  generic hosts ``login.salesforce.com`` / ``test.salesforce.com`` answer ``invalid_grant`` ("request not
+  supported on this domain"). :meth:`SalesforceCredentials.configuration_problems` says so before anything
+  is sent (the block stays loadable, so the operator gets the sentence instead of a load error).
 * ``jwt_bearer`` — a JWT (``iss`` = consumer key, ``sub`` = username, ``aud`` = ``jwt_audience``) signed
   RS256 with ``private_key``, whose certificate is uploaded to the connected app
   (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm).
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import time
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from prefect.blocks.core import Block
 from pydantic import Field, HttpUrl, SecretStr
@@ -37,6 +41,7 @@ from blocks.auth import (
     ClientFactory,
     Clock,
     JwtBearerAuth,
+    UnconfiguredAuth,
     unconfigured,
 )
 from blocks.fields import empty_fields
@@ -49,6 +54,10 @@ SESSION_LIFETIME_SECONDS = 900
 # Salesforce rejects a JWT whose exp is more than 3 minutes away
 # (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_jwt_flow.htm).
 JWT_LIFETIME_SECONDS = 180
+#: Hosts of a My Domain (production, sandbox, developer, scratch, … all end so; Government Cloud Plus).
+MY_DOMAIN_SUFFIXES = (".my.salesforce.com", ".my.salesforce.mil")
+#: Hosts an emulator may listen on (the client-credentials rule does not apply to them).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class SalesforceCredentials(ClientFactory, Block):
@@ -63,6 +72,7 @@ class SalesforceCredentials(ClientFactory, Block):
     _documentation_url: ClassVar[HttpUrl | None] = HttpUrl(
         "https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/intro_rest.htm"
     )
+    provider_domains: ClassVar[tuple[str, ...]] = ("salesforce.com", "force.com", "cloudforce.com", "salesforce.mil")  # fmt: skip
 
     auth_mode: Literal["client_credentials", "jwt_bearer"] = Field(
         default="client_credentials",
@@ -73,8 +83,10 @@ class SalesforceCredentials(ClientFactory, Block):
         default="https://login.salesforce.com",
         title="Login URL",
         description=(
-            "Where tokens are requested ({login_url}/services/oauth2/token): the org's My Domain URL "
-            "(required for client credentials), https://test.salesforce.com for sandboxes, or the emulator."
+            "Where tokens are requested ({login_url}/services/oauth2/token): the org's My Domain URL, "
+            "https://<your-domain>.my.salesforce.com (required for client credentials; the default "
+            "login.salesforce.com serves the JWT-bearer flow only), https://test.salesforce.com for "
+            "sandboxes with JWT bearer, or the emulator."
         ),
     )
     instance_url: str | None = Field(
@@ -125,6 +137,44 @@ class SalesforceCredentials(ClientFactory, Block):
         pattern=r"^[A-Za-z][A-Za-z0-9_]*__c$",
     )
 
+    def my_domain_problem(self) -> str | None:
+        """Why ``login_url`` cannot serve the configured grant, as a sentence for an operator; else ``None``.
+
+        The client-credentials flow works on the org's My Domain only
+        (https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_client_credentials_flow.htm):
+        a Salesforce host that is not ``*.my.salesforce.com`` (``login.salesforce.com``,
+        ``test.salesforce.com``, an instance host) is refused. Loopback emulators and non-Salesforce hosts
+        (an emulator, a proxy) are left alone. The JWT-bearer flow may use the generic login hosts.
+        """
+        if self.auth_mode != "client_credentials":
+            return None
+        parts = urlsplit(self.login_url.strip())
+        host = (parts.hostname or "").lower()
+        if host in LOOPBACK_HOSTS:
+            return None
+        if parts.scheme == "https" and host.endswith(MY_DOMAIN_SUFFIXES):
+            return None
+        salesforce = host.endswith(("salesforce.com", "salesforce.mil"))
+        if host and parts.scheme in ("http", "https") and not salesforce:
+            return None  # not a Salesforce host: an emulator or a proxy the operator chose
+        shown = f" (not {parts.scheme}://{host})" if host else ""
+        return (
+            "Salesforce's client-credentials flow needs the org's My Domain login URL: set login_url to "
+            "https://<your-domain>.my.salesforce.com (a sandbox: "
+            f"https://<your-domain>--<sandbox>.sandbox.my.salesforce.com; Setup > My Domain shows it){shown}"
+        )
+
+    def configuration_problems(self) -> list[str]:
+        """Every reason the block cannot authenticate yet, as sentences (field names, never values)."""
+        problems = []
+        missing = self.missing_fields()
+        if missing:
+            problems.append(f"Salesforce credentials lack {', '.join(missing)} for {self.auth_mode}")
+        domain = self.my_domain_problem()
+        if domain is not None:
+            problems.append(domain)
+        return problems
+
     def missing_fields(self) -> list[str]:
         """Names of the fields the chosen ``auth_mode`` needs but which are empty (never their values)."""
         if self.auth_mode == "client_credentials":
@@ -150,6 +200,9 @@ class SalesforceCredentials(ClientFactory, Block):
         missing = unconfigured("Salesforce", self.auth_mode, self.missing_fields())
         if missing is not None:
             return missing
+        domain = self.my_domain_problem()
+        if domain is not None:  # Salesforce would refuse the token request: send nothing
+            return UnconfiguredAuth(domain)
         options: dict[str, Any] = {
             "provider": "Salesforce",
             "default_lifetime": SESSION_LIFETIME_SECONDS,

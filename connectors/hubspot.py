@@ -11,16 +11,33 @@ On top of the contract, validation checks what HubSpot accepts: numeric record i
 objects that map to a HubSpot object type, property internal names (and never the idempotency key
 property itself) and the 100-character limit of a deal stage.
 
-Idempotency by construction (ARCHITECTURE §2): every task and deal we create carries the step's
-idempotency key in a custom property with ``hasUniqueValue: true`` (the block's
-``intent_key_property``, default ``fulfill_intent_key``). HubSpot refuses a second record with the
-same unique value, so a retried create cannot make a copy: when the create is refused we read the
-record by that key — ``GET /crm/v3/objects/{type}/{key}?idProperty={property}``
-(https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide "retrieve records by a
-unique identifier property") — and reuse it. We deliberately do NOT search before creating: the
-search index is eventually consistent. A refused create is read back on 409 (conflict) and also on
-400, because HubSpot reports some unique-value violations as validation errors; if no record holds
-our key the original error stands.
+**What the portal offers decides the strategy** (:meth:`HubSpotConnector.check`, cached on the
+instance; the first ``execute`` of an instance runs it). Every task and deal we create carries the
+step's idempotency key in a custom property (the block's ``intent_key_property``, default
+``fulfill_intent_key``). Its definition, ``GET /crm/v3/properties/{objectType}/{name}``
+(https://developers.hubspot.com/docs/api-reference/crm-properties-v3/guide), says per object type
+whether HubSpot enforces it (``hasUniqueValue``). HubSpot allows unique-value properties on
+companies, contacts, deals, tickets and custom objects only — never on tasks
+(https://developers.hubspot.com/docs/api-reference/crm-properties-v3/guide "unique identifier
+properties") — so tasks always take the second strategy:
+
+* :attr:`KeyStrategy.UNIQUE` (``Guarantee.PROVIDER_KEY``): create; HubSpot refuses a second record
+  with the same value, and a refused create (409, or 400 as HubSpot reports some duplicates) is read
+  back with ``GET /crm/v3/objects/{type}/{key}?idProperty={property}`` ("retrieve records by a
+  unique identifier property" — valid for unique properties only; HubSpot answers 400 otherwise).
+* :attr:`KeyStrategy.SEARCH` (``Guarantee.LOOKUP_WINDOW``): search before create
+  (``POST /crm/v3/objects/{type}/search``, filter ``EQ`` on the key property;
+  https://developers.hubspot.com/docs/api-reference/search/guide). The search index lags writes by
+  a few seconds, so a miss is trusted only where no earlier attempt of the step may have committed.
+  The connector remembers, per process, every create it sent (:data:`_ATTEMPTS`, kept across
+  connector instances): a record id it was answered with is read back by id (consistent, no index);
+  a create whose answer was lost (read timeout, 500/502/504) makes the next attempt wait out the
+  block's ``search_settle_seconds`` from that send (it raises :class:`OutcomeUnknown` with
+  ``retry_after``, so the flow waits keeping its lease) and search again. A hit is reused; a miss
+  after the window raises :class:`OutcomeUnsettled` — the execution ends ``AMBIGUOUS_OUTCOME`` with a
+  person flagged, and the create is never sent a second time in that run. Another process's lost
+  attempt (a worker that died mid-call) is retried only after its lease ran out (minutes), long
+  after the index has caught up.
 
 Associations travel in the create body (``associations: [{to: {id}, types: [{associationCategory:
 "HUBSPOT_DEFINED", associationTypeId}]}]``), so record and association are one write
@@ -28,14 +45,22 @@ Associations travel in the create body (``associations: [{to: {id}, types: [{ass
 task→company 192, task→deal 216, task→contact 204, deal→company (primary) 5.
 
 ``update_field`` maps the contract's objects to HubSpot object types: Account→companies,
-Opportunity→deals, Contact→contacts and Lead→contacts (HubSpot keeps leads as contacts; the
-``field`` is a HubSpot internal property name). It reads the property first (``previous_value``
-guard and the value kept for compensation), then ``PATCH /crm/v3/objects/{type}/{id}``.
+Opportunity→deals, Contact→contacts and Lead→leads (HubSpot's Leads object, objectTypeId 0-136,
+https://developers.hubspot.com/docs/api-reference/crm-leads-v3/guide; the ``field`` is a HubSpot
+internal property name). It reads the property first (``previous_value`` guard and the value kept
+for compensation), then ``PATCH /crm/v3/objects/{type}/{id}``. A task cannot be related to a Lead:
+HubSpot documents no HUBSPOT_DEFINED task→lead association type for the create body, so such a
+``crm.create_task`` is refused before any call (relate it to the lead's contact or company).
+
+A deal's ``currency`` must be one of the portal's currencies (``companyCurrency`` and
+``additionalCurrencies`` of ``GET /account-info/v3/details``,
+https://developers.hubspot.com/docs/api-reference/latest/account/account-information/get-account-details),
+else the intent is refused (``VALIDATION_FAILED``) before any write.
 
 Compensation archives (``DELETE /crm/v3/objects/{type}/{id}``, 204; 404 = already gone) or
 restores the previous value. Record links are ``{app_url}/contacts/{portal_id}/record/{objectTypeId}/{id}``
-(companies 0-2, deals 0-3, contacts 0-1); a task has no page of its own, so its link opens the
-record it is attached to.
+(companies 0-2, deals 0-3, contacts 0-1, leads 0-136); a task has no page of its own, so its link
+opens the record it is attached to.
 
 Errors follow HubSpot's JSON shape ``{"status": "error", "message", "correlationId", "category"}``;
 429 carries ``Retry-After`` and a ``policyName`` (``DAILY`` or the ten-secondly burst policy)
@@ -46,17 +71,29 @@ headers seen are kept on :attr:`HubSpotConnector.rate_limit`.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
+from enum import StrEnum
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
 from blocks.hubspot import HubSpotCredentials
-from connectors.base import ExternalRef, ProviderRequest, StepCall, StepResult
+from connectors.base import (
+    ConnectorCheck,
+    ExternalRef,
+    Guarantee,
+    Precondition,
+    ProviderRequest,
+    StepCall,
+    StepResult,
+)
 from connectors.crm import (
+    CREATE_OPPORTUNITY,
     CREATE_TASK,
     STEP_CREATE_FOLLOW_UP_TASK,
     STEP_CREATE_OPPORTUNITY,
@@ -65,7 +102,12 @@ from connectors.crm import (
     CrmConnector,
 )
 from connectors.errors import (
+    AuthenticationFailed,
     Conflict,
+    ConnectorError,
+    NotConfigured,
+    OutcomeUnknown,
+    OutcomeUnsettled,
     ProviderUnavailable,
     RateLimitedError,
     StalePrecondition,
@@ -78,11 +120,24 @@ OBJECT_TYPES: dict[str, str] = {
     "Account": "companies",
     "Opportunity": "deals",
     "Contact": "contacts",
-    "Lead": "contacts",
+    "Lead": "leads",
 }
-SINGULAR: dict[str, str] = {"companies": "company", "deals": "deal", "contacts": "contact", "tasks": "task"}
-OBJECT_TYPE_IDS: dict[str, str] = {"contacts": "0-1", "companies": "0-2", "deals": "0-3", "tasks": "0-27"}
-# HUBSPOT_DEFINED association type ids from a new task / deal to an existing record.
+SINGULAR: dict[str, str] = {
+    "companies": "company",
+    "deals": "deal",
+    "contacts": "contact",
+    "leads": "lead",
+    "tasks": "task",
+}
+OBJECT_TYPE_IDS: dict[str, str] = {
+    "contacts": "0-1",
+    "companies": "0-2",
+    "deals": "0-3",
+    "tasks": "0-27",
+    "leads": "0-136",
+}
+# HUBSPOT_DEFINED association type ids from a new task / deal to an existing record. HubSpot documents
+# none from a task to a lead for the create body, so a task related to a Lead is refused (module doc).
 TASK_ASSOCIATION: dict[str, int] = {"companies": 192, "deals": 216, "contacts": 204}
 DEAL_TO_COMPANY_PRIMARY = 5
 PRIORITIES: dict[str, str] = {"Low": "LOW", "Normal": "MEDIUM", "High": "HIGH"}
@@ -96,9 +151,71 @@ BURST_WINDOW_SECONDS = 10.0
 # A 429 with policyName DAILY: the quota resets at midnight in the account's (unknown) time zone, so
 # only a full day is surely after the reset (see ``_raise_for_status``).
 DAILY_RESET_WAIT_SECONDS = 86400.0
+#: The object types whose records fulfill creates, and those ``crm.update_field`` may change.
+CREATED_TYPES = ("tasks", "deals")
+UPDATED_TYPES = ("companies", "deals", "contacts", "leads")
+#: How many search hits are asked for: one is expected; a second means duplicates exist already.
+SEARCH_LIMIT = 10
+#: How long this process remembers a create it sent (only the first ``search_settle_seconds`` matter
+#: for a record id; a lost answer is remembered until settled, a person was flagged, or this passes).
+ATTEMPT_MEMORY_SECONDS = 3600.0
+#: Statuses after which a create may have committed at HubSpot although it answered an error.
+MAY_HAVE_COMMITTED = frozenset({500, 502, 504})
 
 _NUMERIC_ID = re.compile(r"^[0-9]{1,30}$")
 _PROPERTY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+class KeyStrategy(StrEnum):
+    """How creates of one object type are kept to one record per idempotency key (module doc)."""
+
+    #: The key property has ``hasUniqueValue``: HubSpot refuses a duplicate; read back by ``idProperty``.
+    UNIQUE = "unique-value key property"
+    #: No uniqueness (tasks always): search for the key before creating, within the indexing window.
+    SEARCH = "search before create"
+
+
+GUARANTEE_OF: dict[KeyStrategy, Guarantee] = {
+    KeyStrategy.UNIQUE: Guarantee.PROVIDER_KEY,
+    KeyStrategy.SEARCH: Guarantee.LOOKUP_WINDOW,
+}
+
+
+@dataclass(frozen=True)
+class PortalFacts:
+    """What :meth:`HubSpotConnector.check` learned about the portal, cached per connector instance.
+
+    Args:
+        check: The check's preconditions and guarantees.
+        strategies: Per created object type whose key property exists, how creates are kept unique.
+        currencies: The portal's currencies (company currency first), or ``None`` when unreadable.
+        readable: The object types ``crm.update_field`` can read.
+    """
+
+    check: ConnectorCheck
+    strategies: Mapping[str, KeyStrategy]
+    currencies: tuple[str, ...] | None
+    readable: frozenset[str]
+
+
+@dataclass
+class _Attempt:
+    """What this process knows of the creates it sent for one key (module doc, SEARCH strategy)."""
+
+    lost_at: float | None = None
+    record_id: str | None = None
+    at: float = dataclass_field(default_factory=time.monotonic)
+
+
+_ATTEMPTS: dict[tuple[str, ...], _Attempt] = {}
+_ATTEMPTS_LOCK = threading.Lock()
+
+
+def forget_attempts() -> None:
+    """Forget every create this process remembers (tests; each starts from a fresh portal)."""
+    with _ATTEMPTS_LOCK:
+        _ATTEMPTS.clear()
 
 
 class HubSpotConnector(CrmConnector):
@@ -109,7 +226,11 @@ class HubSpotConnector(CrmConnector):
             has no auth of its own, the block's ``auth()`` is used. URLs are absolute, built from the
             credentials block, so the client's ``base_url`` is not used.
         credentials: The tenant's :class:`HubSpotCredentials` block.
-        clock: Seconds since the epoch, injectable for token-expiry tests and task timestamps.
+        clock: Seconds since the epoch, injectable for token-expiry tests, task timestamps and the
+            search settle window.
+        sleep: How :meth:`lookup` waits out the search settle window (tests pass a fake).
+        facts: What :meth:`check` learned, when it is already known (tests, a dry run); else the first
+            ``execute`` runs the check.
     """
 
     system: ClassVar[str] = "hubspot"
@@ -121,10 +242,14 @@ class HubSpotConnector(CrmConnector):
         credentials: HubSpotCredentials,
         *,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        facts: PortalFacts | None = None,
     ) -> None:
         self._http = ProviderClient(client, credentials, provider=self.provider, clock=clock)
         self._credentials = credentials
         self._clock = clock
+        self._sleep = sleep
+        self._facts = facts
         self.rate_limit: dict[str, str] = {}
         """The ``X-HubSpot-RateLimit-*`` headers of the last HubSpot answer that carried them."""
 
@@ -143,6 +268,11 @@ class HubSpotConnector(CrmConnector):
                 raise ValidationRejected(
                     "parameters.related_to.object: must be one of Account, Opportunity, Contact, Lead"
                 )
+            if OBJECT_TYPES[related["object"]] not in TASK_ASSOCIATION:
+                raise ValidationRejected(
+                    "parameters.related_to.object: a HubSpot task cannot be attached to a Lead "
+                    "(HubSpot keeps leads as their own object); relate it to the lead's Contact or Account"
+                )
             _check_numeric_id(related["id"], "parameters.related_to.id")
         elif action_type == UPDATE_FIELD:
             _check_numeric_id(params["record_id"], "parameters.record_id")
@@ -154,33 +284,203 @@ class HubSpotConnector(CrmConnector):
         elif len(params["stage"]) > STAGE_MAX:
             raise ValidationRejected(f"parameters.stage: at most {STAGE_MAX} characters")
 
-    # -- the steps -------------------------------------------------------------------------
-    def execute(self, call: StepCall) -> StepResult:
-        """Perform one step; a retried create returns the record of the first attempt.
+    # -- the portal self-check ---------------------------------------------------------------
+    def check(self) -> ConnectorCheck:
+        """Read (never write) what each action type relies on; cache it for :meth:`execute`.
+
+        * ``{type}.{key property}`` exists on tasks and deals (required) and whether it has unique
+          values (``hasUniqueValue``: :attr:`KeyStrategy.UNIQUE`, else :attr:`KeyStrategy.SEARCH`);
+        * the portal's currencies (``GET /account-info/v3/details``), for deals with a currency;
+        * companies, deals, contacts and leads can be read (``GET /crm/v3/objects/{type}?limit=1``),
+          for ``crm.update_field``.
 
         Raises:
+            ConnectorError: the portal could not be read at all (authentication, network, 5xx, 429).
+        """
+        key = self._credentials.intent_key_property
+        preconditions: list[Precondition] = []
+        strategies: dict[str, KeyStrategy] = {}
+        users = {
+            "tasks": frozenset({CREATE_TASK, CREATE_OPPORTUNITY}),
+            "deals": frozenset({CREATE_OPPORTUNITY}),
+        }
+        for object_type in CREATED_TYPES:
+            singular = SINGULAR[object_type]
+            response = self._send(self._definition_request(object_type, key))
+            found = response.status_code == 200
+            if not found:
+                _raise_unless_missing(response)
+            definition = _json(response) if found else {}
+            preconditions.append(
+                Precondition(
+                    name=f"the {object_type} property {key} exists",
+                    ok=found,
+                    action_types=users[object_type],
+                    fix=_missing_property_fix(response.status_code, object_type, key),
+                )
+            )
+            if not found:
+                continue
+            unique = definition.get("hasUniqueValue") is True
+            strategies[object_type] = KeyStrategy.UNIQUE if unique else KeyStrategy.SEARCH
+            preconditions.append(
+                Precondition(
+                    name=f"the {object_type} property {key} requires unique values",
+                    ok=unique,
+                    action_types=users[object_type],
+                    fix=(
+                        f"HubSpot allows no unique-value property on tasks: each {singular} create searches "
+                        "for its key first, and a lost answer the search cannot settle needs a person."
+                        if object_type == "tasks"
+                        else f"Turn on 'Require unique values' for the {object_type} property {key} so "
+                        f"HubSpot itself refuses a second {singular} with the same key."
+                    ),
+                    required=False,
+                )
+            )
+        currencies = self._read_currencies()
+        preconditions.append(
+            Precondition(
+                name="the portal's currencies can be read (account details)",
+                ok=currencies is not None,
+                action_types=frozenset({CREATE_OPPORTUNITY}),
+                fix="Let the HubSpot app read the account details (GET /account-info/v3/details); until "
+                "then opportunities with a currency are refused.",
+                required=False,
+            )
+        )
+        readable: set[str] = set()
+        for object_type in UPDATED_TYPES:
+            response = self._send(self._list_request(object_type))
+            if response.status_code == 200:
+                readable.add(object_type)
+            else:
+                _raise_unless_missing(response)
+            preconditions.append(
+                Precondition(
+                    name=f"{object_type} records can be read",
+                    ok=response.status_code == 200,
+                    action_types=frozenset({UPDATE_FIELD}),
+                    fix=_unreadable_fix(response.status_code, object_type),
+                    required=False,
+                )
+            )
+        guarantees: dict[str, Guarantee] = {}
+        task = strategies.get("tasks")
+        deal = strategies.get("deals")
+        guarantees[CREATE_TASK] = Guarantee.DISABLED if task is None else GUARANTEE_OF[task]
+        if task is None or deal is None:
+            guarantees[CREATE_OPPORTUNITY] = Guarantee.DISABLED
+        elif KeyStrategy.SEARCH in (task, deal):
+            guarantees[CREATE_OPPORTUNITY] = Guarantee.LOOKUP_WINDOW
+        else:
+            guarantees[CREATE_OPPORTUNITY] = Guarantee.PROVIDER_KEY
+        # An update sets a value: a retry reads the field first and finds it set (no second effect).
+        guarantees[UPDATE_FIELD] = Guarantee.PROVIDER_KEY if readable else Guarantee.DISABLED
+        result = ConnectorCheck(system=self.system, preconditions=tuple(preconditions), guarantees=guarantees)
+        self._facts = PortalFacts(
+            check=result, strategies=strategies, currencies=currencies, readable=frozenset(readable)
+        )
+        return result
+
+    def portal_facts(self) -> PortalFacts:
+        """What :meth:`check` learned, running it once per instance when it has not run yet."""
+        if self._facts is None:
+            self.check()
+        assert self._facts is not None
+        return self._facts
+
+    def _require_enabled(self, call: StepCall) -> PortalFacts:
+        """The portal's facts; raises NotConfigured naming what to set up before any write."""
+        facts = self.portal_facts()
+        if not facts.check.enabled(call.action_type):
+            fixes = facts.check.problems(call.action_type) or [
+                f"None of the objects {call.action_type} needs can be read in this HubSpot portal."
+            ]
+            raise NotConfigured(
+                f"{call.action_type} is not enabled for this HubSpot portal: " + " ".join(fixes),
+                seller_message="This action cannot run until HubSpot is set up for it: " + " ".join(fixes),
+            )
+        if call.step == STEP_UPDATE_FIELD:
+            object_type = OBJECT_TYPES[str(call.params["object"])]
+            if object_type not in facts.readable:
+                fix = _unreadable_fix(403, object_type)
+                raise NotConfigured(
+                    f"{object_type} cannot be read in this HubSpot portal: {fix}",
+                    seller_message=f"This action cannot run until HubSpot is set up for it: {fix}",
+                )
+        return facts
+
+    def _account_request(self) -> ProviderRequest:
+        # https://developers.hubspot.com/docs/api-reference/latest/account/account-information/get-account-details
+        return ProviderRequest(
+            "GET", f"{self._base()}/account-info/v3/details", "read the account's currencies", False
+        )
+
+    def _check_requests(self) -> list[ProviderRequest]:
+        """The reads :meth:`check` sends, in its order."""
+        key = self._credentials.intent_key_property
+        return [
+            *(self._definition_request(t, key) for t in CREATED_TYPES),
+            self._account_request(),
+            *(self._list_request(t) for t in UPDATED_TYPES),
+        ]
+
+    def _read_currencies(self) -> tuple[str, ...] | None:
+        response = self._send(self._account_request())
+        if response.status_code != 200:
+            _raise_unless_missing(response)
+            return None
+        body = _json(response)
+        codes = [body.get("companyCurrency"), *(body.get("additionalCurrencies") or [])]
+        found = tuple(dict.fromkeys(c for c in codes if isinstance(c, str) and _CURRENCY.fullmatch(c)))
+        return found or None
+
+    def _check_currency(self, call: StepCall, facts: PortalFacts) -> None:
+        currency = call.params.get("currency")
+        if not currency:
+            return
+        if facts.currencies is None:
+            raise ValidationRejected(
+                "parameters.currency: the HubSpot portal's currencies could not be read, so no currency "
+                "can be set (leave it empty for the company currency)"
+            )
+        if currency not in facts.currencies:
+            raise ValidationRejected(
+                f"parameters.currency: {currency} is not a currency of this HubSpot portal "
+                f"(its currencies: {', '.join(facts.currencies)})"
+            )
+
+    # -- the steps -------------------------------------------------------------------------
+    def execute(self, call: StepCall) -> StepResult:
+        """Perform one step; a retried create returns the record of the first attempt (module doc).
+
+        Raises:
+            NotConfigured: the portal lacks what this action type needs (before any write).
+            OutcomeUnknown: an earlier attempt's answer was lost and the search index may not show
+                its record yet; ``retry_after`` says when the search can be trusted.
+            OutcomeUnsettled: an earlier attempt's answer was lost and the search does not show its
+                record after the window: a person must check (never a second create).
             ConnectorError: classified transient or permanent.
         """
         step = self._require_step(call)
+        facts = self._require_enabled(call)
         if step == STEP_UPDATE_FIELD:
             return self._update_field(call)
+        if step == STEP_CREATE_OPPORTUNITY:
+            self._check_currency(call, facts)
         object_type = _created_type(step)
-        response = self._send(self._create(call))
-        if response.status_code in (400, 409):
-            existing = self._get_by_key(object_type, call)
-            if existing is not None:
-                return self._created_result(call, existing, created=False)
-            if response.status_code == 409:
-                raise Conflict(
-                    "HubSpot refused the create as a duplicate but no record holds this step's key",
-                    status_code=409,
-                    provider_code=_category(response),
-                )
-        _raise_for_status(response)
-        return self._created_result(call, _json(response), created=True)
+        create = self._create(call)
+        if facts.strategies[object_type] is KeyStrategy.UNIQUE:
+            return self._create_unique(call, object_type, create)
+        return self._create_searching(call, object_type, create)
 
     def lookup(self, call: StepCall) -> StepResult | None:
-        """Find the effect of an earlier attempt: the record holding the key, or the field already set."""
+        """Find the effect of an earlier attempt: the record holding the key, or the field already set.
+
+        With the SEARCH strategy, a miss within the settle window after a lost answer waits the window
+        out (``sleep``) and searches once more.
+        """
         step = self._require_step(call)
         if step == STEP_UPDATE_FIELD:
             object_type = OBJECT_TYPES[str(call.params["object"])]
@@ -190,8 +490,22 @@ class HubSpotConnector(CrmConnector):
                 return None
             return self._already_set(call)
         object_type = _created_type(step)
-        existing = self._get_by_key(object_type, call)
-        return None if existing is None else self._created_result(call, existing, created=False)
+        self.portal_facts()
+        if self._strategy(object_type) is KeyStrategy.UNIQUE:
+            existing = self._get_by_key(object_type, call)
+            return None if existing is None else self._created_result(call, existing, created=False)
+        found = self._find_searching(call, object_type)
+        if found is not None:
+            return self._created_result(call, found, created=False)
+        attempt = _recall(self._memory_key(object_type, call))
+        if attempt is not None and attempt.lost_at is not None:
+            left = attempt.lost_at + self._settle_seconds() - self._clock()
+            if left > 0:
+                self._sleep(left)
+                found = self._find_searching(call, object_type)
+                if found is not None:
+                    return self._created_result(call, found, created=False)
+        return None
 
     def compensate(self, call: StepCall, result: StepResult) -> None:
         """Archive the created record, or restore the value a field had before; twice is harmless.
@@ -211,9 +525,8 @@ class HubSpotConnector(CrmConnector):
                     True,
                 )
             )
-            if response.status_code == 404:
-                return
-            _raise_for_status(response)
+            if response.status_code != 404:
+                _raise_for_status(response)
             return
         if not result.undo.get("restorable", False):
             return
@@ -230,14 +543,36 @@ class HubSpotConnector(CrmConnector):
         _raise_for_status(self._send(self._patch(object_type, result.ref.id, {field: _to_hubspot(previous)})))
 
     def describe(self, call: StepCall) -> list[ProviderRequest]:
-        """The create of a task or deal; the read and the conditional write of ``update_field``. No I/O."""
+        """The requests of a create (a search first where the key is not unique) or of an update. No I/O.
+
+        The strategy is the one :meth:`check` learned. Before any check (a fresh instance, as in a dry
+        run) the list starts with the check's own reads, which the first ``execute`` sends once, and a
+        create is described with its search (the strategy every task uses; a portal whose key property
+        is unique skips it).
+        """
         step = self._require_step(call)
+        if self._facts is None:
+            note = "once per connector: the portal self-check (cached for later steps)"
+            return [replace(r, note=note) for r in self._check_requests()] + self._describe_step(call, step)
+        return self._describe_step(call, step)
+
+    def _describe_step(self, call: StepCall, step: str) -> list[ProviderRequest]:
         if step != STEP_UPDATE_FIELD:
+            object_type = _created_type(step)
+            singular = SINGULAR[object_type]
             create = self._create(call)
-            note = (
-                f"a refused create (400/409) reads back the {SINGULAR[_created_type(step)]} holding the key"
+            if self._strategy(object_type) is KeyStrategy.UNIQUE:
+                note = f"a refused create (400/409) reads back the {singular} holding the key"
+                return [replace(create, note=note)]
+            search = replace(
+                self._search_request(object_type, call),
+                note=f"HubSpot's search may lag a write by {self._settle_seconds():g} s (module doc)",
             )
-            return [replace(create, note=note)]
+            condition = (
+                f"only if no {singular} holds the key (and no earlier attempt of this step lost its answer: "
+                "then a person is flagged instead)"
+            )
+            return [search, replace(create, condition=condition)]
         params = call.params
         object_type = OBJECT_TYPES[str(params["object"])]
         record_id, field = str(params["record_id"]), str(params["field"])
@@ -246,6 +581,138 @@ class HubSpotConnector(CrmConnector):
         )
         patch = self._patch(object_type, record_id, {field: _to_hubspot(params.get("value"))})
         return [self._read(object_type, record_id, field), replace(patch, condition=condition)]
+
+    # -- creates: UNIQUE -------------------------------------------------------------------
+    def _create_unique(self, call: StepCall, object_type: str, create: ProviderRequest) -> StepResult:
+        response = self._send(create)
+        if response.status_code in (400, 409):
+            existing = self._get_by_key(object_type, call)
+            if existing is not None:
+                return self._created_result(call, existing, created=False)
+            if response.status_code == 409:
+                raise Conflict(
+                    "HubSpot refused the create as a duplicate but no record holds this step's key",
+                    status_code=409,
+                    provider_code=_category(response),
+                )
+        _raise_for_status(response)
+        return self._created_result(call, _json(response), created=True)
+
+    # -- creates: SEARCH -------------------------------------------------------------------
+    def _create_searching(self, call: StepCall, object_type: str, create: ProviderRequest) -> StepResult:
+        memory = self._memory_key(object_type, call)
+        found = self._find_searching(call, object_type)
+        if found is not None:
+            return self._created_result(call, found, created=False)
+        attempt = _recall(memory)
+        if attempt is not None and attempt.lost_at is not None:
+            settle = self._settle_seconds()
+            left = attempt.lost_at + settle - self._clock()
+            singular = SINGULAR[object_type]
+            if left > 0:
+                raise OutcomeUnknown(
+                    f"an earlier create of this {singular} lost its answer and HubSpot's search may not "
+                    f"show it yet; searching again after the {settle:g} s indexing window",
+                    provider_code="SEARCH_NOT_SETTLED",
+                    retry_after=left,
+                )
+            _forget(memory)  # a person owns it now; a deliberate rerun searches afresh
+            raise OutcomeUnsettled(
+                f"an earlier create of this {singular} lost its answer and HubSpot's search does not show "
+                f"it {settle:g} s later; it may still commit, so it is not created again",
+                provider_code="SEARCH_UNSETTLED",
+            )
+        _remember(memory, _Attempt(lost_at=self._clock()))
+        try:
+            response = self._send(create)
+        except OutcomeUnknown:
+            raise  # the marker stays: the next attempt waits the index out
+        except ConnectorError:
+            _forget(memory)  # never sent, or refused before HubSpot processed it
+            raise
+        if response.status_code >= 300:
+            if response.status_code not in MAY_HAVE_COMMITTED:
+                _forget(memory)
+            _raise_for_status(response)
+        record = _json(response)
+        _remember(memory, _Attempt(record_id=str(record.get("id") or "") or None))
+        return self._created_result(call, record, created=True)
+
+    def _find_searching(self, call: StepCall, object_type: str) -> dict[str, Any] | None:
+        """The record holding the key: by search, or by the id this process was answered with."""
+        key_property = self._credentials.intent_key_property
+        response = self._send(self._search_request(object_type, call))
+        _raise_for_status(response)
+        results = _json(response).get("results")
+        hits = [
+            r
+            for r in (results if isinstance(results, list) else [])
+            if isinstance(r, dict) and (r.get("properties") or {}).get(key_property) == call.idempotency_key
+        ]
+        memory = self._memory_key(object_type, call)
+        if len(hits) > 1:
+            ids = ", ".join(sorted(str(r.get("id")) for r in hits))
+            raise Conflict(f"{len(hits)} HubSpot {object_type} hold this step's key: {ids}")
+        if hits:
+            _remember(memory, _Attempt(record_id=str(hits[0].get("id") or "") or None))
+            return hits[0]
+        attempt = _recall(memory)
+        if attempt is None or attempt.record_id is None:
+            return None
+        # Answered with an id by an earlier attempt: a read by id does not wait for the search index.
+        response = self._send(
+            ProviderRequest(
+                "GET",
+                self._record_path(object_type, attempt.record_id),
+                f"read {SINGULAR[object_type]}",
+                False,
+                params={"properties": _read_properties(object_type, key_property)},
+            )
+        )
+        if response.status_code == 404:
+            return None
+        _raise_for_status(response)
+        record = _json(response)
+        return record if (record.get("properties") or {}).get(key_property) == call.idempotency_key else None
+
+    def _search_request(self, object_type: str, call: StepCall) -> ProviderRequest:
+        # https://developers.hubspot.com/docs/api-reference/search/guide (filter EQ on a property)
+        key_property = self._credentials.intent_key_property
+        return ProviderRequest(
+            "POST",
+            f"{self._objects_url(object_type)}/search",
+            f"search {SINGULAR[object_type]} by key",
+            False,
+            body={
+                "filterGroups": [
+                    {
+                        "filters": [
+                            {"propertyName": key_property, "operator": "EQ", "value": call.idempotency_key}
+                        ]
+                    }
+                ],
+                "properties": _read_properties(object_type, key_property).split(","),
+                "limit": SEARCH_LIMIT,
+            },
+        )
+
+    def _memory_key(self, object_type: str, call: StepCall) -> tuple[str, ...]:
+        return (
+            self._base(),
+            self._credentials.portal_id or "",
+            self._credentials.intent_key_property,
+            object_type,
+            call.idempotency_key,
+        )
+
+    def _settle_seconds(self) -> float:
+        return float(self._credentials.search_settle_seconds)
+
+    def _strategy(self, object_type: str) -> KeyStrategy:
+        """The learned strategy; SEARCH when nothing was learned yet (describe, lookup before a check)."""
+        if self._facts is None:
+            return KeyStrategy.SEARCH
+        return self._facts.strategies.get(object_type, KeyStrategy.SEARCH)
 
     # -- update_field ----------------------------------------------------------------------
     def _update_field(self, call: StepCall) -> StepResult:
@@ -451,9 +918,32 @@ class HubSpotConnector(CrmConnector):
             summary=summary,
         )
 
+    # -- portal reads (check) --------------------------------------------------------------
+    def _definition_request(self, object_type: str, name: str) -> ProviderRequest:
+        # https://developers.hubspot.com/docs/api-reference/crm-properties-v3/guide (read a property)
+        return ProviderRequest(
+            "GET",
+            f"{self._base()}/crm/v3/properties/{object_type}/{quote(name, safe='')}",
+            f"read the {SINGULAR[object_type]} property {name}",
+            False,
+        )
+
+    def _list_request(self, object_type: str) -> ProviderRequest:
+        # https://developers.hubspot.com/docs/api-reference/crm-objects-v3/guide (list records)
+        return ProviderRequest(
+            "GET",
+            self._objects_url(object_type),
+            f"read one {SINGULAR[object_type]}",
+            False,
+            params={"limit": "1", "properties": "hs_object_id"},
+        )
+
     # -- URLs ------------------------------------------------------------------------------
+    def _base(self) -> str:
+        return self._credentials.api_base_url.rstrip("/")
+
     def _objects_url(self, object_type: str) -> str:
-        return f"{self._credentials.api_base_url.rstrip('/')}/crm/v3/objects/{object_type}"
+        return f"{self._base()}/crm/v3/objects/{object_type}"
 
     def _record_path(self, object_type: str, record_id: str) -> str:
         return f"{self._objects_url(object_type)}/{quote(record_id, safe='')}"
@@ -532,6 +1022,57 @@ def _same(current: str | None, wanted: Any) -> bool:
         except ValueError:
             return False
     return current == str(wanted)
+
+
+def _recall(memory: tuple[str, ...]) -> _Attempt | None:
+    """What this process remembers of the creates sent for ``memory`` (stale entries are dropped)."""
+    now = time.monotonic()
+    with _ATTEMPTS_LOCK:
+        for key in [k for k, a in _ATTEMPTS.items() if now - a.at > ATTEMPT_MEMORY_SECONDS]:
+            del _ATTEMPTS[key]
+        attempt = _ATTEMPTS.get(memory)
+        return None if attempt is None else replace(attempt)
+
+
+def _remember(memory: tuple[str, ...], attempt: _Attempt) -> None:
+    with _ATTEMPTS_LOCK:
+        _ATTEMPTS[memory] = attempt
+
+
+def _forget(memory: tuple[str, ...]) -> None:
+    with _ATTEMPTS_LOCK:
+        _ATTEMPTS.pop(memory, None)
+
+
+def _raise_unless_missing(response: httpx.Response) -> None:
+    """During the check, 403/404/400 say what the portal lacks; anything else stops the check."""
+    if response.status_code in (400, 403, 404):
+        return
+    if response.status_code == 401:
+        raise AuthenticationFailed(f"HubSpot answered 401 ({_category(response) or 'unauthenticated'})")
+    _raise_for_status(response)
+
+
+def _missing_property_fix(status: int, object_type: str, name: str) -> str:
+    if status == 403:
+        return (
+            f"The HubSpot app may not read {object_type} properties: add the read scope for "
+            f"{object_type} to the app and reinstall it."
+        )
+    kind = "with 'Require unique values'" if object_type != "tasks" else "(single-line text)"
+    return (
+        f"Create the custom property {name} {kind} on {object_type} in HubSpot (Settings → Properties), "
+        "or set the block's intent_key_property to an existing one."
+    )
+
+
+def _unreadable_fix(status: int, object_type: str) -> str:
+    if object_type == "leads" and status != 403:
+        return "Set up the Leads object in HubSpot (Sales Hub) to update leads."
+    return (
+        f"The HubSpot app may not read {object_type}: add the read scope for {object_type} to the app "
+        "and reinstall it."
+    )
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -22,6 +22,14 @@ value is ``sha256(key)`` in lowercase hex: 64 characters of ``[0-9a-f]``, safe i
 encoding, deterministic, and within the 255 characters of a Text External ID field. See
 :func:`external_id_for`.
 
+What the org offers is read once per instance (``describe`` of the objects a step writes; the org's
+currency for an opportunity with a ``currency``) and decides, before any write: a create whose object
+lacks the External ID + Unique key field raises :class:`NotConfigured` naming what to set up; a stage
+outside ``StageName``'s values, a currency the org cannot record (``CurrencyIsoCode`` is sent only in a
+multi-currency org, for an active currency) or an unknown/unwritable field is :class:`ValidationRejected`.
+A task related to a Lead carries ``WhoId`` alone: Salesforce requires ``WhatId`` to be empty then.
+:meth:`SalesforceConnector.check` reports every precondition and the guarantee per action type.
+
 ``update_field`` reads the record first (``GET /sobjects/{Object}/{id}?fields={field}``): a differing
 ``previous_value`` halts with :class:`StalePrecondition` before anything is written; a record that already
 holds the target value is an earlier attempt's effect and is reused. The write is ``PATCH
@@ -43,15 +51,24 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
 from blocks.salesforce import SalesforceCredentials
-from connectors.base import ExternalRef, ProviderRequest, StepCall, StepResult
+from connectors.base import (
+    ConnectorCheck,
+    ExternalRef,
+    Guarantee,
+    Precondition,
+    ProviderRequest,
+    StepCall,
+    StepResult,
+)
 from connectors.crm import (
+    CREATE_OPPORTUNITY,
     CREATE_TASK,
     STEP_CREATE_FOLLOW_UP_TASK,
     STEP_CREATE_OPPORTUNITY,
@@ -93,6 +110,15 @@ _CREATED_OBJECTS: dict[str, str | None] = {
     STEP_CREATE_FOLLOW_UP_TASK: "Task",
 }
 _NOT_WRITABLE_FIELDS = frozenset({"id", "isdeleted", "createddate", "createdbyid", "systemmodstamp"})
+# Key prefixes of the objects a task may name (the first three characters of every record id).
+KEY_PREFIXES = {"Account": "001", "Contact": "003", "Opportunity": "006", "Lead": "00Q", "Task": "00T"}
+# The objects crm.update_field may write (the contract's literal).
+UPDATABLE_OBJECTS = ("Account", "Opportunity", "Contact", "Lead")
+# The objects each create action type writes: it is enabled only when every one has the external id field.
+_CREATES: dict[str, tuple[str, ...]] = {CREATE_TASK: ("Task",), CREATE_OPPORTUNITY: ("Opportunity", "Task")}
+ORG_CURRENCY_QUERY = "SELECT DefaultCurrencyIsoCode FROM Organization"
+ACTIVE_CURRENCIES_QUERY = "SELECT IsoCode FROM CurrencyType WHERE IsActive = true"
+_ONCE = "once per connector instance: what the org offers (cached)"
 
 
 def external_id_for(idempotency_key: str) -> str:
@@ -106,6 +132,50 @@ def external_id_for(idempotency_key: str) -> str:
         extension, and deterministic across retries and processes.
     """
     return hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Described:
+    """What one ``GET /sobjects/{Object}/describe`` says that the connector relies on."""
+
+    name: str
+    createable: bool
+    updateable: bool
+    fields: Mapping[str, Mapping[str, Any]]
+    """Field definitions by lower-case API name (Salesforce names are case-insensitive)."""
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> _Described:
+        fields = body.get("fields")
+        definitions = {
+            str(f["name"]).lower(): f
+            for f in (fields if isinstance(fields, list) else [])
+            if isinstance(f, dict) and isinstance(f.get("name"), str)
+        }
+        return cls(
+            name=str(body.get("name", "")),
+            createable=body.get("createable") is True,
+            updateable=body.get("updateable") is True,
+            fields=definitions,
+        )
+
+    def field(self, name: str) -> Mapping[str, Any] | None:
+        """The definition of field ``name``, or ``None`` when the user cannot see it."""
+        return self.fields.get(name.lower())
+
+    def picklist(self, name: str, *, restricted_only: bool = False) -> tuple[str, ...] | None:
+        """The active values of picklist ``name``; ``None`` when it is no (restricted) picklist here."""
+        definition = self.field(name)
+        if definition is None or definition.get("type") not in ("picklist", "multipicklist"):
+            return None
+        if restricted_only and definition.get("restrictedPicklist") is not True:
+            return None
+        values = definition.get("picklistValues")
+        return tuple(
+            str(v["value"])
+            for v in (values if isinstance(values, list) else [])
+            if isinstance(v, dict) and v.get("active") is not False and isinstance(v.get("value"), str)
+        )
 
 
 class SalesforceConnector(CrmConnector):
@@ -134,6 +204,10 @@ class SalesforceConnector(CrmConnector):
         self._instance_url: str | None = None
         self.limit_info: tuple[int, int] | None = None
         """The last ``Sforce-Limit-Info`` ``api-usage`` seen, as ``(used, max)``; ``None`` before any call."""
+        self._described: dict[str, _Described | None] = {}
+        self._org_currency: str | None = None
+        self.last_check: ConnectorCheck | None = None
+        """The result of the last :meth:`check` on this instance, if any."""
 
     # -- validation beyond the contract -----------------------------------------------------
     def _validate_provider(self, action_type: str, params: Mapping[str, Any]) -> None:
@@ -150,6 +224,11 @@ class SalesforceConnector(CrmConnector):
                 raise ValidationRejected("parameters.related_to.object: must be a Salesforce object name")
             if not _RECORD_ID.fullmatch(related["id"]):
                 raise ValidationRejected("parameters.related_to.id: must be a Salesforce record id")
+            prefix = KEY_PREFIXES.get(related["object"])
+            if prefix is not None and len(related["id"]) in (15, 18) and not related["id"].startswith(prefix):
+                raise ValidationRejected(
+                    f"parameters.related_to.id: is not a {related['object']} id (those start with {prefix})"
+                )
         elif action_type == UPDATE_FIELD:
             if not _RECORD_ID.fullmatch(params["record_id"]):
                 raise ValidationRejected("parameters.record_id: must be a Salesforce record id")
@@ -170,9 +249,13 @@ class SalesforceConnector(CrmConnector):
         """
         sobject = self._created_object(call)
         if sobject is None:
+            self._require_field_writable(call.params)
             return self._update_field(call)
+        self._fields(call, sobject, send_currency=False)  # the intent's own problems first, before any read
+        self._require_enabled(call.action_type, self._step_objects(call))
+        currency = self._accepted_currency(call) if call.step == STEP_CREATE_OPPORTUNITY else None
         value = external_id_for(call.idempotency_key)
-        upsert = self._upsert(call, sobject)
+        upsert = self._upsert(call, sobject, send_currency=currency is not None)
         response = self._send(upsert)
         _raise_for_status(response, what=upsert.purpose)
         body = _json_object(response) if response.content else {}
@@ -232,9 +315,18 @@ class SalesforceConnector(CrmConnector):
                 if "previous_value" in params
                 else ""
             )
-            requests = [self._read_field(params), self._patch_field(params, params.get("value"), condition)]
+            requests = [
+                *self._uncached_reads((str(params["object"]),), currency=False),
+                self._read_field(params),
+                self._patch_field(params, params.get("value"), condition),
+            ]
         else:
-            requests = [self._upsert(call, sobject)]
+            currency = call.step == STEP_CREATE_OPPORTUNITY and bool(call.params.get("currency"))
+            send_currency = currency and self._currency_known_accepted(call.params)
+            # A follow-up task runs after its opportunity, on the connector that read the org for it.
+            after_first = call.step == STEP_CREATE_FOLLOW_UP_TASK and STEP_CREATE_OPPORTUNITY in call.prior
+            reads = [] if after_first else self._uncached_reads(self._step_objects(call), currency=currency)
+            requests = [*reads, self._upsert(call, sobject, send_currency=send_currency)]
         if self._credentials.instance_url:
             return requests
         note = (
@@ -345,17 +437,17 @@ class SalesforceConnector(CrmConnector):
         )
 
     # -- creates ---------------------------------------------------------------------------
-    def _upsert(self, call: StepCall, sobject: str) -> ProviderRequest:
+    def _upsert(self, call: StepCall, sobject: str, *, send_currency: bool = False) -> ProviderRequest:
         # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_sobject_upsert_patch.htm
         return ProviderRequest(
             "PATCH",
             self._upsert_path(sobject, external_id_for(call.idempotency_key)),
             f"upsert {sobject}",
             True,
-            body=self._fields(call, sobject),
+            body=self._fields(call, sobject, send_currency=send_currency),
         )
 
-    def _fields(self, call: StepCall, sobject: str) -> dict[str, Any]:
+    def _fields(self, call: StepCall, sobject: str, *, send_currency: bool) -> dict[str, Any]:
         params = call.params
         if call.step == STEP_CREATE_TASK:
             return _task_fields(params, call.account_id)
@@ -377,8 +469,9 @@ class SalesforceConnector(CrmConnector):
         }
         if params.get("amount") is not None:
             fields["Amount"] = params["amount"]
-        if params.get("currency"):
-            # Only multi-currency orgs have CurrencyIsoCode; never send it unasked.
+        if send_currency and params.get("currency"):
+            # Only multi-currency orgs have CurrencyIsoCode (_accepted_currency); a single-currency org
+            # records the amount in its one currency, which the intent's currency was checked against.
             fields["CurrencyIsoCode"] = params["currency"]
         return fields
 
@@ -422,6 +515,260 @@ class SalesforceConnector(CrmConnector):
             raise ProviderUnavailable(f"{sobject} read by external id answered without an Id")
         return record
 
+    # -- what the org offers: describe once per instance ---------------------------------------
+    def check(self) -> ConnectorCheck:
+        """Read (never write) what each action type relies on in the org, and the guarantee that results.
+
+        * the block can get a token: its fields, and a My Domain ``login_url`` for client credentials
+          (checked without sending anything);
+        * ``Task`` and ``Opportunity`` can be created and hold the block's ``external_id_field`` marked
+          *External ID* and *Unique* (``describe``): without it a create has no provider key, so
+          ``crm.create_task`` / ``crm.create_opportunity`` are not enabled;
+        * ``Opportunity.StageName``'s picklist values are readable (stages are checked before a write);
+        * the org's currencies: multi-currency (``CurrencyIsoCode`` and its active values) or the one
+          currency of the org (``Organization.DefaultCurrencyIsoCode``);
+        * which of Account, Opportunity, Contact and Lead the integration user may read and update
+          (``crm.update_field``; an object it may not update refuses its intents with NOT_CONFIGURED).
+
+        ``crm.update_field`` writes one field of a record named by its id, after reading it (the
+        previous-value guard); setting a field to a value is idempotent, so a retry can never make a
+        second effect: exactly once by the provider's record id.
+
+        Raises:
+            ConnectorError: the org could not be read (authentication, network, …).
+        """
+        everything = frozenset(self.action_types)
+        problems = self._credentials.configuration_problems()
+        token = Precondition(
+            "the credentials block can request a token (fields, My Domain for client credentials)",
+            ok=not problems,
+            action_types=everything,
+            fix=" ".join(problems),
+        )
+        if problems:
+            result = ConnectorCheck(
+                system=self.system,
+                preconditions=(token,),
+                guarantees=dict.fromkeys(sorted(self.action_types), Guarantee.DISABLED),
+            )
+            self.last_check = result
+            return result
+        preconditions = [token, self._key_precondition("Task"), self._key_precondition("Opportunity")]
+        preconditions.append(self._stage_precondition())
+        preconditions.append(self._currency_precondition())
+        updatable = [self._update_precondition(sobject) for sobject in UPDATABLE_OBJECTS]
+        preconditions += updatable
+        guarantees: dict[str, Guarantee] = {}
+        for action_type in sorted(self.action_types):
+            failed = any(not p.ok and p.required and action_type in p.action_types for p in preconditions)
+            if action_type == UPDATE_FIELD and not any(p.ok for p in updatable):
+                failed = True
+            guarantees[action_type] = Guarantee.DISABLED if failed else Guarantee.PROVIDER_KEY
+        result = ConnectorCheck(system=self.system, preconditions=tuple(preconditions), guarantees=guarantees)
+        self.last_check = result
+        return result
+
+    def _key_precondition(self, sobject: str) -> Precondition:
+        field = self._credentials.external_id_field
+        action_types = frozenset(a for a, objects in _CREATES.items() if sobject in objects)
+        name = f"{sobject} can be created and {sobject}.{field} is an External ID and Unique"
+        described = self._describe(sobject)
+        where = (
+            "Setup > Object Manager > Activity"
+            if sobject == "Task"
+            else f"Setup > Object Manager > {sobject}"
+        )
+        if described is None or not described.createable:
+            fix = f"Give the integration user Read, Create, Edit and Delete access to {sobject}."
+            return Precondition(name, ok=False, action_types=action_types, fix=fix)
+        definition = described.field(field)
+        if definition is None:
+            fix = (
+                f"Create a Text field {field} marked External ID and Unique on {sobject} ({where}) and give "
+                "the integration user edit access to it, or name an existing one in the block's "
+                "external_id_field."
+            )
+            return Precondition(name, ok=False, action_types=action_types, fix=fix)
+        if definition.get("externalId") is not True or definition.get("unique") is not True:
+            fix = (
+                f"Mark {sobject}.{field} as External ID and Unique ({where}): without it a retried create "
+                f"could make a second {sobject}."
+            )
+            return Precondition(name, ok=False, action_types=action_types, fix=fix)
+        if definition.get("createable") is not True:
+            fix = f"Give the integration user edit access to {sobject}.{field} (field-level security)."
+            return Precondition(name, ok=False, action_types=action_types, fix=fix)
+        return Precondition(name, ok=True, action_types=action_types)
+
+    def _stage_precondition(self) -> Precondition:
+        described = self._describe("Opportunity")
+        stages = described.picklist("StageName") if described is not None else None
+        return Precondition(
+            "Opportunity.StageName picklist values are readable",
+            ok=bool(stages),
+            action_types=frozenset({CREATE_OPPORTUNITY}),
+            fix="Give the integration user read access to Opportunity.StageName (field-level security).",
+        )
+
+    def _currency_precondition(self) -> Precondition:
+        described = self._describe("Opportunity")
+        active = described.picklist("CurrencyIsoCode") if described is not None else None
+        if active is not None:
+            name = f"multi-currency org; active currencies: {', '.join(active) or 'none'}"
+        else:
+            name = (
+                f"single-currency org ({self._org_currency_code()}); an intent in another currency is refused"
+            )
+        return Precondition(name, ok=True, action_types=frozenset({CREATE_OPPORTUNITY}), required=False)
+
+    def _update_precondition(self, sobject: str) -> Precondition:
+        described = self._describe(sobject)
+        return Precondition(
+            f"{sobject} can be read and updated",
+            ok=described is not None and described.updateable,
+            action_types=frozenset({UPDATE_FIELD}),
+            fix=f"Give the integration user Read and Edit access to {sobject}.",
+            required=False,
+        )
+
+    def _step_objects(self, call: StepCall) -> tuple[str, ...]:
+        """The objects whose provider key a create step relies on: a first step checks every object its
+        action type writes (no opportunity is made whose follow-up task could not be); a follow-up task,
+        made after its opportunity, checks Task alone."""
+        return ("Task",) if call.step == STEP_CREATE_FOLLOW_UP_TASK else _CREATES[call.action_type]
+
+    def _require_enabled(self, action_type: str, sobjects: tuple[str, ...]) -> None:
+        """Refuse a create action type whose objects lack their provider key, before any write.
+
+        Raises:
+            NotConfigured: naming what to set up in the org.
+        """
+        failed = [self._key_precondition(sobject) for sobject in sobjects]
+        fixes = [p.fix for p in failed if not p.ok]
+        if fixes:
+            raise NotConfigured(
+                f"{action_type} is not enabled for this Salesforce org: {' '.join(fixes)}",
+                seller_message="This action is not set up in your Salesforce org yet; an administrator has "
+                "been told what to configure.",
+            )
+
+    def _require_field_writable(self, params: Mapping[str, Any]) -> None:
+        """The object may be updated, the field exists and is writable, a restricted picklist holds the value.
+
+        Raises:
+            NotConfigured: the integration user may not update the object.
+            ValidationRejected: naming ``parameters.field`` or ``parameters.value``.
+        """
+        sobject, field = str(params["object"]), str(params["field"])
+        described = self._describe(sobject)
+        if described is None or not described.updateable:
+            raise NotConfigured(
+                f"crm.update_field on {sobject} is not enabled for this Salesforce org: give the integration "
+                f"user Read and Edit access to {sobject}."
+            )
+        definition = described.field(field)
+        if definition is None:
+            raise ValidationRejected(f"parameters.field: {field} is not a field of {sobject} in this org")
+        if definition.get("updateable") is not True:
+            raise ValidationRejected(f"parameters.field: {sobject}.{field} cannot be written")
+        values = described.picklist(str(definition.get("name", field)), restricted_only=True)
+        value = params.get("value")
+        if values is not None and value is not None and value not in values:
+            raise ValidationRejected(f"parameters.value: {value!r} is not a value of {sobject}.{field}")
+
+    def _accepted_currency(self, call: StepCall) -> str | None:
+        """The ``CurrencyIsoCode`` to send for the opportunity, after checking the stage and currency.
+
+        Raises:
+            ValidationRejected: ``parameters.stage`` is not one of the org's stages, or
+                ``parameters.currency`` is one the org cannot record (VALIDATION_FAILED, nothing written).
+        """
+        params = call.params
+        described = self._describe("Opportunity")
+        stages = described.picklist("StageName") if described is not None else None
+        if stages and params["stage"] not in stages:
+            raise ValidationRejected(
+                f"parameters.stage: {params['stage']!r} is not an opportunity stage of this Salesforce org"
+            )
+        currency = params.get("currency")
+        if not currency:
+            return None
+        org_currency = self._org_currency_code()
+        active = described.picklist("CurrencyIsoCode") if described is not None else None
+        if active is not None:
+            if currency not in active:
+                raise ValidationRejected(
+                    f"parameters.currency: {currency} is not an active currency of this Salesforce org "
+                    f"(active: {', '.join(active)})"
+                )
+            return str(currency)
+        if currency != org_currency:
+            raise ValidationRejected(
+                f"parameters.currency: this Salesforce org records every amount in {org_currency}; "
+                f"{currency} cannot be recorded"
+            )
+        return None  # a single-currency org has no CurrencyIsoCode: the amount is in its one currency
+
+    def _currency_known_accepted(self, params: Mapping[str, Any]) -> bool:
+        """For ``describe``: whether CurrencyIsoCode would be sent (assumed so until the org is known)."""
+        if "Opportunity" not in self._described:
+            return True
+        described = self._described["Opportunity"]
+        active = described.picklist("CurrencyIsoCode") if described is not None else None
+        return active is not None and params.get("currency") in active
+
+    def _uncached_reads(self, sobjects: tuple[str, ...], *, currency: bool) -> list[ProviderRequest]:
+        """The describe (and currency) reads a step sends first because this instance has not made them."""
+        reads = [self._describe_request(s) for s in sobjects if s not in self._described]
+        if currency and self._org_currency is None:
+            reads.append(self._query_request(ORG_CURRENCY_QUERY, "read the org's currency"))
+        return reads
+
+    def _describe(self, sobject: str) -> _Described | None:
+        """The object's describe, read once per instance; ``None`` when the user cannot see the object."""
+        if sobject in self._described:
+            return self._described[sobject]
+        request = self._describe_request(sobject)
+        response = self._send(request)
+        found: _Described | None = None
+        if response.status_code != 404:  # NOT_FOUND: no such object for this user
+            _raise_for_status(response, what=request.purpose)
+            found = _Described.parse(_json_object(response))
+        self._described[sobject] = found
+        return found
+
+    def _org_currency_code(self) -> str:
+        """``Organization.DefaultCurrencyIsoCode``, read once per instance."""
+        if self._org_currency is None:
+            request = self._query_request(ORG_CURRENCY_QUERY, "read the org's currency")
+            response = self._send(request)
+            _raise_for_status(response, what=request.purpose)
+            records = _json_object(response).get("records")
+            first = records[0] if isinstance(records, list) and records else None
+            code = first.get("DefaultCurrencyIsoCode") if isinstance(first, dict) else None
+            if not isinstance(code, str) or not code:
+                raise ProviderUnavailable("the Organization query answered without DefaultCurrencyIsoCode")
+            self._org_currency = code
+        return self._org_currency
+
+    def _describe_request(self, sobject: str) -> ProviderRequest:
+        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_sobject_describe.htm
+        return ProviderRequest(
+            "GET", f"{self._sobject_path(sobject)}/describe", f"describe {sobject}", False, condition=_ONCE
+        )
+
+    def _query_request(self, soql: str, purpose: str) -> ProviderRequest:
+        # https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_query.htm
+        base = self._credentials.api_base_url
+        return ProviderRequest(
+            "GET",
+            f"{base}/services/data/v{self._credentials.api_version}/query/",
+            purpose,
+            False,
+            params={"q": soql},
+            condition=_ONCE,
+        )
+
     # -- URLs ----------------------------------------------------------------------------------
     def _sobject_path(self, sobject: str) -> str:
         base = self._credentials.api_base_url
@@ -459,7 +806,11 @@ def _task_fields(params: Mapping[str, Any], account_id: str) -> dict[str, Any]:
     if params.get("description"):
         fields["Description"] = params["description"]
     related = params.get("related_to")
-    if isinstance(related, Mapping) and related.get("object") in WHO_OBJECTS:
+    if isinstance(related, Mapping) and related.get("object") == "Lead":
+        # A lead belongs to no account yet: Salesforce requires WhatId to be empty when WhoId is a Lead
+        # (Task.WhoId in the object reference), so the task names the lead alone.
+        fields["WhoId"] = related["id"]
+    elif isinstance(related, Mapping) and related.get("object") in WHO_OBJECTS:
         fields["WhoId"] = related["id"]
         fields["WhatId"] = account_id
     elif isinstance(related, Mapping):

@@ -88,7 +88,7 @@ def _intent(
 
 def scenarios(run: str) -> list[Scenario]:
     """The sample intents, in order."""
-    sf_account, hs_company = "001Hs00002abcDEF", "1001"
+    sf_account, hs_company = "001Hs00002abcDEIAY", "1001"  # the Salesforce emulator's seeded Account
     task = _intent(
         run,
         1,
@@ -217,7 +217,7 @@ def scenarios(run: str) -> list[Scenario]:
                 "crm.update_field",
                 {
                     "object": "Opportunity",
-                    "record_id": "006Hs00001xyz",
+                    "record_id": "006Hs00001xyzABIAY",
                     "field": "StageName",
                     "value": "Closed Won",
                     "previous_value": "Negotiation/Review",
@@ -263,6 +263,7 @@ def run_demo(emit: Callable[[str], None] = print) -> list[Scenario]:
     settings = load_settings()
     keys_path, seed = demo_keys(settings.data_dir)
     os.environ["FULFILL_APPROVAL_KEYS"] = str(keys_path)  # this process only
+    os.environ["FULFILL_ALLOW_LOOPBACK_PROVIDERS"] = "1"  # the blocks aim at the loopback emulators
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(settings.data_dir / "prefect-results"))
     reload_settings()  # settings are read once per process: pick up the demo's approval keys
     upgrade_database()  # the demo's database is its own: it migrates it explicitly

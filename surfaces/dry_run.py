@@ -245,7 +245,7 @@ class _Planner:
                     )
                     if part
                 )
-                kind: RequestKind = "read" if described.method == "GET" else "write"
+                kind: RequestKind = "write" if described.write else "read"  # a search POST reads
                 self._add(kind, step, call.idempotency_key, request, described.purpose, note)
             prior[step] = connector.planned_ref(call)
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 import respx
 
+from blocks.auth import SUBJECT, AuthNotConfigured
 from blocks.google_calendar import GoogleCalendarCredentials
 from connectors.base import StepCall
 from connectors.errors import ConnectorError, ProviderUnavailable
@@ -35,6 +36,7 @@ def service_account_block() -> GoogleCalendarCredentials:
     return GoogleCalendarCredentials(
         service_account_email="robot@acme-prod.iam.gserviceaccount.com",
         private_key=private_key_pem() + f"\n# {CANARY}\n",
+        subject="drafts@acme.example",
         token_uri=f"{API}/oauth2/v4/token",
         api_base_url=API,
     )
@@ -78,15 +80,31 @@ def test_secrets_are_masked_in_repr_str_and_dumps(make: Any) -> None:
 
 
 def test_missing_fields_names_only_what_is_missing() -> None:
-    assert GoogleCalendarCredentials().missing_fields() == ["service_account_email", "private_key"]
+    assert GoogleCalendarCredentials().missing_fields() == ["service_account_email", "private_key", "subject"]
     assert GoogleCalendarCredentials(auth_mode="oauth_refresh_token", client_id="cid").missing_fields() == [
         "client_secret",
         "refresh_token",
     ]
     assert oauth_block().missing_fields() == []
-    assert GoogleCalendarCredentials(service_account_email="a@b.c", private_key="  ").missing_fields() == [
-        "private_key"
-    ]
+    assert GoogleCalendarCredentials(
+        service_account_email="a@b.c", private_key="  ", subject="u@b.c"
+    ).missing_fields() == ["private_key"]
+
+
+def test_a_service_account_without_subject_impersonates_nobody() -> None:
+    """Domain-wide delegation acts as the configured user only: no subject, no request at all."""
+    block = GoogleCalendarCredentials(service_account_email="a@b.c", private_key=private_key_pem())
+    assert block.missing_fields() == ["subject"]
+    seen: list[httpx.Request] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(500)
+
+    transport = httpx.MockTransport(provider)
+    with block.get_client(transport=transport) as client, pytest.raises(AuthNotConfigured) as raised:
+        client.post("/calendar/v3/calendars/ceo%40b.c/events", extensions={SUBJECT: "ceo@b.c"})
+    assert "subject" in str(raised.value) and seen == []
 
 
 def test_refused_credentials_leak_nothing_into_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:
@@ -110,6 +128,7 @@ def test_a_bad_private_key_leaks_nothing() -> None:
     block = GoogleCalendarCredentials(
         service_account_email="robot@acme-prod.iam.gserviceaccount.com",
         private_key=f"-----BEGIN PRIVATE KEY-----\n{CANARY}\n-----END PRIVATE KEY-----\n",
+        subject="drafts@acme.example",
         token_uri=f"{API}/oauth2/v4/token",
         api_base_url=API,
     )

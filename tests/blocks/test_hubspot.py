@@ -12,7 +12,7 @@ from blocks.hubspot import HubSpotCredentials
 from connectors.base import StepCall
 from connectors.errors import AuthenticationFailed, ConnectorError, NotConfigured, ProviderUnavailable
 from connectors.hubspot import HubSpotConnector
-from tests.connectors.cases_hubspot import TASK_PARAMS
+from tests.connectors.cases_hubspot import TASK_PARAMS, portal_facts
 
 CANARY = "CANARY-4d9a-do-not-leak"
 API = "https://api.hubapi.com"
@@ -90,6 +90,7 @@ def test_secrets_never_reach_errors_or_logs(caplog: pytest.LogCaptureFixture) ->
             400,
             json={"status": "BAD_REFRESH_TOKEN", "message": f"bad refresh-{CANARY}", "correlationId": "c"},
         )
+        api.post("/crm/v3/objects/tasks/search").respond(200, json={"total": 0, "results": []})
         api.post("/crm/v3/objects/tasks").respond(
             503, json={"status": "error", "message": f"echo pat-na1-{CANARY}", "category": "INTERNAL_ERROR"}
         )
@@ -98,7 +99,7 @@ def test_secrets_never_reach_errors_or_logs(caplog: pytest.LogCaptureFixture) ->
             (private_app_block(), ProviderUnavailable),
         ):
             with pytest.raises(expected) as raised:
-                HubSpotConnector(httpx.Client(), block).execute(call())
+                HubSpotConnector(httpx.Client(), block, facts=portal_facts()).execute(call())
             errors.append(raised.value)
     for error in errors:
         logging.getLogger("test").error("failed: %s %r %s", error, error, error.as_dict())
@@ -110,6 +111,6 @@ def test_secrets_never_reach_errors_or_logs(caplog: pytest.LogCaptureFixture) ->
 def test_not_configured_names_fields_not_values() -> None:
     block = HubSpotCredentials(auth_mode="oauth", client_id="x", client_secret=f"s-{CANARY}")
     with pytest.raises(NotConfigured) as raised:
-        HubSpotConnector(httpx.Client(), block).execute(call())
+        HubSpotConnector(httpx.Client(), block, facts=portal_facts()).execute(call())
     assert "refresh_token" in str(raised.value)
     assert CANARY not in str(raised.value)

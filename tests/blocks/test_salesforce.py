@@ -14,6 +14,7 @@ from blocks.salesforce import SalesforceCredentials
 from connectors.base import StepCall
 from connectors.errors import AuthenticationFailed, ConnectorError, NotConfigured, ValidationRejected
 from connectors.salesforce import SalesforceConnector
+from sandbox.salesforce import SEED_ACCOUNT_ID, SalesforceEmulator
 from tests.connectors.cases_salesforce import TASK_PARAMS
 
 CANARY = "CANARY-5e1b-do-not-leak"
@@ -40,7 +41,7 @@ def call() -> StepCall:
     return StepCall(
         action_intent_id="ai_1",
         tenant_id="acme",
-        account_id="001Hs00002abcDEF",
+        account_id=SEED_ACCOUNT_ID,
         action_type="crm.create_task",
         step="create_task",
         idempotency_key="ai_1:create_task",
@@ -117,6 +118,11 @@ def test_provider_validation_messages_are_not_echoed(caplog: pytest.LogCaptureFi
         api.post(f"{LOGIN}/services/oauth2/token").respond(
             200, json={"access_token": f"tok-{CANARY}", "instance_url": instance, "token_type": "Bearer"}
         )
+        api.get(url__regex=rf"^{instance}/services/data/v62\.0/sobjects/\w+/describe$").mock(
+            side_effect=lambda request: httpx.Response(
+                200, json=SalesforceEmulator().describe(request.url.path.split("/")[-2])
+            )
+        )
         api.patch(url__startswith=f"{instance}/services/data/").respond(
             400,
             json=[
@@ -134,3 +140,34 @@ def test_not_configured_names_fields_not_values() -> None:
         SalesforceConnector(httpx.Client(), block).execute(call())
     assert "username" in str(raised.value)
     assert CANARY not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("login_url", "refused"),
+    [
+        ("https://login.salesforce.com", True),
+        ("https://test.salesforce.com", True),
+        ("https://na1.salesforce.com", True),
+        ("http://acme.my.salesforce.com", True),
+        ("https://acme.my.salesforce.com", False),
+        ("https://acme--uat.sandbox.my.salesforce.com", False),
+        ("http://127.0.0.1:8771", False),
+    ],
+)
+def test_client_credentials_need_my_domain(login_url: str, refused: bool) -> None:
+    block = SalesforceCredentials(login_url=login_url, client_id="k", client_secret=SecretStr(CANARY))
+    problem = block.my_domain_problem()
+    assert (problem is not None) is refused
+    if problem is not None:
+        assert "set login_url to https://<your-domain>.my.salesforce.com" in problem and CANARY not in problem
+        assert block.configuration_problems() == [problem]
+        with respx.mock(assert_all_called=False) as router, pytest.raises(NotConfigured) as raised:
+            SalesforceConnector(httpx.Client(), block).execute(call())
+        assert not router.calls and "login_url" in raised.value.detail
+
+
+def test_jwt_bearer_may_use_the_generic_login_host() -> None:
+    block = SalesforceCredentials(
+        auth_mode="jwt_bearer", client_id="k", username="u", private_key=SecretStr("pem")
+    )
+    assert block.my_domain_problem() is None and block.configuration_problems() == []

@@ -30,6 +30,8 @@ API = "https://www.googleapis.com"
 TOKEN_URI = "https://oauth2.googleapis.com/token"
 SERVICE_ACCOUNT = "fulfill-drafts@acme-prod.iam.gserviceaccount.com"
 ORGANIZER = "jordan@acme.example"
+#: The Workspace user the service account acts as: the block's configuration, never the organizer.
+SUBJECT = "drafts@acme.example"
 EVENTS_PATH = r"^/calendar/v3/calendars/[^/]+/events$"
 
 PARAMS: dict[str, Any] = {
@@ -61,12 +63,13 @@ def private_key_pem() -> str:
 
 
 def make_credentials(**overrides: Any) -> GoogleCalendarCredentials:
-    """Service-account credentials pointing at the fake Google hosts."""
+    """Service-account credentials pointing at the fake Google hosts, acting as :data:`SUBJECT`."""
     values: dict[str, Any] = {
         "auth_mode": "service_account",
         "service_account_email": SERVICE_ACCOUNT,
         "private_key": private_key_pem(),
         "private_key_id": "k1",
+        "subject": SUBJECT,
         "token_uri": TOKEN_URI,
         "api_base_url": API,
     }

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from blocks.hubspot import HubSpotCredentials
-from connectors.base import Connector, ExternalRef
+from connectors.base import Connector, ConnectorCheck, ExternalRef, Guarantee
 from connectors.errors import (
     AuthenticationFailed,
     Conflict,
@@ -21,7 +21,7 @@ from connectors.errors import (
     RateLimitedError,
     ValidationRejected,
 )
-from connectors.hubspot import HubSpotConnector
+from connectors.hubspot import GUARANTEE_OF, HubSpotConnector, KeyStrategy, PortalFacts, forget_attempts
 from sandbox.base import Fault
 from sandbox.hubspot import (
     OAUTH_CLIENT_ID,
@@ -76,6 +76,28 @@ def make_credentials(auth_mode: str = "private_app", **overrides: Any) -> HubSpo
     return HubSpotCredentials(**values)
 
 
+def portal_facts(
+    *,
+    tasks: KeyStrategy | None = KeyStrategy.SEARCH,
+    deals: KeyStrategy | None = KeyStrategy.UNIQUE,
+    currencies: tuple[str, ...] | None = ("USD", "EUR"),
+    readable: frozenset[str] = frozenset({"companies", "deals", "contacts", "leads"}),
+) -> PortalFacts:
+    """What a check of a portal with these key properties would learn (no I/O; respx tests)."""
+    strategies = {t: s for t, s in (("tasks", tasks), ("deals", deals)) if s is not None}
+    guarantees = {
+        "crm.create_task": GUARANTEE_OF[tasks] if tasks else Guarantee.DISABLED,
+        "crm.create_opportunity": (
+            Guarantee.DISABLED
+            if tasks is None or deals is None
+            else min((GUARANTEE_OF[tasks], GUARANTEE_OF[deals]), key=lambda g: g is Guarantee.PROVIDER_KEY)
+        ),
+        "crm.update_field": Guarantee.PROVIDER_KEY if readable else Guarantee.DISABLED,
+    }
+    check = ConnectorCheck(system="hubspot", preconditions=(), guarantees=guarantees)
+    return PortalFacts(check=check, strategies=strategies, currencies=currencies, readable=readable)
+
+
 @dataclass
 class HubSpotEnv:
     """A HubSpot connector wired to an emulator, observing one kind of effect."""
@@ -103,9 +125,13 @@ def _env_factory(
     auth_mode: str, snapshot: Callable[[HubSpotEmulator], Any], write_method: str, write_path: str
 ) -> Callable[[Path], HubSpotEnv]:
     def make_env(tmp_path: Path) -> HubSpotEnv:
+        forget_attempts()  # every case starts from a fresh portal; the same keys recur across cases
         emulator = HubSpotEmulator()
         client = httpx.Client(transport=emulator.transport(), base_url=API)
         connector = HubSpotConnector(client, make_credentials(auth_mode))
+        # The set-up check (``fulfill tenant check``) reads the portal once; a step's requests follow.
+        assert connector.check().enabled("crm.create_task")
+        emulator.requests.clear()
         return HubSpotEnv(connector, emulator, snapshot, write_method, write_path)
 
     return make_env

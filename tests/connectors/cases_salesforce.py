@@ -27,7 +27,8 @@ from sandbox.salesforce import SEED_ACCOUNT_ID, SEED_OPPORTUNITY_ID, SalesforceE
 from tests.connectors.conformance import ConformanceCase, ConformanceEnv, ErrorCase
 
 INSTANCE = "https://acme.my.salesforce.com"
-API_PATH = r"^/services/data/"
+# Record and upsert resources, not the describe and query reads a fresh connector makes first.
+API_PATH = r"^/services/data/v[0-9.]+/sobjects/[A-Za-z0-9_]+/(?!describe$)[^/]+"
 SOBJECTS_PATH = r"^/services/data/v[0-9.]+/sobjects/"
 
 TASK_PARAMS: dict[str, Any] = {
@@ -87,17 +88,27 @@ class SalesforceEnv:
         self.emulator.inject(Fault(kind="drop", method="PATCH", path=SOBJECTS_PATH))
 
     def fail_next(self, status: int, body: Any, headers: dict[str, str]) -> None:
-        """The next REST call (never the token request) gets this answer, unprocessed."""
+        """The next record or upsert call (never the token, describe or query) gets this answer, unprocessed."""
         self.emulator.inject(Fault(kind="status", path=API_PATH, status=status, body=body, headers=headers))
 
 
-def make_env(snapshot: Callable[[SalesforceEmulator], Any]) -> Callable[[Path], ConformanceEnv]:
-    """An env factory observing ``snapshot`` of the emulator."""
+def make_env(
+    snapshot: Callable[[SalesforceEmulator], Any], *, org_read: bool = False
+) -> Callable[[Path], ConformanceEnv]:
+    """An env factory observing ``snapshot`` of the emulator.
+
+    ``org_read``: the connector has read the org already (``check()``), as the one that ran an
+    opportunity's first step has when its follow-up task runs.
+    """
 
     def factory(_: Path) -> ConformanceEnv:
-        emulator = SalesforceEmulator()
+        emulator = SalesforceEmulator(currencies=("USD", "EUR"))
         client = httpx.Client(transport=emulator.transport(), base_url=INSTANCE)
-        return SalesforceEnv(SalesforceConnector(client, credentials()), emulator, snapshot)
+        connector = SalesforceConnector(client, credentials())
+        if org_read:
+            connector.check()
+            emulator.requests.clear()
+        return SalesforceEnv(connector, emulator, snapshot)
 
     return factory
 
@@ -230,7 +241,7 @@ CASES = [
         action_type="crm.create_opportunity",
         step="create_follow_up_task",
         params=OPPORTUNITY_PARAMS,
-        make_env=make_env(_tasks),
+        make_env=make_env(_tasks, org_read=True),
         bad_params={**OPPORTUNITY_PARAMS, "follow_up_task": {"due_date": "2026-12-05"}},
         bad_field="follow_up_task.subject",
         error_cases=CREATE_ERRORS,

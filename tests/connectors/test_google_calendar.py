@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from blocks.google_calendar import CALENDAR_EVENTS_SCOPE
-from connectors.base import ExternalRef, StepCall, StepResult, idempotency_key
+from connectors.base import ExternalRef, Guarantee, StepCall, StepResult, idempotency_key
 from connectors.errors import (
     AuthenticationFailed,
     Conflict,
@@ -40,6 +40,7 @@ from tests.connectors.cases_google_calendar import (
     ORGANIZER,
     PARAMS,
     SERVICE_ACCOUNT,
+    SUBJECT,
     make_credentials,
     service_account_key,
 )
@@ -149,7 +150,7 @@ def test_execute_inserts_a_draft_without_attendees_and_sends_no_updates(google: 
     assert result == StepResult(
         ref=ExternalRef(system="google_calendar", object="event", id=EVENT_ID, url=HTML_LINK),
         created=True,
-        undo={"calendar_id": ORGANIZER, "subject": ORGANIZER},
+        undo={"calendar_id": ORGANIZER, "subject": SUBJECT},
         summary=(
             "Drafted the meeting “Renewal pricing review” (Dec 3, 16:00) in Google Calendar; "
             "nobody was invited."
@@ -157,7 +158,7 @@ def test_execute_inserts_a_draft_without_attendees_and_sends_no_updates(google: 
     )
 
 
-def test_service_account_assertion_is_a_signed_jwt_for_the_organizer(google: respx.MockRouter) -> None:
+def test_service_account_assertion_is_a_signed_jwt_for_the_blocks_subject(google: respx.MockRouter) -> None:
     google.post(EVENTS).respond(200, json=event_body())
     make_connector().execute(make_call())
 
@@ -167,7 +168,7 @@ def test_service_account_assertion_is_a_signed_jwt_for_the_organizer(google: res
     assert b64url_json(header_part) == {"alg": "RS256", "typ": "JWT", "kid": "k1"}
     claims = b64url_json(claims_part)
     assert claims["iss"] == SERVICE_ACCOUNT
-    assert claims["sub"] == ORGANIZER
+    assert claims["sub"] == SUBJECT  # the block's user, never the intent's organizer
     assert claims["scope"] == CALENDAR_EVENTS_SCOPE
     assert claims["aud"] == TOKEN_URI
     assert claims["exp"] - claims["iat"] == 3600
@@ -424,7 +425,7 @@ def _result() -> StepResult:
     return StepResult(
         ref=ExternalRef(system="google_calendar", object="event", id=EVENT_ID, url=HTML_LINK),
         created=True,
-        undo={"calendar_id": ORGANIZER, "subject": ORGANIZER},
+        undo={"calendar_id": ORGANIZER, "subject": SUBJECT},
         summary="…",
     )
 
@@ -498,3 +499,227 @@ def test_other_action_types_are_refused() -> None:
     assert connector.steps("calendar.draft_meeting", PARAMS) == ["draft_meeting"]
     with pytest.raises(ValidationRejected):
         connector.steps("crm.create_task", {})
+
+
+# -- 409 after a deleted draft: status first (a deleted event is only guaranteed its id) ---------------
+def _duplicate(google: respx.MockRouter, existing: dict[str, Any]) -> respx.Route:
+    insert = google.post(EVENTS).respond(
+        409, json=google_error(409, "duplicate", "The requested identifier already exists.")
+    )
+    google.get(f"{EVENTS}/{EVENT_ID}").respond(200, json=existing)
+    return insert
+
+
+def test_duplicate_of_a_deleted_draft_showing_only_its_id_is_not_recreated(google: respx.MockRouter) -> None:
+    insert = _duplicate(google, {"kind": "calendar#event", "id": EVENT_ID, "status": "cancelled"})
+    with pytest.raises(Conflict) as raised:
+        make_connector().execute(make_call())
+    assert raised.value.provider_code == "deleted"
+    assert "deleted in Google Calendar" in raised.value.seller_message
+    assert "not recreated" in raised.value.detail
+    assert insert.call_count == 1  # no second insert, no restoring PATCH
+    assert [c.request.method for c in google.calls if "/calendar/" in c.request.url.path] == ["POST", "GET"]
+
+
+def test_duplicate_of_a_deleted_draft_with_our_key_is_not_recreated(google: respx.MockRouter) -> None:
+    _duplicate(google, event_body(status="cancelled"))
+    with pytest.raises(Conflict) as raised:
+        make_connector().execute(make_call())
+    assert raised.value.provider_code == "deleted"
+
+
+def test_duplicate_of_a_deleted_foreign_event_is_a_foreign_conflict(google: respx.MockRouter) -> None:
+    _duplicate(google, event_body(key="someone-else:draft_meeting", status="cancelled"))
+    with pytest.raises(Conflict) as raised:
+        make_connector().execute(make_call())
+    assert raised.value.provider_code == "duplicate"
+
+
+def test_lookup_reads_a_deleted_event_showing_only_its_id_as_nothing(google: respx.MockRouter) -> None:
+    google.get(f"{EVENTS}/{EVENT_ID}").respond(200, json={"id": EVENT_ID, "status": "cancelled"})
+    assert make_connector().lookup(make_call()) is None
+
+
+# -- impersonation: the block decides whom to act as, never the intent ---------------------------------
+def test_a_service_account_without_subject_is_refused_before_anything_is_sent(
+    google: respx.MockRouter,
+) -> None:
+    connector = make_connector(subject=None)
+    for act in (
+        lambda: connector.execute(make_call()),
+        lambda: connector.lookup(make_call()),
+        lambda: connector.describe(make_call()),
+        lambda: connector.compensate(make_call(), _result()),
+    ):
+        with pytest.raises(NotConfigured) as raised:
+            act()
+        assert "subject" in str(raised.value)
+        assert "never impersonates the intent's organizer" in str(raised.value)
+    assert not google.calls
+
+
+def test_the_organizer_never_becomes_the_impersonated_user(google: respx.MockRouter) -> None:
+    insert = google.post("/calendar/v3/calendars/ceo%40acme.example/events").respond(200, json=event_body())
+    make_connector().execute(make_call(organizer="ceo@acme.example"))
+    assert insert.called
+    claims = b64url_json(form_of(google["token"].calls.last.request)["assertion"].split(".")[1])
+    assert claims["sub"] == SUBJECT
+
+
+def test_refresh_token_mode_names_no_subject() -> None:
+    connector = make_connector(
+        auth_mode="oauth_refresh_token", client_id="c", client_secret="s", refresh_token="r", subject=None
+    )
+    (insert,) = connector.describe(make_call())
+    assert insert.subject is None
+
+
+class Recorder:
+    """A transport that records every request and answers like Google would (token, then the event)."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json={"access_token": TOKEN, "expires_in": 3599})
+        return httpx.Response(200, json=event_body())
+
+
+@pytest.mark.parametrize(
+    ("organizer", "segment"),
+    [
+        ("..", "%2E%2E"),
+        (".", "%2E"),
+        ("%2e%2e", "%252e%252e"),
+        ("../../admin", "..%2F..%2Fadmin"),
+        ("a/b", "a%2Fb"),
+        ("x?y=1", "x%3Fy%3D1"),
+        ("x#frag", "x%23frag"),
+        ("jordan@acme.example", "jordan%40acme.example"),
+    ],
+)
+def test_the_organizer_is_one_encoded_path_segment(organizer: str, segment: str) -> None:
+    recorder = Recorder()
+    client = httpx.Client(transport=httpx.MockTransport(recorder))
+    connector = GoogleCalendarConnector(client, make_credentials(token_uri=TOKEN_URI, api_base_url=API))
+    connector.execute(make_call(organizer=organizer))
+    connector.lookup(make_call(organizer=organizer))
+    connector.compensate(make_call(organizer=organizer), _result().model_copy(update={"undo": {}}))
+    api_calls = [r for r in recorder.requests if not r.url.path.endswith("/token")]
+    assert [r.method for r in api_calls] == ["POST", "GET", "DELETE"]
+    expected = f"/calendar/v3/calendars/{segment}/events"
+    for request in api_calls:
+        raw = request.url.raw_path.decode().split("?")[0]
+        assert raw in (expected, f"{expected}/{EVENT_ID}")
+        assert request.url.host == "www.googleapis.com" and not request.url.fragment
+        assert dict(request.url.params) in ({"sendUpdates": "none"}, {})
+
+
+@pytest.mark.parametrize("organizer", ["..", "a/b", "x?y", "x#y", "%2e%2e", "jordan"])
+def test_validate_refuses_an_organizer_that_is_no_calendar_id(organizer: str) -> None:
+    with pytest.raises(ValidationRejected) as raised:
+        make_connector().validate("calendar.draft_meeting", {**PARAMS, "organizer": organizer})
+    assert str(raised.value).startswith("parameters.organizer:")
+
+
+def test_validate_accepts_primary_and_group_calendars() -> None:
+    for organizer in ("primary", "c_1a2b@group.calendar.google.com"):
+        make_connector().validate("calendar.draft_meeting", {**PARAMS, "organizer": organizer})
+
+
+def test_compensate_refuses_a_recorded_id_that_is_no_event_id_of_ours(google: respx.MockRouter) -> None:
+    bad = _result().model_copy(update={"ref": ExternalRef(system="google_calendar", object="event", id="..")})
+    with pytest.raises(ValidationRejected):
+        make_connector().compensate(make_call(), bad)
+    assert not google.calls
+
+
+# -- check -----------------------------------------------------------------------------------------------
+CHECK_LIST = "/calendar/v3/calendars/primary/events"
+
+
+def events_list(role: str = "owner") -> dict[str, Any]:
+    return {"kind": "calendar#events", "accessRole": role, "items": []}
+
+
+def test_check_reads_the_calendar_and_grants_a_provider_key(google: respx.MockRouter) -> None:
+    listed = google.get(CHECK_LIST).respond(200, json=events_list())
+    checked = make_connector().check()
+    assert checked.guarantees == {"calendar.draft_meeting": Guarantee.PROVIDER_KEY}
+    assert checked.enabled("calendar.draft_meeting")
+    assert all(p.ok for p in checked.preconditions)
+    request = listed.calls.last.request
+    assert (request.method, dict(request.url.params)) == ("GET", {"maxResults": "1"})
+    claims = b64url_json(form_of(google["token"].calls.last.request)["assertion"].split(".")[1])
+    assert claims["sub"] == SUBJECT
+    assert all(c.request.method in ("GET", "POST") for c in google.calls)
+    assert not [c for c in google.calls if c.request.method == "POST" and "/calendar/" in c.request.url.path]
+
+
+def test_check_reads_the_draft_calendar_when_one_is_set(google: respx.MockRouter) -> None:
+    listed = google.get("/calendar/v3/calendars/drafts%40group.calendar.google.com/events").respond(
+        200, json=events_list("writer")
+    )
+    checked = make_connector(draft_calendar_id="drafts@group.calendar.google.com").check()
+    assert listed.called and checked.enabled("calendar.draft_meeting")
+
+
+def test_check_without_subject_disables_drafting_and_sends_nothing(google: respx.MockRouter) -> None:
+    connector = make_connector(subject=None)
+    checked = connector.check()
+    assert checked.guarantees == {"calendar.draft_meeting": Guarantee.DISABLED}
+    (problem,) = checked.problems("calendar.draft_meeting")
+    assert "set its subject" in problem
+    assert not google.calls
+
+
+def test_check_names_missing_fields() -> None:
+    with respx.mock(base_url=API) as google:
+        checked = make_connector(private_key=None).check()
+        assert not google.calls
+    assert checked.problems("calendar.draft_meeting") == [
+        "Set private_key on the Google Calendar credentials block."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "fix"),
+    [
+        (
+            404,
+            google_error(404, "notFound", "Not Found"),
+            "Share calendar 'primary' with drafts@acme.example",
+        ),
+        (200, events_list("reader"), "Give drafts@acme.example 'Make changes to events'"),
+    ],
+)
+def test_a_failed_check_disables_execute_before_any_write(
+    google: respx.MockRouter, status: int, body: dict[str, Any], fix: str
+) -> None:
+    google.get(CHECK_LIST).respond(status, json=body)
+    insert = google.post(EVENTS).respond(200, json=event_body())
+    connector = make_connector()
+    checked = connector.check()
+    assert not checked.enabled("calendar.draft_meeting")
+    assert any(problem.startswith(fix) for problem in checked.problems("calendar.draft_meeting"))
+    with pytest.raises(NotConfigured) as raised:
+        connector.execute(make_call())
+    assert fix in str(raised.value)
+    assert not insert.called
+
+
+def test_check_raises_when_google_refuses_the_credentials(google: respx.MockRouter) -> None:
+    google.get(CHECK_LIST).respond(401, json=google_error(401, "authError", "Invalid Credentials"))
+    with pytest.raises(AuthenticationFailed):
+        make_connector().check()
+
+
+def test_check_reports_an_unreadable_key_as_configuration() -> None:
+    connector = make_connector(private_key="-----BEGIN PRIVATE KEY-----\nCANARY\n-----END PRIVATE KEY-----\n")
+    with respx.mock(base_url=API):
+        checked = connector.check()
+    assert not checked.enabled("calendar.draft_meeting")
+    assert "CANARY" not in repr(checked)

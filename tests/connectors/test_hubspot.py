@@ -34,8 +34,14 @@ from connectors.errors import (
     StalePrecondition,
     ValidationRejected,
 )
-from connectors.hubspot import DAILY_RESET_WAIT_SECONDS, HubSpotConnector
-from tests.connectors.cases_hubspot import OPPORTUNITY_PARAMS, TASK_PARAMS, UPDATE_PARAMS, make_credentials
+from connectors.hubspot import DAILY_RESET_WAIT_SECONDS, HubSpotConnector, PortalFacts, forget_attempts
+from tests.connectors.cases_hubspot import (
+    OPPORTUNITY_PARAMS,
+    TASK_PARAMS,
+    UPDATE_PARAMS,
+    make_credentials,
+    portal_facts,
+)
 
 API = "https://api.hubapi.com"
 TOKEN = "pat-na1-canary-7f1e"
@@ -48,19 +54,28 @@ def hubspot_error(category: str, message: str = "emulated") -> dict[str, Any]:
     return {"status": "error", "message": message, "correlationId": "aa11-bb22", "category": category}
 
 
+NO_HITS = {"total": 0, "results": []}
+
+
 @pytest.fixture
 def api() -> Iterator[respx.MockRouter]:
+    """The fake HubSpot; a task search finds nothing unless a test says otherwise."""
+    forget_attempts()
     with respx.mock(base_url=API, assert_all_called=False) as router:
+        router.post("/crm/v3/objects/tasks/search", name="task_search").respond(200, json=NO_HITS)
         yield router
 
 
-def connector(auth_mode: str = "private_app", clock: Any = None) -> HubSpotConnector:
+def connector(
+    auth_mode: str = "private_app", clock: Any = None, facts: PortalFacts | None = None
+) -> HubSpotConnector:
+    """A connector whose portal facts are known (tasks searched, deals unique): no check requests."""
     if auth_mode == "private_app":
         creds = make_credentials(private_app_token=TOKEN)
     else:
         creds = make_credentials("oauth", client_secret=SECRET, refresh_token=REFRESH)
     kwargs = {"clock": clock} if clock else {}
-    return HubSpotConnector(httpx.Client(), creds, **kwargs)
+    return HubSpotConnector(httpx.Client(), creds, facts=facts or portal_facts(), **kwargs)
 
 
 def call(action_type: str, step: str, params: dict[str, Any], **extra: Any) -> StepCall:
@@ -86,6 +101,7 @@ FOLLOW_UP_CALL = call(
 )
 UPDATE_CALL = call("crm.update_field", "update_field", UPDATE_PARAMS)
 TASK_KEY_PATH = "/crm/v3/objects/tasks/ai_7f3c%3Acreate_task"
+DEAL_KEY_PATH = "/crm/v3/objects/deals/ai_7f3c%3Acreate_opportunity"
 
 
 def record(record_id: str, **properties: str) -> dict[str, Any]:
@@ -172,7 +188,7 @@ def test_create_task_sends_the_documented_body(api: respx.MockRouter) -> None:
 
 def test_task_related_to_a_contact_uses_its_association_type(api: respx.MockRouter) -> None:
     route = api.post("/crm/v3/objects/tasks").respond(201, json=record("9002"))
-    params = {"subject": "Call Jordan", "related_to": {"object": "Lead", "id": "3001"}}
+    params = {"subject": "Call Jordan", "related_to": {"object": "Contact", "id": "3001"}}
     result = connector().execute(call("crm.create_task", "create_task", params))
     body = json.loads(route.calls.last.request.content)
     assert body["associations"][0] == {
@@ -185,35 +201,48 @@ def test_task_related_to_a_contact_uses_its_association_type(api: respx.MockRout
 
 @pytest.mark.parametrize("status", [409, 400])
 def test_a_refused_create_reuses_the_record_holding_the_key(api: respx.MockRouter, status: int) -> None:
-    api.post("/crm/v3/objects/tasks").respond(status, json=hubspot_error("CONFLICT"))
-    read = api.get(TASK_KEY_PATH).respond(
-        200, json=record("9001", fulfill_intent_key="ai_7f3c:create_task", hs_task_subject="Follow up")
+    """UNIQUE strategy (deals): no search; a refused create is read back by idProperty."""
+    api.post("/crm/v3/objects/deals").respond(status, json=hubspot_error("CONFLICT"))
+    read = api.get(DEAL_KEY_PATH).respond(
+        200, json=record("2077", fulfill_intent_key="ai_7f3c:create_opportunity", dealname="Acme")
     )
-    result = connector().execute(TASK_CALL)
+    result = connector().execute(DEAL_CALL)
     assert result.created is False
-    assert result.ref.id == "9001"
+    assert result.ref.id == "2077"
     params = read.calls.last.request.url.params
     assert params["idProperty"] == "fulfill_intent_key"
     assert "fulfill_intent_key" in params["properties"].split(",")
 
 
 def test_a_409_with_no_record_for_the_key_is_a_conflict(api: respx.MockRouter) -> None:
-    api.post("/crm/v3/objects/tasks").respond(409, json=hubspot_error("CONFLICT"))
-    api.get(TASK_KEY_PATH).respond(404, json=hubspot_error("OBJECT_NOT_FOUND"))
+    api.post("/crm/v3/objects/deals").respond(409, json=hubspot_error("CONFLICT"))
+    api.get(DEAL_KEY_PATH).respond(404, json=hubspot_error("OBJECT_NOT_FOUND"))
     with pytest.raises(Conflict):
-        connector().execute(TASK_CALL)
+        connector().execute(DEAL_CALL)
 
 
 def test_a_400_with_no_record_for_the_key_stays_a_validation_error(api: respx.MockRouter) -> None:
     body = hubspot_error("VALIDATION_ERROR")
+    body["errors"] = [{"message": "bad", "context": {"propertyName": ["closedate"]}}]
+    api.post("/crm/v3/objects/deals").respond(400, json=body)
+    api.get(DEAL_KEY_PATH).respond(404, json=hubspot_error("OBJECT_NOT_FOUND"))
+    with pytest.raises(ValidationRejected) as raised:
+        connector().execute(DEAL_CALL)
+    assert raised.value.provider_code == "VALIDATION_ERROR"
+    assert "closedate" in raised.value.detail
+    assert "emulated" not in raised.value.detail  # the provider's message is not copied
+
+
+def test_a_refused_task_create_is_not_read_back_by_id_property(api: respx.MockRouter) -> None:
+    """SEARCH strategy (tasks): idProperty would answer 400 on a non-unique property; never sent."""
+    body = hubspot_error("VALIDATION_ERROR")
     body["errors"] = [{"message": "bad", "context": {"propertyName": ["hs_timestamp"]}}]
     api.post("/crm/v3/objects/tasks").respond(400, json=body)
-    api.get(TASK_KEY_PATH).respond(404, json=hubspot_error("OBJECT_NOT_FOUND"))
+    by_key = api.get(TASK_KEY_PATH).respond(404, json=hubspot_error("OBJECT_NOT_FOUND"))
     with pytest.raises(ValidationRejected) as raised:
         connector().execute(TASK_CALL)
-    assert raised.value.provider_code == "VALIDATION_ERROR"
     assert "hs_timestamp" in raised.value.detail
-    assert "emulated" not in raised.value.detail  # the provider's message is not copied
+    assert by_key.call_count == 0
 
 
 def test_create_opportunity_with_oauth(api: respx.MockRouter) -> None:
@@ -280,22 +309,22 @@ def test_follow_up_task_without_its_deal_is_rejected() -> None:
 
 
 def test_lookup_reads_by_key_and_404_means_none(api: respx.MockRouter) -> None:
-    api.get(TASK_KEY_PATH).mock(
+    api.get(DEAL_KEY_PATH).mock(
         side_effect=[
             httpx.Response(404, json=hubspot_error("OBJECT_NOT_FOUND")),
-            httpx.Response(200, json=record("9001", fulfill_intent_key="ai_7f3c:create_task")),
+            httpx.Response(200, json=record("2077", fulfill_intent_key="ai_7f3c:create_opportunity")),
         ]
     )
     hub = connector()
-    assert hub.lookup(TASK_CALL) is None
-    found = hub.lookup(TASK_CALL)
-    assert found is not None and found.ref.id == "9001" and found.created is False
+    assert hub.lookup(DEAL_CALL) is None
+    found = hub.lookup(DEAL_CALL)
+    assert found is not None and found.ref.id == "2077" and found.created is False
 
 
 def test_lookup_refuses_a_record_that_does_not_hold_the_key(api: respx.MockRouter) -> None:
-    api.get(TASK_KEY_PATH).respond(200, json=record("9001", fulfill_intent_key="someone-else"))
+    api.get(DEAL_KEY_PATH).respond(200, json=record("2077", fulfill_intent_key="someone-else"))
     with pytest.raises(Conflict):
-        connector().lookup(TASK_CALL)
+        connector().lookup(DEAL_CALL)
 
 
 def test_compensate_archives_and_404_is_already_gone(api: respx.MockRouter) -> None:
@@ -542,10 +571,19 @@ def test_connect_error_is_a_plain_network_error(api: respx.MockRouter) -> None:
     assert not isinstance(raised.value, OutcomeUnknown)
 
 
-def test_read_timeout_on_a_read_is_not_outcome_unknown(api: respx.MockRouter) -> None:
-    api.get(TASK_KEY_PATH).mock(side_effect=httpx.ReadTimeout("slow"))
+@pytest.mark.parametrize("which", ["search", "read by key"])
+def test_read_timeout_on_a_read_is_not_outcome_unknown(api: respx.MockRouter, which: str) -> None:
+    """A search is a POST but no write: its lost answer is a plain network error."""
+    if which == "search":
+        api.post("/crm/v3/objects/tasks/search", name="task_search").mock(
+            side_effect=httpx.ReadTimeout("slow")
+        )
+        lost = TASK_CALL
+    else:
+        api.get(DEAL_KEY_PATH).mock(side_effect=httpx.ReadTimeout("slow"))
+        lost = DEAL_CALL
     with pytest.raises(NetworkError) as raised:
-        connector().lookup(TASK_CALL)
+        connector().lookup(lost)
     assert not isinstance(raised.value, OutcomeUnknown)
 
 

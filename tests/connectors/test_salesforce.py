@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import SecretStr
 
 from blocks.salesforce import SalesforceCredentials
-from connectors.base import ExternalRef, StepCall, StepResult, idempotency_key
+from connectors.base import ExternalRef, Guarantee, StepCall, StepResult, idempotency_key
 from connectors.errors import (
     AuthenticationFailed,
     Conflict,
@@ -33,11 +33,12 @@ from connectors.errors import (
     ValidationRejected,
 )
 from connectors.salesforce import SalesforceConnector, external_id_for
+from sandbox.salesforce import SEED_ACCOUNT_ID, SEED_OPPORTUNITY_ID, SalesforceEmulator
 
 LOGIN = "https://acme.my.salesforce.com"
 INSTANCE = "https://acme-prod.my.salesforce.com"
 API = "/services/data/v62.0/sobjects"
-ACCOUNT = "001Hs00002abcDEF"
+ACCOUNT = SEED_ACCOUNT_ID  # a valid 18-character Account id (the emulated org's)
 OPPORTUNITY = "006Hs00001xyz"
 SECRET = "canary-consumer-secret-7f3c"
 TOKEN = "00DHs0000000001!token-abc"
@@ -121,10 +122,49 @@ OPPORTUNITY_PARAMS = {
 }
 
 
+# The describe answers of a multi-currency org (USD, EUR) whose Task and Opportunity hold the External ID +
+# Unique key field, in Salesforce's documented shape (the emulator builds them; its own tests check them).
+ORG = SalesforceEmulator(currencies=("USD", "EUR"))
+QUERY = "/services/data/v62.0/query/"
+
+
+def describe_body(sobject: str, emulator: SalesforceEmulator = ORG) -> dict[str, Any]:
+    return emulator.describe(sobject)
+
+
+def org_currency(code: str = "USD") -> httpx.Response:
+    return httpx.Response(
+        200,
+        json={
+            "totalSize": 1,
+            "done": True,
+            "records": [
+                {
+                    "attributes": {
+                        "type": "Organization",
+                        "url": "/services/data/v62.0/sobjects/Organization/00D",
+                    },
+                    "DefaultCurrencyIsoCode": code,
+                }
+            ],
+        },
+    )
+
+
+def mock_org(router: respx.MockRouter, emulator: SalesforceEmulator = ORG, currency: str = "USD") -> None:
+    """The org's describe and currency answers a fresh connector reads once."""
+    for sobject in ("Task", "Opportunity", "Account", "Contact", "Lead"):
+        router.get(f"{INSTANCE}{API}/{sobject}/describe", name=f"describe {sobject}").mock(
+            return_value=httpx.Response(200, json=describe_body(sobject, emulator))
+        )
+    router.get(f"{INSTANCE}{QUERY}", name="query").mock(return_value=org_currency(currency))
+
+
 @pytest.fixture
 def mock() -> Iterator[respx.MockRouter]:
     with respx.mock(assert_all_called=False) as router:
         router.post(f"{LOGIN}/services/oauth2/token", name="token").mock(return_value=token_response())
+        mock_org(router)
         yield router
 
 
@@ -280,8 +320,9 @@ def test_jwt_bearer_posts_a_signed_assertion() -> None:
         ),
         clock=lambda: clock,
     )
-    with respx.mock(assert_all_called=True) as router:
+    with respx.mock(assert_all_called=False) as router:
         token = router.post(f"{LOGIN}/services/oauth2/token").mock(return_value=token_response())
+        mock_org(router)
         router.patch(f"{INSTANCE}{TASK_PATH}").mock(
             return_value=httpx.Response(
                 201, json={"id": "00T1", "success": True, "errors": [], "created": True}
@@ -659,3 +700,153 @@ def test_foreign_action_types_and_steps_are_rejected(connector: SalesforceConnec
         connector.steps("calendar.draft_meeting", {})
     with pytest.raises(ValidationRejected, match="step"):
         connector.execute(call("crm.create_task", "create_opportunity", TASK))
+
+
+# -- issue 10: a task on a lead, My Domain, currencies, the org check ---------------------------
+def test_task_related_to_a_lead_names_the_lead_alone(
+    mock: respx.MockRouter, connector: SalesforceConnector
+) -> None:
+    upsert = mock.patch(f"{INSTANCE}{TASK_PATH}").mock(
+        return_value=httpx.Response(201, json={"id": "00T1", "success": True, "errors": [], "created": True})
+    )
+    params = {**TASK, "related_to": {"object": "Lead", "id": "00QHs00004lmnUVMAY"}}
+    connector.execute(call("crm.create_task", "create_task", params))
+    body = body_of(upsert.calls.last.request)
+    assert body["WhoId"] == "00QHs00004lmnUVMAY" and "WhatId" not in body  # Salesforce: WhatId empty
+
+
+def test_related_to_id_must_be_of_the_named_object(connector: SalesforceConnector) -> None:
+    with pytest.raises(ValidationRejected, match=r"parameters\.related_to\.id: is not a Lead id"):
+        connector.validate(
+            "crm.create_task", {**TASK, "related_to": {"object": "Lead", "id": "003Hs0000001AAA"}}
+        )
+
+
+@pytest.mark.parametrize("login", ["https://login.salesforce.com", "https://test.salesforce.com"])
+def test_client_credentials_without_my_domain_sends_nothing_and_says_what_to_set(login: str) -> None:
+    connector = SalesforceConnector(httpx.Client(), creds(login_url=login))
+    with respx.mock(assert_all_called=False) as router, pytest.raises(NotConfigured) as raised:
+        connector.execute(call("crm.create_task", "create_task", TASK))
+    assert not router.calls
+    assert "login_url" in raised.value.detail and "my.salesforce.com" in raised.value.detail
+    assert SECRET not in str(raised.value)
+    check = connector.check()
+    assert not any(check.enabled(a) for a in connector.action_types)
+    assert "My Domain" in check.problems("crm.create_task")[0]
+
+
+def emulated(emulator: SalesforceEmulator) -> SalesforceConnector:
+    client = httpx.Client(transport=emulator.transport(), base_url=LOGIN)
+    return SalesforceConnector(
+        client, creds(client_id="fulfill-emulator-client", client_secret=SecretStr("fulfill-emulator-secret"))
+    )
+
+
+def writes(emulator: SalesforceEmulator) -> list[httpx.Request]:
+    return [
+        r
+        for r in emulator.requests
+        if r.method in ("PATCH", "POST", "DELETE") and "/oauth2/" not in r.url.path
+    ]
+
+
+def test_opportunity_currency_in_a_single_currency_org() -> None:
+    emulator = SalesforceEmulator(corporate_currency="USD")
+    connector = emulated(emulator)
+    params = {**OPPORTUNITY_PARAMS, "currency": "EUR"}
+    with pytest.raises(ValidationRejected, match=r"parameters\.currency: .* USD; EUR cannot be recorded"):
+        connector.execute(call("crm.create_opportunity", "create_opportunity", params))
+    assert writes(emulator) == []
+    usd = connector.execute(
+        call("crm.create_opportunity", "create_opportunity", {**params, "currency": "USD"})
+    )
+    record = emulator.record(usd.ref.id)
+    assert record is not None and "CurrencyIsoCode" not in record and record["Amount"] == 1234567.5
+
+
+def test_opportunity_currency_in_a_multi_currency_org() -> None:
+    emulator = SalesforceEmulator(currencies=("USD", "EUR"))
+    connector = emulated(emulator)
+    with pytest.raises(ValidationRejected, match=r"parameters\.currency: JPY is not an active currency"):
+        connector.execute(
+            call("crm.create_opportunity", "create_opportunity", {**OPPORTUNITY_PARAMS, "currency": "JPY"})
+        )
+    assert writes(emulator) == []
+    eur = connector.execute(call("crm.create_opportunity", "create_opportunity", OPPORTUNITY_PARAMS))
+    record = emulator.record(eur.ref.id)
+    assert record is not None and record["CurrencyIsoCode"] == "EUR"
+
+
+def test_stage_outside_the_org_picklist_is_refused_before_writing() -> None:
+    emulator = SalesforceEmulator(currencies=("USD", "EUR"))
+    connector = emulated(emulator)
+    params = {**OPPORTUNITY_PARAMS, "stage": "Signed"}
+    with pytest.raises(ValidationRejected, match=r"parameters\.stage"):
+        connector.execute(call("crm.create_opportunity", "create_opportunity", params))
+    assert writes(emulator) == []
+
+
+def test_org_is_described_once_per_connector_instance() -> None:
+    emulator = SalesforceEmulator()
+    connector = emulated(emulator)
+    connector.execute(call("crm.create_task", "create_task", TASK))
+    connector.execute(call("crm.create_task", "create_task", {**TASK, "subject": "again"}))
+    described = [r for r in emulator.requests if r.url.path.endswith("/describe")]
+    assert [r.url.path for r in described] == [f"{API}/Task/describe"]
+
+
+def test_check_on_a_ready_org() -> None:
+    connector = emulated(SalesforceEmulator(currencies=("USD", "EUR")))
+    result = connector.check()
+    assert dict(result.guarantees) == dict.fromkeys(
+        ["crm.create_opportunity", "crm.create_task", "crm.update_field"], Guarantee.PROVIDER_KEY
+    )
+    assert all(p.ok for p in result.preconditions)
+    names = [p.name for p in result.preconditions]
+    assert "Task can be created and Task.Fulfill_Intent_Key__c is an External ID and Unique" in names
+    assert "multi-currency org; active currencies: USD, EUR" in names
+    assert connector.last_check is result
+
+
+@pytest.mark.parametrize(
+    ("emulator", "fix"),
+    [
+        (
+            SalesforceEmulator(external_id_unique=False),
+            "Mark Task.Fulfill_Intent_Key__c as External ID and Unique",
+        ),
+        (
+            SalesforceEmulator(external_id_objects=("Opportunity",)),
+            "Create a Text field Fulfill_Intent_Key__c",
+        ),
+    ],
+    ids=["not-unique", "missing"],
+)
+def test_without_the_key_field_creates_are_disabled_and_refused_before_any_write(
+    emulator: SalesforceEmulator, fix: str
+) -> None:
+    connector = emulated(emulator)
+    result = connector.check()
+    assert result.guarantees["crm.create_task"] is Guarantee.DISABLED
+    assert result.guarantees["crm.create_opportunity"] is Guarantee.DISABLED
+    assert result.guarantees["crm.update_field"] is Guarantee.PROVIDER_KEY
+    assert result.problems("crm.create_task")[0].startswith(fix)
+    assert not any(r.method != "GET" for r in emulator.requests if "/oauth2/" not in r.url.path)
+    fresh = emulated(emulator)
+    with pytest.raises(NotConfigured) as raised:
+        fresh.execute(call("crm.create_task", "create_task", TASK))
+    assert fix in raised.value.detail and raised.value.code == "NOT_CONFIGURED"
+    assert writes(emulator) == []
+
+
+def test_update_field_checks_the_field_and_restricted_values_before_writing() -> None:
+    emulator = SalesforceEmulator()
+    connector = emulated(emulator)
+    base = {**UPDATE, "record_id": SEED_OPPORTUNITY_ID}
+    with pytest.raises(ValidationRejected, match=r"parameters\.field: Bogus__c is not a field"):
+        connector.execute(call("crm.update_field", "update_field", {**base, "field": "Bogus__c"}))
+    with pytest.raises(ValidationRejected, match=r"parameters\.value"):
+        connector.execute(call("crm.update_field", "update_field", {**base, "value": "Signed"}))
+    assert writes(emulator) == []
+    result = connector.execute(call("crm.update_field", "update_field", base))
+    assert result.created is True

@@ -51,7 +51,7 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-SF_ACCOUNT = "001Hs00002abcDEF"
+SF_ACCOUNT = "001Hs00002abcDEIAY"  # sandbox.salesforce.SEED_ACCOUNT_ID: a valid 18-character id
 HS_COMPANY = "1001"
 CRM_ACTIONS = ("crm.create_task", "crm.create_opportunity")
 STEPS = ("create_task", "create_opportunity", "create_follow_up_task", "draft_meeting")

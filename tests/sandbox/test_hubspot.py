@@ -56,21 +56,25 @@ def test_seeded_records(emulator: HubSpotEmulator, client: httpx.Client) -> None
     assert emulator.associated("deals", "2001") == [("companies", "1001", 5)]
 
 
+def deal(key: str) -> dict[str, Any]:
+    return {"properties": {"dealname": "Acme", "dealstage": "qualifiedtobuy", "fulfill_intent_key": key}}
+
+
 def test_create_with_association_then_read_by_unique_property(
     emulator: HubSpotEmulator, client: httpx.Client
 ) -> None:
     association = {
         "to": {"id": "1001"},
-        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 192}],
+        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 5}],
     }
-    created = client.post("/crm/v3/objects/tasks", json=task("k-1", associations=[association]))
+    created = client.post("/crm/v3/objects/deals", json={**deal("k-1"), "associations": [association]})
     assert created.status_code == 201
     record_id = created.json()["id"]
     assert record_id.isdigit()
-    assert emulator.associated("tasks", record_id) == [("companies", "1001", 192)]
+    assert emulator.associated("deals", record_id) == [("companies", "1001", 5)]
     by_key = client.get(
-        "/crm/v3/objects/tasks/k-1",
-        params={"idProperty": "fulfill_intent_key", "properties": "hs_task_subject"},
+        "/crm/v3/objects/deals/k-1",
+        params=[("idProperty", "fulfill_intent_key"), ("properties", "dealname"), ("properties", "nope")],
     )
     assert by_key.status_code == 200
     assert by_key.json()["id"] == record_id
@@ -78,21 +82,39 @@ def test_create_with_association_then_read_by_unique_property(
         "hs_object_id",
         "hs_createdate",
         "hs_lastmodifieddate",
-        "hs_task_subject",
-    }
+        "dealname",
+    }, "repeated properties are honoured; an unknown name is left out"
 
 
 def test_a_second_create_with_the_same_unique_value_is_a_409(
     emulator: HubSpotEmulator, client: httpx.Client
 ) -> None:
-    first = client.post("/crm/v3/objects/tasks", json=task("k-1")).json()["id"]
-    second = client.post("/crm/v3/objects/tasks", json=task("k-1"))
+    first = client.post("/crm/v3/objects/deals", json=deal("k-1")).json()["id"]
+    second = client.post("/crm/v3/objects/deals", json=deal("k-1"))
     assert second.status_code == 409
     body = second.json()
     assert body["status"] == "error" and body["category"] == "CONFLICT"
     assert set(body) == {"status", "message", "correlationId", "category"}
     assert first in body["message"]
-    assert emulator.live("tasks") == (first,)
+    assert emulator.live("deals") == ("2001", first)
+
+
+def test_tasks_have_no_unique_property_and_id_property_on_them_is_400(
+    emulator: HubSpotEmulator, client: httpx.Client
+) -> None:
+    """HubSpot allows unique values on companies, contacts, deals, tickets, custom objects: not tasks."""
+    first = client.post("/crm/v3/objects/tasks", json=task("k-1")).json()["id"]
+    second = client.post("/crm/v3/objects/tasks", json=task("k-1"))
+    assert second.status_code == 201, "the same value twice is accepted on a non-unique property"
+    assert emulator.live("tasks") == (first, second.json()["id"])
+    by_key = client.get("/crm/v3/objects/tasks/k-1", params={"idProperty": "fulfill_intent_key"})
+    assert by_key.status_code == 400
+    assert by_key.json()["category"] == "VALIDATION_ERROR"
+    definition = client.get("/crm/v3/properties/tasks/fulfill_intent_key").json()
+    assert definition["hasUniqueValue"] is False
+    assert client.get("/crm/v3/properties/deals/fulfill_intent_key").json()["hasUniqueValue"] is True
+    with pytest.raises(ValueError, match="tasks"):
+        HubSpotEmulator(key_properties={"tasks": {"fulfill_intent_key": True}})
 
 
 def test_archive_is_204_hides_the_record_and_frees_the_key(
@@ -178,8 +200,11 @@ def test_reset_reseeds(emulator: HubSpotEmulator, client: httpx.Client) -> None:
     assert emulator.live("deals") == ("2001",)
 
 
-def test_connector_against_the_served_emulator_on_loopback(emulator: HubSpotEmulator) -> None:
+def test_connector_against_the_served_emulator_on_loopback(
+    emulator: HubSpotEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The whole deal → follow-up plan over real sockets, including a lost answer and its retry."""
+    monkeypatch.setenv("FULFILL_ALLOW_LOOPBACK_PROVIDERS", "1")  # the block refuses loopback otherwise
     base = emulator.serve()
     try:
         creds = make_credentials("oauth", api_base_url=base, token_url=f"{base}/oauth/v1/token")

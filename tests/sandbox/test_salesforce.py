@@ -19,7 +19,15 @@ from connectors.base import ExternalRef, StepCall, StepResult, idempotency_key
 from connectors.errors import ValidationRejected
 from connectors.salesforce import SalesforceConnector
 from sandbox.base import Fault
-from sandbox.salesforce import SEED_ACCOUNT_ID, SEED_OPPORTUNITY_ID, SalesforceEmulator
+from sandbox.salesforce import (
+    SEED_ACCOUNT_ID,
+    SEED_CONTACT_ID,
+    SEED_LEAD_ID,
+    SEED_OPPORTUNITY_ID,
+    SalesforceEmulator,
+    canonical_id,
+    id18,
+)
 from tests.conftest import VECTORS
 
 ORIGIN = "https://acme.my.salesforce.com"
@@ -29,7 +37,17 @@ KEY_FIELD = "Fulfill_Intent_Key__c"
 
 @pytest.fixture
 def emulator() -> SalesforceEmulator:
-    return SalesforceEmulator()
+    return SalesforceEmulator(currencies=("USD", "EUR"))
+
+
+def load_vector(name: str) -> dict[str, Any]:
+    """A contract vector with the emulated org's ids: the vectors' own ids (16 and 13 characters) are not
+    Salesforce ids, which a strict org refuses (the signature is not checked here)."""
+    intent: dict[str, Any] = json.loads((VECTORS / name).read_text(encoding="utf-8"))
+    intent["account_id"] = SEED_ACCOUNT_ID
+    if intent["action_type"] == "crm.update_field":
+        intent["parameters"]["record_id"] = SEED_OPPORTUNITY_ID
+    return intent
 
 
 @pytest.fixture
@@ -302,7 +320,7 @@ def run(connector: SalesforceConnector, intent: dict[str, Any]) -> list[StepResu
     ],
 )
 def test_contract_vectors_run_against_the_emulator(emulator: SalesforceEmulator, vector: str) -> None:
-    intent = json.loads((VECTORS / vector).read_text(encoding="utf-8"))
+    intent = load_vector(vector)
     connector = connector_for(emulator)
     results = run(connector, intent)
     assert results and all(r.created for r in results)
@@ -325,7 +343,7 @@ def test_validation_rule_fails_the_second_step_and_the_first_is_compensated(
     emulator: SalesforceEmulator,
 ) -> None:
     emulator.add_validation_rule("Task", "Subject", "quote", "Tasks may not promise a quote")
-    intent = json.loads((VECTORS / "valid-crm-create-opportunity.json").read_text(encoding="utf-8"))
+    intent = load_vector("valid-crm-create-opportunity.json")
     connector = connector_for(emulator)
     first = StepCall(
         action_intent_id=intent["action_intent_id"],
@@ -365,19 +383,20 @@ def test_jwt_bearer_connector_against_the_emulator() -> None:
         username="integration@acme.example",
         private_key=SecretStr(pem),
     )
-    intent = json.loads((VECTORS / "valid-crm-create-task.json").read_text(encoding="utf-8"))
+    intent = load_vector("valid-crm-create-task.json")
     assert run(connector, intent)[0].created
 
 
 def test_refreshes_after_the_session_is_revoked(emulator: SalesforceEmulator) -> None:
     connector = connector_for(emulator)
-    intent = json.loads((VECTORS / "valid-crm-create-task.json").read_text(encoding="utf-8"))
+    intent = load_vector("valid-crm-create-task.json")
     run(connector, intent)
     emulator.revoke_tokens()
     assert run(connector, intent)[0].created is False
 
 
-def test_served_on_loopback_and_fault_endpoint() -> None:
+def test_served_on_loopback_and_fault_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FULFILL_ALLOW_LOOPBACK_PROVIDERS", "1")  # the emulator is the provider here
     emulator = SalesforceEmulator()
     base = emulator.serve()
     try:
@@ -389,7 +408,7 @@ def test_served_on_loopback_and_fault_endpoint() -> None:
                 client_secret=SecretStr("fulfill-emulator-secret"),
             ),
         )
-        intent = json.loads((VECTORS / "valid-crm-create-task.json").read_text(encoding="utf-8"))
+        intent = load_vector("valid-crm-create-task.json")
         (result,) = run(connector, intent)
         assert result.ref.url == f"{base}/lightning/r/Task/{result.ref.id}/view"
         emulator.inject(
@@ -404,3 +423,158 @@ def test_served_on_loopback_and_fault_endpoint() -> None:
             assert raw.get(f"{base}{API}/Task/{result.ref.id}").status_code == 503
     finally:
         emulator.shutdown()
+
+
+# -- as strict as Salesforce -----------------------------------------------------------------
+def test_ids_have_a_checksum_and_both_forms_name_the_same_record(client: httpx.Client) -> None:
+    assert id18("001xa000003DIlo") == "001xa000003DIloAAG"  # Salesforce's documented example
+    for seeded in (SEED_ACCOUNT_ID, SEED_OPPORTUNITY_ID, SEED_CONTACT_ID, SEED_LEAD_ID):
+        assert len(seeded) == 18 and canonical_id(seeded) == seeded == id18(seeded[:15])
+    assert canonical_id("001Hs00002abcDEF") is None  # 16 characters: no Salesforce id
+    assert canonical_id(SEED_ACCOUNT_ID[:15] + "AAA") is None  # wrong checksum
+    headers = auth(client)
+    short = client.get(f"{API}/Account/{SEED_ACCOUNT_ID[:15]}", headers=headers)
+    assert short.status_code == 200 and short.json()["Id"] == SEED_ACCOUNT_ID
+    assert client.get(f"{API}/Opportunity/{SEED_ACCOUNT_ID}", headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"WhatId": "001Hs00002abcDEF"}, "MALFORMED_ID"),
+        ({"WhatId": SEED_CONTACT_ID}, "FIELD_INTEGRITY_EXCEPTION"),
+        ({"WhoId": SEED_ACCOUNT_ID}, "FIELD_INTEGRITY_EXCEPTION"),
+        ({"WhatId": id18("001Hs0000nothere")[:15]}, "INVALID_CROSS_REFERENCE_KEY"),
+        ({"WhoId": SEED_LEAD_ID, "WhatId": SEED_ACCOUNT_ID}, "FIELD_INTEGRITY_EXCEPTION"),
+        ({"Priority": "Urgent"}, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"),
+    ],
+)
+def test_task_references_and_picklists_are_checked(
+    client: httpx.Client, emulator: SalesforceEmulator, fields: dict[str, str], code: str
+) -> None:
+    response = client.patch(
+        f"{API}/Task/{KEY_FIELD}/k1", json={"Subject": "Call", **fields}, headers=auth(client)
+    )
+    assert response.status_code == 400
+    (error,) = response.json()
+    assert error["errorCode"] == code and set(error) == {"message", "errorCode", "fields"}
+    assert error["fields"] and emulator.live_ids("Task") == ()
+
+
+def test_task_on_a_lead_alone_and_references_stored_in_18_characters(
+    client: httpx.Client, emulator: SalesforceEmulator
+) -> None:
+    headers = auth(client)
+    lead = client.patch(
+        f"{API}/Task/{KEY_FIELD}/k1", json={"Subject": "Call", "WhoId": SEED_LEAD_ID[:15]}, headers=headers
+    )
+    assert lead.status_code == 201
+    contact = client.patch(
+        f"{API}/Task/{KEY_FIELD}/k2",
+        json={"Subject": "Call", "WhoId": SEED_CONTACT_ID, "WhatId": SEED_ACCOUNT_ID[:15]},
+        headers=headers,
+    )
+    assert contact.status_code == 201
+    task = emulator.record(contact.json()["id"])
+    assert task is not None and task["WhatId"] == SEED_ACCOUNT_ID
+    relate = client.patch(
+        f"{API}/Task/{lead.json()['id']}", json={"WhatId": SEED_OPPORTUNITY_ID}, headers=headers
+    )
+    assert relate.status_code == 400 and relate.json()[0]["fields"] == ["WhatId"]
+
+
+def test_stage_picklist_and_currency_of_a_single_currency_org() -> None:
+    emulator = SalesforceEmulator()  # single currency (USD): no CurrencyIsoCode anywhere
+    with httpx.Client(transport=emulator.transport(), base_url=ORIGIN) as client:
+        headers = auth(client)
+        opp = {
+            "Name": "R",
+            "StageName": "Prospecting",
+            "CloseDate": "2027-01-31",
+            "AccountId": SEED_ACCOUNT_ID,
+        }
+        stage = client.patch(
+            f"{API}/Opportunity/{KEY_FIELD}/k1", json={**opp, "StageName": "Won?"}, headers=headers
+        )
+        assert stage.json()[0]["errorCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+        currency = client.patch(
+            f"{API}/Opportunity/{KEY_FIELD}/k1", json={**opp, "CurrencyIsoCode": "USD"}, headers=headers
+        )
+        assert currency.json()[0]["errorCode"] == "INVALID_FIELD"
+        described = client.get(f"{API}/Opportunity/describe", headers=headers).json()
+        assert "CurrencyIsoCode" not in {f["name"] for f in described["fields"]}
+        org = client.get(
+            "/services/data/v62.0/query/",
+            params={"q": "SELECT DefaultCurrencyIsoCode FROM Organization"},
+            headers=headers,
+        ).json()
+        assert org["records"][0]["DefaultCurrencyIsoCode"] == "USD" and org["totalSize"] == 1
+        no_type = client.get(
+            "/services/data/v62.0/query",
+            params={"q": "SELECT IsoCode FROM CurrencyType WHERE IsActive = true"},
+            headers=headers,
+        )
+        assert no_type.status_code == 400 and no_type.json()[0]["errorCode"] == "INVALID_TYPE"
+
+
+def test_multi_currency_org_takes_only_active_currencies(client: httpx.Client) -> None:
+    headers = auth(client)
+    opp = {"Name": "R", "StageName": "Prospecting", "CloseDate": "2027-01-31", "AccountId": SEED_ACCOUNT_ID}
+    refused = client.patch(
+        f"{API}/Opportunity/{KEY_FIELD}/k1", json={**opp, "CurrencyIsoCode": "JPY"}, headers=headers
+    )
+    assert refused.json()[0]["errorCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    accepted = client.patch(
+        f"{API}/Opportunity/{KEY_FIELD}/k1", json={**opp, "CurrencyIsoCode": "EUR"}, headers=headers
+    )
+    assert accepted.status_code == 201
+    active = client.get(
+        "/services/data/v62.0/query/",
+        params={"q": "SELECT IsoCode FROM CurrencyType WHERE IsActive = true"},
+        headers=headers,
+    ).json()
+    assert [r["IsoCode"] for r in active["records"]] == ["USD", "EUR"]
+    assert active["records"][0]["attributes"]["type"] == "CurrencyType"
+
+
+def test_describe_reports_the_key_field_picklists_and_references(client: httpx.Client) -> None:
+    described = client.get(f"{API}/Task/describe", headers=auth(client))
+    assert described.status_code == 200
+    body = described.json()
+    assert body["name"] == "Task" and body["keyPrefix"] == "00T" and body["createable"] is True
+    fields = {f["name"]: f for f in body["fields"]}
+    assert fields[KEY_FIELD]["externalId"] is True and fields[KEY_FIELD]["unique"] is True
+    assert fields["WhoId"]["referenceTo"] == ["Contact", "Lead"]
+    assert [v["value"] for v in fields["Priority"]["picklistValues"]] == ["High", "Normal", "Low"]
+    assert fields["Priority"]["restrictedPicklist"] is True
+
+
+def test_a_key_field_that_is_not_unique_is_no_upsert_key() -> None:
+    emulator = SalesforceEmulator(external_id_unique=False)
+    with httpx.Client(transport=emulator.transport(), base_url=ORIGIN) as client:
+        headers = auth(client)
+        fields = {f["name"]: f for f in client.get(f"{API}/Task/describe", headers=headers).json()["fields"]}
+        assert fields[KEY_FIELD]["externalId"] is False and fields[KEY_FIELD]["unique"] is False
+        upsert = client.patch(f"{API}/Task/{KEY_FIELD}/k1", json={"Subject": "s"}, headers=headers)
+        assert upsert.status_code == 404
+
+
+def test_create_and_duplicate_external_id_value(client: httpx.Client) -> None:
+    headers = auth(client)
+    first = client.post(f"{API}/Task/", json={"Subject": "a", KEY_FIELD: "v1"}, headers=headers)
+    assert first.status_code == 201 and first.json()["success"] is True
+    second = client.post(f"{API}/Task", json={"Subject": "b", KEY_FIELD: "v1"}, headers=headers)
+    assert second.status_code == 400 and second.json()[0]["errorCode"] == "DUPLICATE_VALUE"
+
+
+def test_client_credentials_on_the_generic_login_host_is_refused(emulator: SalesforceEmulator) -> None:
+    with httpx.Client(transport=emulator.transport(), base_url="https://login.salesforce.com") as client:
+        response = client.post(
+            "/services/oauth2/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": emulator.client_id,
+                "client_secret": emulator.client_secret,
+            },
+        )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"

@@ -174,9 +174,11 @@ CASES = {
             "amount": 120000,
             "follow_up_task": {"subject": "Send the quote", "due_date": "2026-12-05"},
         },
-        "001Hs00002abcDEF",
+        "001Hs00002abcDEIAY",
         (
             ("auth", "POST", "/services/oauth2/token"),
+            ("read", "GET", "/services/data/v62.0/sobjects/Opportunity/describe"),
+            ("read", "GET", "/services/data/v62.0/sobjects/Task/describe"),
             ("write", "PATCH", "/services/data/v62.0/sobjects/Opportunity/Fulfill_Intent_Key__c/"),
             ("write", "PATCH", "/services/data/v62.0/sobjects/Task/Fulfill_Intent_Key__c/"),
         ),
@@ -186,16 +188,17 @@ CASES = {
         "crm.update_field",
         {
             "object": "Opportunity",
-            "record_id": "006Hs00001xyz",
+            "record_id": "006Hs00001xyzABIAY",
             "field": "StageName",
             "value": "Negotiation/Review",
             "previous_value": "Proposal/Price Quote",
         },
-        "001Hs00002abcDEF",
+        "001Hs00002abcDEIAY",
         (
             ("auth", "POST", "/services/oauth2/token"),
-            ("read", "GET", "/services/data/v62.0/sobjects/Opportunity/006Hs00001xyz"),
-            ("write", "PATCH", "/services/data/v62.0/sobjects/Opportunity/006Hs00001xyz"),
+            ("read", "GET", "/services/data/v62.0/sobjects/Opportunity/describe"),
+            ("read", "GET", "/services/data/v62.0/sobjects/Opportunity/006Hs00001xyzABIAY"),
+            ("write", "PATCH", "/services/data/v62.0/sobjects/Opportunity/006Hs00001xyzABIAY"),
         ),
     ),
     "hubspot-task": Case(
@@ -203,7 +206,19 @@ CASES = {
         "crm.create_task",
         {"subject": "Book the pricing call", "due_date": "2026-12-04", "priority": "High"},
         "1001",
-        (("auth", "POST", "/oauth/v1/token"), ("write", "POST", "/crm/v3/objects/tasks")),
+        (
+            ("auth", "POST", "/oauth/v1/token"),
+            # The portal self-check a fresh connector runs once (connectors.hubspot.HubSpotConnector.check)
+            ("read", "GET", "/crm/v3/properties/tasks/fulfill_intent_key"),
+            ("read", "GET", "/crm/v3/properties/deals/fulfill_intent_key"),
+            ("read", "GET", "/account-info/v3/details"),
+            *(
+                ("read", "GET", f"/crm/v3/objects/{kind}")
+                for kind in ("companies", "deals", "contacts", "leads")
+            ),
+            ("read", "POST", "/crm/v3/objects/tasks/search"),  # tasks have no unique property: search first
+            ("write", "POST", "/crm/v3/objects/tasks"),
+        ),
     ),
     "google_calendar-draft": Case(
         "google_calendar",
@@ -388,15 +403,15 @@ def test_plan_needs_no_approval_signature_and_never_opens_a_socket(monkeypatch: 
         intent, tenant_config_lookup=_salesforce_tenant, load_block=lambda provider, name: SALESFORCE
     )
 
-    assert [p.kind for p in planned] == ["auth", "write"]
+    assert [p.kind for p in planned] == ["auth", "read", "write"]  # the org's Task describe, once
     assert planned[0].url == "https://acme.my.salesforce.com/services/oauth2/token"
-    assert planned[1].body == {
+    assert planned[2].body == {
         "Subject": "Call back",
         "Priority": "Normal",
         "WhoId": "003A",
         "WhatId": "001Hs00002abcDEF",
     }
-    assert "instance URL assumed" in planned[1].note
+    assert "instance URL assumed" in planned[2].note
     _assert_no_canary(_shown(planned))
 
 
@@ -416,10 +431,16 @@ def test_update_field_plan_reads_then_writes_any_field() -> None:
         intent, tenant_config_lookup=_salesforce_tenant, load_block=lambda provider, name: SALESFORCE
     )
 
-    assert [(p.kind, p.method) for p in planned] == [("auth", "POST"), ("read", "GET"), ("write", "PATCH")]
-    assert planned[1].url.endswith("/sobjects/Account/001A?fields=Tier__c")
-    assert "previous_value" in planned[2].note  # the write depends on what the read finds
-    assert planned[2].body == {"Tier__c": "Gold"}
+    assert [(p.kind, p.method) for p in planned] == [
+        ("auth", "POST"),
+        ("read", "GET"),  # the org's Account describe, once per connector
+        ("read", "GET"),
+        ("write", "PATCH"),
+    ]
+    assert planned[1].url.endswith("/sobjects/Account/describe")
+    assert planned[2].url.endswith("/sobjects/Account/001A?fields=Tier__c")
+    assert "previous_value" in planned[3].note  # the write depends on what the read finds
+    assert planned[3].body == {"Tier__c": "Gold"}
 
 
 def test_invalid_intent_or_missing_configuration_fails_the_plan() -> None:
@@ -461,12 +482,14 @@ def test_ids_only_an_answer_gives_are_placeholders() -> None:
 
     assert [(p.kind, p.step) for p in planned] == [
         ("auth", "create_opportunity"),
+        ("read", "create_opportunity"),  # the org's describes, once per connector
+        ("read", "create_opportunity"),
         ("write", "create_opportunity"),
         ("write", "create_follow_up_task"),
     ]
-    assert planned[2].body["WhatId"] == "{id from create_opportunity}"
-    assert "{id from create_opportunity} stands for the id" in planned[2].note
-    assert planned[1].purpose == "upsert Opportunity"
+    assert planned[4].body["WhatId"] == "{id from create_opportunity}"
+    assert "{id from create_opportunity} stands for the id" in planned[4].note
+    assert planned[3].purpose == "upsert Opportunity"
     assert "upsert Opportunity" in format_plan(planned)
 
 
@@ -474,7 +497,7 @@ def test_service_account_plan_shows_one_masked_assertion_per_impersonated_user()
     from tests.connectors.cases_google_calendar import make_credentials, private_key_pem
 
     block = make_credentials(
-        token_uri="https://oauth2.googleapis.com/token", api_base_url="https://g.example"
+        token_uri="https://oauth2.googleapis.com/token", api_base_url="https://www.googleapis.com"
     )
     intent = _unsigned(
         "calendar.draft_meeting",
@@ -498,7 +521,7 @@ def test_service_account_plan_shows_one_masked_assertion_per_impersonated_user()
     assert [p.kind for p in planned] == ["auth", "write"]
     assert planned[0].body["assertion"] == "***"
     assert planned[1].url == (
-        "https://g.example/calendar/v3/calendars/jordan%40acme.example/events?sendUpdates=none"
+        "https://www.googleapis.com/calendar/v3/calendars/jordan%40acme.example/events?sendUpdates=none"
     )
     assert "attendees" not in planned[1].body
     text = _shown(planned)
