@@ -29,6 +29,19 @@ the caller, whose error mapping makes it ``AuthenticationFailed``.
 provider's short error code. A transport failure of a token request is ``httpx``'s own exception;
 the token request carries the :data:`TOKEN_REQUEST` extension so the mapping can tell it apart.
 
+**Endpoints** (:class:`EndpointRule`). A block's credentials go only to its provider: every field of
+a block whose name ends in ``_url`` or ``_uri`` must be an ``https://`` URL on one of the provider's
+domains (the block's ``provider_domains``, each allowing itself and its subdomains) or on one of the
+operator's ``FULFILL_PROVIDER_HOSTS``; plain ``http://`` — and any loopback host — only with
+``FULFILL_ALLOW_LOOPBACK_PROVIDERS`` (the local emulators). A token endpoint (``token_url``,
+``token_uri``) may carry a path; every other URL field is an origin (no path, query, fragment or user
+information), so no field can steer a request to a path chosen on a shared provider domain. A block
+that breaks the rule gets an :class:`UnconfiguredAuth` naming the field: nothing is sent. The rule is
+checked again by the auth itself on every request before a credential is attached to it — the client
+secret, assertion or refresh token of a token request, the bearer token of an API request — and on the
+``instance_url`` of a Salesforce token answer before the bearer token is sent there. So a URL taken
+from a provider's answer, or a client aimed elsewhere, cannot carry a credential off either.
+
 **Subjects.** :class:`JwtBearerAuth` acts as the user a request names in its :data:`SUBJECT`
 extension (``client.request(..., extensions={SUBJECT: "jordan@acme.example"})``), falling back to the
 subject it was built with. Google's connector names the calendar's owner per call, so one client
@@ -37,15 +50,19 @@ serves every impersonated user, each with its own cached token.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import httpx
 import jwt
 from pydantic import SecretStr
+
+from fulfill.settings import load_settings
 
 #: Request extension naming the user a JWT-bearer token is requested for (domain-wide delegation).
 SUBJECT = "fulfill_subject"
@@ -57,6 +74,9 @@ EXPIRY_MARGIN_SECONDS = 60.0
 #: The client timeouts when the caller names none.
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 _CODE_LIMIT = 64
+#: Fields that are a token endpoint: a path is part of them. Every other URL field is an origin.
+TOKEN_ENDPOINT_FIELDS = frozenset({"token_url", "token_uri"})
+_HOST_LIMIT = 80
 
 Clock = Callable[[], float]
 
@@ -120,16 +140,139 @@ def _rebuild_token_error(
     )
 
 
+# -- where credentials may go ----------------------------------------------------------------------
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class EndpointRule:
+    """Which URLs may receive a provider's credentials (module doc, **Endpoints**).
+
+    Args:
+        provider: The provider as named in messages, e.g. ``"Salesforce"``.
+        domains: The provider's own domains; each allows itself and its subdomains.
+        extra_hosts: The operator's ``FULFILL_PROVIDER_HOSTS`` (same matching).
+        allow_loopback: ``FULFILL_ALLOW_LOOPBACK_PROVIDERS``: loopback hosts, over http too.
+    """
+
+    provider: str
+    domains: tuple[str, ...]
+    extra_hosts: tuple[str, ...] = ()
+    allow_loopback: bool = False
+
+    @classmethod
+    def from_settings(cls, provider: str, domains: tuple[str, ...]) -> EndpointRule:
+        """The rule for ``provider`` with the operator's settings of this process."""
+        settings = load_settings()
+        return cls(provider, domains, settings.provider_hosts, settings.allow_loopback_providers)
+
+    def host_problem(self, url: httpx.URL) -> str | None:
+        """Why a request to ``url`` may not carry this provider's credentials, or ``None``."""
+        host = url.host.rstrip(".")
+        if not host:
+            return "has no host"
+        if url.userinfo:
+            return "must not carry user information (user:password@)"
+        if _is_loopback(host):
+            if self.allow_loopback and url.scheme in ("http", "https"):
+                return None
+            return (
+                "points at a loopback host, allowed only with FULFILL_ALLOW_LOOPBACK_PROVIDERS=1 (emulators)"
+            )
+        if url.scheme != "https":
+            return "must be an https:// URL"
+        if any(host == d or host.endswith(f".{d}") for d in (*self.domains, *self.extra_hosts)):
+            return None
+        return (
+            f"points at {host[:_HOST_LIMIT]!r}, which is not a {self.provider} domain "
+            f"({', '.join(self.domains)}) nor in FULFILL_PROVIDER_HOSTS"
+        )
+
+    def url_problem(self, value: str, *, origin: bool) -> str | None:
+        """Why ``value`` may not be a configured endpoint (``origin``: no path allowed), or ``None``."""
+        try:
+            url = httpx.URL(value.strip())
+        except (httpx.InvalidURL, TypeError):
+            return "is not a URL"
+        if not url.is_absolute_url:
+            return "must be an absolute https:// URL"
+        problem = self.host_problem(url)
+        if problem:
+            return problem
+        if url.query or url.fragment:
+            return "must not carry a query or fragment"
+        if origin and url.path not in ("", "/"):
+            return "must be an origin such as https://host, without a path"
+        return None
+
+    def refuse(self, request: httpx.Request, what: str) -> None:
+        """Raise unless ``request`` may carry the credentials (``what`` names them in the message).
+
+        Raises:
+            AuthNotConfigured: the request's URL breaks the rule; nothing was sent.
+        """
+        problem = self.host_problem(request.url)
+        if problem:
+            raise AuthNotConfigured(
+                f"refused to send the {what} of {self.provider}: the request URL {problem}"
+            )
+
+
+def endpoint_fields(block: object) -> list[str]:
+    """The names of ``block``'s URL fields (``*_url``, ``*_uri``), in declaration order."""
+    names = getattr(type(block), "model_fields", {})
+    return [name for name in names if name.endswith(("_url", "_uri"))]
+
+
 # -- the client a block hands out -----------------------------------------------------------------
 class ClientFactory:
     """What every credentials block shares: ``get_client()`` from its base URL and its grant's auth.
 
-    A block implements :meth:`auth` and :meth:`client_base_url` (the prefect-aws ``get_client()`` pattern).
+    A block implements :meth:`auth` and :meth:`client_base_url` (the prefect-aws ``get_client()`` pattern)
+    and names its provider's domains in ``provider_domains``. A subclass's ``auth()`` is wrapped when the
+    class is made (``__init_subclass__``): the endpoint rule (module doc) is checked before the grant's
+    auth is built, and that auth keeps the rule to check every request. A block cannot forget it.
     """
+
+    #: The provider's own domains (each allows itself and its subdomains); a block sets them.
+    provider_domains: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        grant = cls.__dict__.get("auth")
+        if grant is not None and not getattr(grant, "_endpoint_checked", False):
+            cls.auth = _checking_endpoints(grant)  # type: ignore[method-assign]
 
     def auth(self, *, clock: Clock = time.time) -> BearerAuth:
         """The ``httpx.Auth`` of the block's configured grant."""
         raise NotImplementedError
+
+    def provider_name(self) -> str:
+        """The provider as named in messages: the block type's name without ``Fulfill``/``Credentials``."""
+        name = str(getattr(type(self), "_block_type_name", None) or type(self).__name__)
+        return name.removeprefix("Fulfill ").removesuffix(" Credentials").removesuffix("Credentials")
+
+    def endpoint_rule(self) -> EndpointRule:
+        """The endpoint rule of this block's provider, with the operator's settings."""
+        return EndpointRule.from_settings(self.provider_name(), self.provider_domains)
+
+    def endpoint_problem(self) -> str | None:
+        """The first URL field that breaks the endpoint rule, as a message naming it; ``None`` when all pass."""
+        rule = self.endpoint_rule()
+        for name in endpoint_fields(self):
+            value = getattr(self, name, None)
+            if value is None:
+                continue
+            problem = rule.url_problem(str(value), origin=name not in TOKEN_ENDPOINT_FIELDS)
+            if problem:
+                return f"{rule.provider} credentials: {name} {problem}"
+        return None
 
     def client_base_url(self) -> str:
         """The provider's API base URL."""
@@ -152,13 +295,40 @@ class ClientFactory:
         )
 
 
+def _checking_endpoints(grant: Callable[..., BearerAuth]) -> Callable[..., BearerAuth]:
+    """``grant`` (a block's ``auth``) behind the endpoint rule: refused when a URL field breaks it."""
+
+    @functools.wraps(grant)
+    def auth(self: ClientFactory, *, clock: Clock = time.time) -> BearerAuth:
+        problem = self.endpoint_problem()
+        if problem:
+            return UnconfiguredAuth(problem)
+        built = grant(self, clock=clock)
+        built.endpoints = self.endpoint_rule()
+        return built
+
+    auth._endpoint_checked = True  # type: ignore[attr-defined]
+    return auth
+
+
 # -- bearer auths -----------------------------------------------------------------------------------
 class BearerAuth(httpx.Auth):
-    """Base of every auth here: requests carry ``Authorization: Bearer <token>``."""
+    """Base of every auth here: requests carry ``Authorization: Bearer <token>``.
+
+    ``endpoints``: the rule every request is checked against before a credential is attached (set by
+    :class:`ClientFactory`; ``None`` for an auth built by hand, e.g. in tests, checks nothing).
+    """
+
+    endpoints: EndpointRule | None = None
 
     def apply(self, request: httpx.Request, access_token: str) -> None:
         """Set the request's ``Authorization`` header (the dry run calls it with a mask)."""
         request.headers["Authorization"] = f"Bearer {access_token}"
+
+    def check_endpoint(self, request: httpx.Request, what: str) -> None:
+        """Refuse (:class:`AuthNotConfigured`) a request that may not carry this block's ``what``."""
+        if self.endpoints is not None:
+            self.endpoints.refuse(request, what)
 
     def token_request(
         self, subject: str | None = None, *, cause: httpx.Request | None = None
@@ -186,6 +356,7 @@ class StaticTokenAuth(BearerAuth):
         self._token = token
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.check_endpoint(request, "access token")
         self.apply(request, self._token.get_secret_value())
         yield request
 
@@ -289,6 +460,7 @@ class OAuthTokenAuth(BearerAuth):
         )
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.check_endpoint(request, "access token")  # before a token is fetched for it
         subject = request.extensions.get(SUBJECT)
         key = self.cache_key(subject)
         token = self._cached(key)
@@ -316,7 +488,9 @@ class OAuthTokenAuth(BearerAuth):
     def _fetch(
         self, subject: str | None, key: str, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, AccessToken]:
-        response = yield self.token_request(subject, cause=request)
+        token_request = self.token_request(subject, cause=request)
+        self.check_endpoint(token_request, "credentials")
+        response = yield token_request
         token = self._read_token(response)
         with self._lock:
             self._tokens[key] = token
@@ -357,9 +531,12 @@ class OAuthTokenAuth(BearerAuth):
             else self._default_lifetime
         )
         instance = body.get("instance_url")
-        return AccessToken(
-            value, self._clock() + lifetime, instance if isinstance(instance, str) and instance else None
-        )
+        instance = instance if isinstance(instance, str) and instance else None
+        if instance is not None and self.endpoints is not None:
+            problem = self.endpoints.url_problem(instance, origin=True)
+            if problem:  # the token would follow it: refused before it is cached or sent
+                raise AuthNotConfigured(f"{endpoint} answered an instance_url that {problem}")
+        return AccessToken(value, self._clock() + lifetime, instance)
 
     def _error_code(self, response: httpx.Response) -> str | None:
         try:
@@ -371,6 +548,7 @@ class OAuthTokenAuth(BearerAuth):
 
     def _authorised(self, request: httpx.Request, token: AccessToken) -> httpx.Request:
         request = self._on_instance(request, token.instance_url)
+        self.check_endpoint(request, "access token")
         self.apply(request, token.value)
         return request
 

@@ -6,13 +6,28 @@ client's auth (``blocks.auth``) with the ONE mapping of failures to the error tr
 and the default error class of an HTTP status. Authentication itself (grants, token cache, refresh on
 401) is the credentials block's ``httpx.Auth``; how each provider's error bodies are read and
 classified stays in its own connector module.
+
+**The approval's expiry at send time** (contract §1: no external call may START at or after
+``expires_at_epoch``, nor be outstanding past it). The task that runs a step sets a deadline for the
+call (:func:`send_deadline`, a context variable: a monotonic instant derived from the database clock's
+time left). :func:`send` then checks it immediately before EVERY request leaves — the token request
+and, after any token fetch, the provider request itself — and bounds each request's connect, write,
+read and pool timeouts by the time left. A request that cannot start in time raises
+:class:`DeadlinePassed` (nothing was sent: the execution ends EXPIRED). A request cut by the
+deadline while in flight is a timeout: a write that may have been sent becomes
+:class:`OutcomeUnknown` (never a success: the flow's lookup settles it — after expiry only as an
+undo), anything else :class:`DeadlinePassed`. ``httpx`` applies a timeout to each network operation,
+so a provider that trickles its answer byte by byte could hold a read up to one more timeout; the
+answer of such a write is still never taken for a success after the deadline.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -55,6 +70,79 @@ STATUS_ERRORS: Mapping[int, type[ConnectorError]] = {
 }
 
 
+#: Slack for timer granularity when telling whether a timeout came from the deadline.
+DEADLINE_SLACK_SECONDS = 0.05
+#: The monotonic instant no provider request may start at or be outstanding past (see module doc).
+SEND_DEADLINE: ContextVar[float | None] = ContextVar("fulfill_send_deadline", default=None)
+
+
+class DeadlinePassed(Exception):
+    """The approval expired before a provider request could be sent (or while a read was in flight).
+
+    Nothing this request would write was sent. Not a :class:`ConnectorError`: it is not the provider's
+    answer but the end of the approval, and the task turns it into an EXPIRED halt.
+
+    Args:
+        detail: Which request could not be sent, for operators.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (DeadlinePassed, (self.detail,))
+
+
+@contextmanager
+def send_deadline(seconds_left: float | None) -> Iterator[None]:
+    """Within the block, no provider request starts after ``seconds_left`` from now, nor outlives it.
+
+    Args:
+        seconds_left: The approval's time left (database clock), or ``None`` for no deadline (undoing
+            our own work after expiry).
+    """
+    token = SEND_DEADLINE.set(None if seconds_left is None else time.monotonic() + seconds_left)
+    try:
+        yield
+    finally:
+        SEND_DEADLINE.reset(token)
+
+
+def _bounded_by(request: httpx.Request, deadline: float) -> None:
+    """The last check before ``request`` leaves: refuse it after the deadline, else cap its timeouts."""
+    left = deadline - time.monotonic()
+    what = "token request" if request.extensions.get(TOKEN_REQUEST) else f"{request.method} request"
+    if left <= 0:
+        raise DeadlinePassed(f"the approval expired before the {what} could be sent")
+    configured = request.extensions.get("timeout") or {}
+    request.extensions["timeout"] = {
+        name: left if configured.get(name) is None else min(float(configured[name]), left)
+        for name in ("connect", "read", "write", "pool")
+    }
+
+
+class _DeadlineAuth(httpx.Auth):
+    """``auth`` with :func:`_bounded_by` applied to every request its flow sends (token fetches included)."""
+
+    def __init__(self, auth: httpx.Auth, deadline: float) -> None:
+        self._auth = auth
+        self._deadline = deadline
+        self.requires_request_body = auth.requires_request_body
+        self.requires_response_body = auth.requires_response_body
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        flow = self._auth.auth_flow(request)
+        outgoing = next(flow)
+        while True:
+            _bounded_by(outgoing, self._deadline)
+            response = yield outgoing
+            try:
+                outgoing = flow.send(response)
+            except StopIteration:
+                return
+
+
 # -- sending ------------------------------------------------------------------------------------
 def build_request(client: httpx.Client, request: ProviderRequest) -> httpx.Request:
     """The ``httpx`` request for ``request``, as ``client`` would send it (before its auth signs it).
@@ -92,13 +180,24 @@ def send(
 
     Raises:
         ConnectorError: :func:`auth_error` when no token could be had, :func:`transport_error` when no
-            answer arrived.
+            answer arrived; :class:`OutcomeUnknown` for a write cut in flight by the deadline.
+        DeadlinePassed: the deadline (:func:`send_deadline`) came before the request could be sent,
+            or cut a request that writes nothing.
     """
+    deadline = SEND_DEADLINE.get()
     try:
-        return client.send(build_request(client, request), auth=auth)
+        return client.send(
+            build_request(client, request), auth=auth if deadline is None else _DeadlineAuth(auth, deadline)
+        )
     except AuthError as exc:
         raise auth_error(exc) from None
     except httpx.HTTPError as exc:
+        if (
+            deadline is not None
+            and isinstance(exc, httpx.TimeoutException)
+            and time.monotonic() >= deadline - DEADLINE_SLACK_SECONDS
+        ):
+            raise _cut(exc, request, provider) from None
         if _is_token_request(exc):
             raise transport_error(exc, write=False, what="token request", provider=provider) from None
         raise transport_error(exc, write=request.write, what=request.purpose, provider=provider) from None
@@ -125,6 +224,16 @@ class ProviderClient:
     def send(self, request: ProviderRequest) -> httpx.Response:
         """:func:`send` ``request`` through this line's client and auth."""
         return send(self.client, request, auth=self.auth, provider=self.provider)
+
+
+def _cut(exc: httpx.TimeoutException, request: ProviderRequest, provider: str) -> Exception:
+    """What a request cut at the deadline becomes: a write that may have been sent is unknown, not done."""
+    if request.write and not _is_token_request(exc) and may_have_been_sent(exc):
+        return OutcomeUnknown(
+            f"{request.purpose}: {provider} had not answered when the approval expired; the write may have happened"
+        )
+    what = "token request" if _is_token_request(exc) else request.purpose
+    return DeadlinePassed(f"{what}: the approval expired before {provider} answered; nothing was written")
 
 
 def _is_token_request(exc: httpx.HTTPError) -> bool:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import State, StateType
 from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
+from prefect.states import Cancelled, Completed, Failed
 from sqlmodel import col, select
 
 from flows.execute_intent import ExecutionFailed, ExecutionResult, execute_intent, settle_owed_undo
@@ -31,6 +34,7 @@ from fulfill.db import db_now, get_engine, transaction
 from fulfill.executions import LeaseLost
 from fulfill.states import ExecutionStatus
 from fulfill.tables import Execution, Signal
+from tasks.anchor import anchor_ledger
 from tasks.record import claim_undo
 from tasks.signals import (
     BACKOFF_SECONDS,
@@ -63,7 +67,7 @@ def reconcile(
         now = db_now(session)
         scoped = (Execution.tenant_id == tenant_id) if tenant_id is not None else sa.true()
         stale = session.exec(
-            select(Execution.action_intent_id)
+            select(Execution.action_intent_id, Execution.flow_run_id)
             .where(Execution.status == ExecutionStatus.EXECUTING, col(Execution.lease_until) < now, scoped)
             .limit(limit)
         ).all()
@@ -89,8 +93,10 @@ def reconcile(
             )
             if blocked_reason(session, row.tenant_id, row.action_type) is None
         ]
-    results = [_rerun(intent_id) for intent_id in stale]
-    results += [_rerun(intent_id) for intent_id, run_id in orphans if not _run_waiting(run_id)]
+    results = [_settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in stale]
+    results += [
+        _settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in orphans if not _run_waiting(run_id)
+    ]
     results += [r for intent_id, status in owed if (r := _finish_undo(intent_id, status)) is not None]
     get_run_logger().info("reconciled %d executions", len(results))
     return results
@@ -106,6 +112,52 @@ def _rerun(action_intent_id: str) -> ExecutionResult:
             code=failed.code,
             explanation=failed.message,
         )
+
+
+def orphan_state(result: ExecutionResult, by: str | None) -> State[Any]:
+    """The final state for a run whose worker was lost, matching how the reconciler ended its execution.
+
+    The same mapping as :func:`flows.execute_intent.run_state` (EXPIRED and CANCELLED are Cancelled
+    runs, FAILED a Failed one), with a message that says who finished the execution.
+    """
+    message = (
+        f"Its worker was lost; the reconciler (run {by or 'unknown'}) ended the execution {result.status}."
+    )
+    if result.status == ExecutionStatus.SUCCEEDED:
+        return Completed(message=message)
+    if result.status == ExecutionStatus.CANCELLED:
+        return Cancelled(message=message)
+    if result.status == ExecutionStatus.EXPIRED:
+        return Cancelled(name="Expired", message=message)
+    return Failed(message=message)
+
+
+def _settle_run(flow_run_id: str | None, result: ExecutionResult) -> ExecutionResult:
+    """Give the intent's earlier Prefect run, left RUNNING/PENDING by its dead worker, a final state.
+
+    Only a run that is not final yet is touched (a Crashed or Failed run already says what happened),
+    and only once the execution is terminal; the reconciler's own run is never changed here.
+    """
+    terminal = {
+        ExecutionStatus.SUCCEEDED,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.CANCELLED,
+        ExecutionStatus.EXPIRED,
+    }
+    current = flow_run.get_id()
+    if not flow_run_id or flow_run_id == current or result.status not in terminal:
+        return result
+    try:
+        run_id = uuid.UUID(flow_run_id)
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(run_id)
+            if run.state is not None and run.state.is_final():
+                return result
+            client.set_flow_run_state(run_id, orphan_state(result, current), force=True)
+    except (ValueError, ObjectNotFound):
+        return result
+    get_run_logger().info("settled the orphaned run %s of %s", flow_run_id, result.action_intent_id)
+    return result
 
 
 def _run_waiting(flow_run_id: str | None) -> bool:
@@ -153,6 +205,7 @@ def expire_sweeper(limit: int = BATCH, tenant_id: str | None = None) -> list[Exe
                         explanation=executions.EXPIRED_BEFORE_START,
                     )
                 )
+    anchor_ledger([tenant_id] if tenant_id is not None else None)  # checkpoints of the ledger's heads
     return expired
 
 

@@ -2,6 +2,18 @@
 
 Unknown fields are rejected everywhere; every error names the offending field with a dotted
 path (``parameters.subject``) so an integrator can fix the producer.
+
+**Bounded, linear-time work before the signature.** An intent may come from a forger, and its
+signature can only be checked once it is parsed, so everything that runs before the signature is
+bounded by the document's size and linear in it: the raw text is at most :data:`MAX_INTENT_BYTES`;
+before ``json.loads`` one pass of ``str`` methods counts its strings and containers
+(:func:`load_intent_document`: at most :data:`MAX_JSON_STRINGS` strings and
+:data:`MAX_JSON_TOKENS` commas and brackets — no valid intent comes near); after it,
+:func:`check_document` bounds the values (:data:`MAX_JSON_VALUES`), the nesting, the integers and
+the decoded text (:data:`MAX_TEXT_BYTES`, what the canonical form that is verified can hold). Every
+string and list of the schema has a limit (the contract's where it gives one), and no check uses a
+backtracking regular expression (the email check is :func:`is_email`). :func:`check_envelope` is the
+cheap structural parse the signature needs (the envelope's fields, not the parameters' model).
 """
 
 from __future__ import annotations
@@ -32,9 +44,16 @@ MAX_BRIEF_BYTES = 1024 * 1024
 MAX_INTENT_BYTES = 7 * 1024 * 1024
 MAX_DEPTH = 32  # nested objects/arrays; a real intent needs 3
 MAX_INT_DIGITS = 20  # digits of any integer (an epoch needs 11; int64 has 19)
+# Counted before parsing; the largest valid intent (50 attendees) has about 80 strings and 100 tokens.
+MAX_JSON_STRINGS = 1000  # strings, keys included
+MAX_JSON_TOKENS = 1000  # commas, "[" and "{" outside strings
+MAX_JSON_VALUES = 1000  # values of a parsed document (check_document)
+# Decoded text of all strings and keys together: the brief's 1 MiB plus every other field at its limit.
+MAX_TEXT_BYTES = MAX_BRIEF_BYTES + 64 * 1024
+MAX_EMAIL_CHARS = 320  # RFC 5321: 64 (local part) + "@" + 255 (domain)
+MAX_TEXT_VALUE_CHARS = 131072  # a crm.update_field value: Salesforce's longest text field
 # 10000-01-01T00:00:00Z: any expiry below converts to a datetime without overflowing.
 MAX_EXPIRES_AT_EPOCH = 253402300800
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class IntentInvalid(ValueError):
@@ -83,8 +102,19 @@ def _iso_date(value: str) -> str:
     return value
 
 
+def is_email(value: str) -> bool:
+    r"""``local@domain.tld``: one ``@``, no white space, a dot inside the domain; linear time, no regex.
+
+    (It replaces ``^[^@\s]+@[^@\s]+\.[^@\s]+$``, whose backtracking made a 100 KB string cost seconds.)
+    """
+    if not 3 <= len(value) <= MAX_EMAIL_CHARS or value.count("@") != 1:
+        return False
+    local, _, domain = value.partition("@")
+    return bool(local) and "." in domain[1:-1] and not any(ch.isspace() for ch in value)
+
+
 def _email(value: str) -> str:
-    if not EMAIL.match(value):
+    if not is_email(value):
         raise ValueError("must be an email address")
     return value
 
@@ -96,11 +126,15 @@ def _brief_size(value: str) -> str:
     return value
 
 
-UtcTimestamp = Annotated[StrictStr, AfterValidator(_utc)]
-OffsetTimestamp = Annotated[StrictStr, AfterValidator(_with_offset)]
-IsoDate = Annotated[StrictStr, AfterValidator(_iso_date)]
-Email = Annotated[StrictStr, AfterValidator(_email)]
-NonEmpty = Annotated[StrictStr, Field(min_length=1)]
+# The length limits run first (in pydantic-core), so the Python checks after them see bounded text.
+UtcTimestamp = Annotated[StrictStr, Field(max_length=64), AfterValidator(_utc)]
+OffsetTimestamp = Annotated[StrictStr, Field(max_length=64), AfterValidator(_with_offset)]
+IsoDate = Annotated[StrictStr, Field(max_length=10), AfterValidator(_iso_date)]
+Email = Annotated[StrictStr, Field(max_length=MAX_EMAIL_CHARS), AfterValidator(_email)]
+NonEmpty = Annotated[StrictStr, Field(min_length=1, max_length=255)]
+FieldValue = (
+    Annotated[StrictStr, Field(max_length=MAX_TEXT_VALUE_CHARS)] | StrictBool | StrictInt | StrictFloat
+)
 
 
 class _Strict(BaseModel):
@@ -110,7 +144,7 @@ class _Strict(BaseModel):
 class RelatedTo(_Strict):
     """The CRM record a task hangs off."""
 
-    object: NonEmpty
+    object: Annotated[StrictStr, Field(min_length=1, max_length=128)]
     id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
 
 
@@ -130,8 +164,8 @@ class CrmUpdateField(_Strict):
     object: Literal["Account", "Opportunity", "Contact", "Lead"]
     record_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
     field: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-    value: StrictStr | StrictBool | StrictInt | StrictFloat | None
-    previous_value: StrictStr | StrictBool | StrictInt | StrictFloat | None = None
+    value: FieldValue | None
+    previous_value: FieldValue | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -165,7 +199,7 @@ class CalendarDraftMeeting(_Strict):
     title: Annotated[StrictStr, Field(min_length=1, max_length=1024)]
     start: OffsetTimestamp
     end: OffsetTimestamp
-    organizer: NonEmpty
+    organizer: Annotated[StrictStr, Field(min_length=1, max_length=1024)]
     attendees: Annotated[list[Email], Field(max_length=50)] = []
     description: Annotated[StrictStr, Field(max_length=8000)] | None = None
     location: Annotated[StrictStr, Field(max_length=1024)] | None = None
@@ -197,8 +231,10 @@ class InternalAttachBrief(_Strict):
     """Parameters of ``internal.attach_brief``."""
 
     title: Annotated[StrictStr, Field(min_length=1, max_length=255)]
-    content: Annotated[StrictStr, AfterValidator(_brief_size)]
-    content_type: Annotated[StrictStr, Field(pattern=r"^[\w.+-]+/[\w.+-]+$")] = "text/markdown"
+    content: Annotated[StrictStr, Field(max_length=MAX_BRIEF_BYTES), AfterValidator(_brief_size)]
+    content_type: Annotated[StrictStr, Field(max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+$")] = (
+        "text/markdown"
+    )
 
 
 PARAMETER_MODELS: dict[str, type[_Strict]] = {
@@ -227,8 +263,12 @@ class Approval(_Strict):
     signature: Annotated[StrictStr, Field(min_length=1, max_length=256)] | None = None
 
 
-class ActionIntentV1(_Strict):
-    """An approved, immutable instruction (contract §1)."""
+class IntentEnvelope(_Strict):
+    """Every field of an intent, its ``parameters`` an unchecked JSON object: what the signature needs.
+
+    :func:`check_envelope` validates it (cheap: bounded strings and fixed patterns); the parameters'
+    own model (:class:`ActionIntentV1`) can then wait until the signature verified.
+    """
 
     schema_version: Literal["action_intent.v1"]
     action_intent_id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
@@ -248,6 +288,10 @@ class ActionIntentV1(_Strict):
     approval: Approval
     created_at: UtcTimestamp
     expires_at_epoch: Annotated[StrictInt, Field(gt=0, lt=MAX_EXPIRES_AT_EPOCH)]
+
+
+class ActionIntentV1(IntentEnvelope):
+    """An approved, immutable instruction (contract §1): the envelope and its action's parameters."""
 
     @model_validator(mode="after")
     def _validate_parameters(self) -> ActionIntentV1:
@@ -285,6 +329,22 @@ def _explicit(model: BaseModel) -> dict[str, Any]:
     return dumped
 
 
+def not_an_object(value: Any, field: str = "$") -> IntentInvalid:
+    """The error for an intent (or a part of one) that is not a JSON object, naming ``field``.
+
+    A string gets its own sentence: the usual mistake is an intent encoded twice (JSON text inside a
+    JSON string, e.g. ``{"intent": "{\\"schema_version\\": …}"}``).
+    """
+    if isinstance(value, str):
+        return IntentInvalid(field, STRING_NOT_OBJECT)
+    return IntentInvalid(field, "must be a JSON object")
+
+
+STRING_NOT_OBJECT = (
+    "is a string, not a JSON object: send the object itself, not JSON text inside a string (encoded twice?)"
+)
+
+
 def _format(error: Exception) -> IntentInvalid:
     if isinstance(error, ValidationError):
         first = error.errors(include_url=False)[0]
@@ -292,6 +352,8 @@ def _format(error: Exception) -> IntentInvalid:
         message = str(first["msg"]).removeprefix("Value error, ")
         if first.get("type") == "extra_forbidden":
             message = "unknown field (not part of action_intent.v1)"
+        elif first.get("type") in ("dict_type", "model_type") and isinstance(first.get("input"), str):
+            message = STRING_NOT_OBJECT
         elif first.get("type") == "value_error" and ": " in message:
             # "end: must be after start" raised by a model validator -> field "end"
             sub, _, rest = message.partition(": ")
@@ -352,13 +414,56 @@ def _too_large(size: str) -> IntentInvalid:
     return IntentInvalid("$", f"is {size} bytes; the limit is {MAX_INTENT_BYTES} bytes (7 MiB)")
 
 
+def count_structure(text: str) -> tuple[int, int]:
+    """The strings, and the commas and opening brackets outside strings, of a JSON text — in C-speed passes.
+
+    First the raw counts, upper bounds (a quote or bracket inside a string counts too): when they are
+    within the limits, that is the answer. Else escaped backslashes, then escaped quotes, are dropped
+    (``str.replace`` pairs backslashes from the left, as JSON does), so every quote left delimits a
+    string, and the text between strings is what counts for structure; that text is split only when
+    the strings are few. Exact for JSON; for text that is not JSON, a bound good enough to refuse it.
+
+    Returns:
+        ``(strings, tokens)``; either may stop being counted (0 tokens) once a limit is exceeded.
+    """
+    quotes = text.count('"')
+    backslashes = text.count("\\")
+    tokens = text.count(",") + text.count("[") + text.count("{")
+    # Each escape sequence (one or two backslashes) decodes to at least one byte of text, and a
+    # character inside a string to one byte or more: past these bounds the text is too long anyway.
+    if backslashes > 2 * MAX_TEXT_BYTES or quotes - backslashes > 2 * MAX_JSON_STRINGS:
+        return max(MAX_JSON_STRINGS + 1, (quotes - backslashes + 1) // 2), 0
+    if tokens <= MAX_JSON_TOKENS and quotes <= 2 * MAX_JSON_STRINGS:
+        return (quotes + 1) // 2, tokens
+    if tokens > MAX_JSON_TOKENS + MAX_TEXT_BYTES:
+        return 0, tokens
+    plain = text.replace("\\\\", "").replace('\\"', "")
+    strings = (plain.count('"') + 1) // 2
+    if strings > MAX_JSON_STRINGS:
+        return strings, 0
+    outside = plain.split('"')[::2]
+    return strings, sum(part.count(",") + part.count("[") + part.count("{") for part in outside)
+
+
+def _check_structure(text: str) -> None:
+    strings, tokens = count_structure(text)
+    if strings > MAX_JSON_STRINGS:
+        raise IntentInvalid("$", f"holds more than {MAX_JSON_STRINGS} strings; no valid intent comes near")
+    if tokens > MAX_JSON_TOKENS:
+        raise IntentInvalid(
+            "$", f"holds more than {MAX_JSON_TOKENS} values and containers; no valid intent comes near"
+        )
+
+
 def load_intent_document(text: str | bytes) -> dict[str, Any]:
-    """Parse an intent's JSON text safely: size first, then JSON, then :func:`check_document`.
+    """Parse an intent's JSON text safely: size first, a count of its structure, then JSON, then :func:`check_document`.
 
     Refuses, as :class:`IntentInvalid` (never another exception): more than
-    :data:`MAX_INTENT_BYTES` (before any parsing), invalid UTF-8, invalid JSON, ``NaN``/``Infinity``,
-    non-finite numbers, integers over :data:`MAX_INT_DIGITS` digits, duplicate keys, nesting deeper
-    than :data:`MAX_DEPTH`, NUL characters and lone surrogates (in values and keys).
+    :data:`MAX_INTENT_BYTES` (before any parsing), invalid UTF-8, more than :data:`MAX_JSON_STRINGS`
+    strings or :data:`MAX_JSON_TOKENS` commas and brackets (:func:`count_structure`, before parsing),
+    invalid JSON, ``NaN``/``Infinity``, non-finite numbers, integers over :data:`MAX_INT_DIGITS`
+    digits, duplicate keys, nesting deeper than :data:`MAX_DEPTH`, NUL characters and lone surrogates
+    (in values and keys), more than :data:`MAX_TEXT_BYTES` of decoded text.
 
     Args:
         text: The document as received (bytes must be UTF-8).
@@ -382,6 +487,7 @@ def load_intent_document(text: str | bytes) -> dict[str, Any]:
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > MAX_INTENT_BYTES:
             raise _too_large(str(size))
+    _check_structure(text)
     try:
         document = json.loads(
             text,
@@ -394,8 +500,10 @@ def load_intent_document(text: str | bytes) -> dict[str, Any]:
         raise IntentInvalid("$", f"is not valid JSON ({exc.__class__.__name__}: {exc})") from None
     except RecursionError:
         raise IntentInvalid("$", f"nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # not a JSONDecodeError: e.g. Python's own integer-size limit
+        raise IntentInvalid("$", f"is not valid JSON ({exc.__class__.__name__})") from None
     if not isinstance(document, dict):
-        raise IntentInvalid("$", "must be a JSON object")
+        raise not_an_object(document)
     check_document(document)
     return document
 
@@ -423,17 +531,23 @@ def _text_size(value: str, path: str, what: str) -> int:
 def check_document(document: Any) -> None:
     """Check an already-parsed intent document is plain, bounded JSON (iteratively, no recursion).
 
-    The same limits as :func:`load_intent_document`: only JSON types (string keys), nesting at most
-    :data:`MAX_DEPTH`, integers of at most :data:`MAX_INT_DIGITS` digits, finite floats, no NUL
-    character or lone surrogate in any string or key, at most :data:`MAX_INTENT_BYTES` of text.
+    The same limits as :func:`load_intent_document`: only JSON types (string keys), at most
+    :data:`MAX_JSON_VALUES` values, nesting at most :data:`MAX_DEPTH`, integers of at most
+    :data:`MAX_INT_DIGITS` digits, finite floats, no NUL character or lone surrogate in any string or
+    key, at most :data:`MAX_TEXT_BYTES` of text (keys and strings, UTF-8). It stops at the first
+    problem, so its work is bounded by these limits whatever it is given.
 
     Raises:
         IntentInvalid: naming the first offending field (dotted path), or ``$``.
     """
     total = 0
+    values = 0
     pending: list[tuple[Any, str, int]] = [(document, "$", 0)]
     while pending:
         value, path, depth = pending.pop()
+        values += 1
+        if values > MAX_JSON_VALUES:
+            raise IntentInvalid(path, f"is beyond the {MAX_JSON_VALUES} values any intent may hold")
         if value is None or isinstance(value, bool):
             continue
         if isinstance(value, str):
@@ -453,6 +567,8 @@ def check_document(document: Any) -> None:
                 raise IntentInvalid(
                     _child(path, _display_key(value.duplicate)), "appears more than once in its object"
                 )
+            if len(value) > MAX_JSON_VALUES:
+                raise IntentInvalid(path, f"holds more than {MAX_JSON_VALUES} members")
             children: list[tuple[Any, str, int]] = []
             if isinstance(value, dict):
                 for key, item in value.items():
@@ -466,8 +582,29 @@ def check_document(document: Any) -> None:
             pending.extend(reversed(children))  # popped in document order
         else:
             raise IntentInvalid(path, f"is not a JSON value ({type(value).__name__})")
-        if total > MAX_INTENT_BYTES:
-            raise _too_large(f"more than {MAX_INTENT_BYTES}")
+        if total > MAX_TEXT_BYTES:
+            raise IntentInvalid(
+                path,
+                f"brings the intent's text beyond {MAX_TEXT_BYTES} bytes (the brief's 1 MiB and the rest)",
+            )
+
+
+def check_envelope(document: Any) -> IntentEnvelope:
+    """The cheap structural parse before the signature: plain bounded JSON, then the envelope's fields.
+
+    The parameters are not validated against their action's model here (:func:`parse_intent` does);
+    every check is linear in the (bounded) document.
+
+    Raises:
+        IntentInvalid: naming the first offending field.
+    """
+    if not isinstance(document, dict):
+        raise not_an_object(document)
+    check_document(document)
+    try:
+        return IntentEnvelope.model_validate(document)
+    except ValidationError as exc:
+        raise _format(exc) from None
 
 
 def parse_intent(document: dict[str, Any] | str | bytes) -> ActionIntentV1:

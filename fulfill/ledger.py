@@ -1,16 +1,28 @@
-"""The append-only ledger: one row per fact, chained per tenant.
+"""The append-only ledger: one row per fact, chained per tenant with a key the database never holds.
 
-``row_hash = sha256(prev_hash || JCS(row))`` where ``row`` is the canonical content
-(tenant, seq, intent, type, time, actor, details). Appends lock the tenant's chain head, so
-concurrent writers never fork a chain. ``verify_chains`` recomputes everything and reports
-the first broken row (``fulfill ledger verify``).
+``row_hash = HMAC-SHA256(K_chain, prev_hash || JCS(row))`` where ``row`` is the canonical content
+(tenant, seq, intent, type, time, actor, details) and ``K_chain`` is derived from the ledger key
+(``FULFILL_LEDGER_KEY``, else the key file — see :func:`ledger_key`). Someone who can write to the
+database but does not hold the key cannot forge, append or re-chain a row that verifies. Appends
+lock the tenant's chain head, so concurrent writers never fork a chain.
+
+What a keyed chain alone cannot see — its last rows deleted, or a whole tenant's chain — the signed
+checkpoints of :mod:`fulfill.anchors` (exported outside the database) show: :func:`verify_chains`
+takes them as ``anchors`` and reports the first broken or missing row (``fulfill ledger verify``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import logging
+import os
+import secrets
+import stat
+import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import rfc8785
@@ -18,9 +30,13 @@ from sqlmodel import Session, col, select
 
 from fulfill.db import db_now, insert_ignore, lock_clause
 from fulfill.redaction import redact
+from fulfill.settings import Settings, load_settings
 from fulfill.tables import LedgerBase, LedgerEntry, LedgerHead
 
+log = logging.getLogger(__name__)
+
 GENESIS = "0" * 64
+KEY_FILE_NAME = "ledger.key"
 EVENT_TYPES = frozenset(
     {
         "INTENT_RECEIVED",
@@ -38,6 +54,7 @@ EVENT_TYPES = frozenset(
         "ACTION_CANCELLED",
         "KILL_SWITCH_CHANGED",
         "EXECUTION_HALTED",
+        "RERUN_REQUESTED",
         "TENANT_CONFIGURED",
     }
 )
@@ -46,14 +63,133 @@ EVENT_TYPES = frozenset(
 HASHED_FIELDS = ("tenant_id", "seq", "action_intent_id", "event_type", "at", "actor", "details")
 
 
+# --- the key -----------------------------------------------------------------------------------
+class LedgerKeyError(ValueError):
+    """The ledger key cannot be loaded; the message starts with the setting to fix."""
+
+
+@dataclass(frozen=True)
+class LedgerKey:
+    """The keys derived from one ledger secret: one chains rows, one signs checkpoints.
+
+    ``key_id`` names the secret (a keyed digest, safe to show and store); the secret itself never
+    leaves the process.
+    """
+
+    chain: bytes = field(repr=False)
+    anchor: bytes = field(repr=False)
+    key_id: str
+    source: str
+
+    @classmethod
+    def from_secret(cls, secret: bytes, source: str) -> LedgerKey:
+        """Derive the chain and checkpoint keys (HMAC-SHA256 of fixed labels) from ``secret``."""
+
+        def derive(label: bytes) -> bytes:
+            return hmac.new(secret, label, hashlib.sha256).digest()
+
+        return cls(
+            chain=derive(b"fulfill ledger chain v1"),
+            anchor=derive(b"fulfill ledger checkpoint v1"),
+            key_id=derive(b"fulfill ledger key id v1").hex()[:16],
+            source=source,
+        )
+
+
+_key_lock = threading.Lock()
+_file_keys: dict[tuple[str, int, int, int], LedgerKey] = {}
+
+
+def ledger_key(settings: Settings | None = None) -> LedgerKey:
+    """The ledger key of this process: ``FULFILL_LEDGER_KEY``, else the key file.
+
+    The key file is ``FULFILL_LEDGER_KEY_FILE`` (it must exist), else ``ledger.key`` in the data
+    directory — created on first use with 32 random bytes and mode 0600 (the embedded default: one
+    machine, one key). Every process that writes or verifies the same database needs the same key.
+
+    Raises:
+        LedgerKeyError: the named file is missing, unreadable or too short.
+    """
+    settings = settings or load_settings()
+    if settings.ledger_key is not None:
+        return _derived(settings.ledger_key.get_secret_value().encode("utf-8"), "FULFILL_LEDGER_KEY")
+    if settings.ledger_key_file is not None:
+        return _from_file(settings.ledger_key_file, create=False)
+    return _from_file(settings.data_dir / KEY_FILE_NAME, create=True)
+
+
+_derived_keys: dict[tuple[bytes, str], LedgerKey] = {}
+
+
+def _derived(secret: bytes, source: str) -> LedgerKey:
+    with _key_lock:
+        key = _derived_keys.get((secret, source))
+        if key is None:
+            key = _derived_keys[(secret, source)] = LedgerKey.from_secret(secret, source)
+        return key
+
+
+def _from_file(path: Path, *, create: bool) -> LedgerKey:
+    name = "FULFILL_LEDGER_KEY_FILE" if not create else "FULFILL_LEDGER_KEY (key file)"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if not create:
+            raise LedgerKeyError(f"{name}: {path} does not exist") from None
+        _create_key_file(path)
+        info = path.stat()
+    except OSError as exc:
+        raise LedgerKeyError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+    cache_key = (str(path), info.st_ino, info.st_mtime_ns, info.st_size)
+    with _key_lock:
+        cached = _file_keys.get(cache_key)
+    if cached is not None:
+        return cached
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s: %s is readable by other users; chmod 600 it", name, path)
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise LedgerKeyError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+    if len(secret) < 32:
+        raise LedgerKeyError(f"{name}: {path} must hold at least 32 characters")
+    key = LedgerKey.from_secret(secret, f"key file {path}")
+    with _key_lock:
+        _file_keys[cache_key] = key
+    return key
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new random key atomically with mode 0600; another process that won the race wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)  # fails if the file appeared meanwhile: keep that one
+        except FileExistsError:
+            pass
+        else:
+            log.info(
+                "created the ledger key %s (mode 0600); back it up: without it the ledger cannot be verified",
+                path,
+            )
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# --- rows ---------------------------------------------------------------------------------------
 def canonical_row(row: LedgerBase) -> bytes:
     """The exact bytes a ledger row's hash covers: RFC 8785 JCS of :data:`HASHED_FIELDS`."""
     return rfc8785.dumps(row.model_dump(mode="json", include=set(HASHED_FIELDS)))
 
 
-def chain_hash(prev_hash: str, canonical: bytes) -> str:
-    """``sha256(prev_hash || canonical)`` as hex."""
-    return hashlib.sha256(prev_hash.encode("ascii") + canonical).hexdigest()
+def chain_hash(prev_hash: str, canonical: bytes, key: LedgerKey | None = None) -> str:
+    """``HMAC-SHA256(K_chain, prev_hash || canonical)`` as hex (``key`` default: :func:`ledger_key`)."""
+    key = key or ledger_key()
+    return hmac.new(key.chain, prev_hash.encode("ascii") + canonical, hashlib.sha256).hexdigest()
 
 
 def append(
@@ -64,6 +200,7 @@ def append(
     action_intent_id: str | None = None,
     actor: str = "system",
     details: Mapping[str, Any] | None = None,
+    key: LedgerKey | None = None,
 ) -> LedgerEntry:
     """Append one fact to the tenant's chain inside the caller's transaction.
 
@@ -74,12 +211,14 @@ def append(
         action_intent_id: The intent this fact is about, if any.
         actor: ``system``, the approver, or the operator.
         details: JSON details; secret-looking keys are redacted before hashing.
+        key: The ledger key (default: :func:`ledger_key`).
 
     Returns:
         The new row.
     """
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown ledger event type {event_type!r}")
+    key = key or ledger_key()
     clean = redact(dict(details or {}))
     insert_ignore(session, LedgerHead, {"tenant_id": tenant_id, "seq": 0, "row_hash": GENESIS})
     query = select(LedgerHead).where(LedgerHead.tenant_id == tenant_id)
@@ -98,7 +237,7 @@ def append(
         prev_hash=head.row_hash,
         row_hash="",
     )
-    entry.row_hash = chain_hash(head.row_hash, canonical_row(entry))
+    entry.row_hash = chain_hash(head.row_hash, canonical_row(entry), key)
     session.add(entry)
     head.seq = entry.seq
     head.row_hash = entry.row_hash
@@ -117,9 +256,25 @@ def entries_for_intent(session: Session, tenant_id: str, action_intent_id: str) 
     return list(session.exec(query))
 
 
+# --- verification -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Anchor:
+    """A tenant's chain head as a signed checkpoint recorded it (see :mod:`fulfill.anchors`)."""
+
+    seq: int
+    row_hash: str
+    rows: int
+    anchored_at: str
+
+
 @dataclass(frozen=True)
 class ChainReport:
-    """Verification result of one tenant's chain."""
+    """Verification result of one tenant's chain.
+
+    ``broken_seq`` is the first row that does not verify or is missing; ``broken_id`` its database
+    id when the row exists. ``head_hash`` is the last row's hash (what a checkpoint anchors);
+    ``anchored_seq`` the sequence number the newest checkpoint holds for this tenant, if any.
+    """
 
     tenant_id: str
     rows: int
@@ -127,40 +282,98 @@ class ChainReport:
     broken_seq: int | None = None
     broken_id: int | None = None
     reason: str | None = None
+    head_hash: str | None = None
+    anchored_seq: int | None = None
 
 
-def verify_chains(session: Session, tenant_ids: Iterable[str] | None = None) -> list[ChainReport]:
-    """Recompute every chain (or the given tenants') and report the first broken row of each."""
+def chain_tenants(session: Session) -> set[str]:
+    """Every tenant with a chain head or a ledger row."""
+    return set(session.exec(select(LedgerHead.tenant_id))) | set(
+        session.exec(select(LedgerEntry.tenant_id).distinct())
+    )
+
+
+def verify_chains(
+    session: Session,
+    tenant_ids: Iterable[str] | None = None,
+    *,
+    key: LedgerKey | None = None,
+    anchors: Mapping[str, Anchor] | None = None,
+) -> list[ChainReport]:
+    """Recompute every chain (or the given tenants') and report the first broken or missing row of each.
+
+    Args:
+        key: The ledger key (default: :func:`ledger_key`).
+        anchors: The newest checkpoint's chain heads by tenant. With them, rows deleted from a
+            chain's end and whole chains deleted since that checkpoint are reported, as is a chain
+            rewritten (and re-chained with the key) up to the anchored row. Every anchored tenant is
+            verified, even when the database no longer has a row of it.
+    """
+    key = key or ledger_key()
+    anchors = anchors or {}
     if tenant_ids is None:
-        tenant_ids = sorted(
-            set(session.exec(select(LedgerHead.tenant_id)))
-            | set(session.exec(select(LedgerEntry.tenant_id).distinct()))
-        )
-    reports = []
-    for tenant_id in tenant_ids:
-        reports.append(_verify_one(session, tenant_id))
-    return reports
+        tenant_ids = sorted(chain_tenants(session) | set(anchors))
+    return [_verify_one(session, tenant_id, key, anchors.get(tenant_id)) for tenant_id in tenant_ids]
 
 
-def _verify_one(session: Session, tenant_id: str) -> ChainReport:
+def _verify_one(session: Session, tenant_id: str, key: LedgerKey, anchor: Anchor | None) -> ChainReport:
     rows = session.exec(
         select(LedgerEntry).where(LedgerEntry.tenant_id == tenant_id).order_by(col(LedgerEntry.seq))
     )
+    anchored = anchor.seq if anchor is not None else None
+
+    def broken(count: int, seq: int, row_id: int | None, reason: str) -> ChainReport:
+        return ChainReport(tenant_id, count, False, seq, row_id, reason, anchored_seq=anchored)
+
     prev = GENESIS
     count = 0
+    hash_at_anchor: str | None = None
     for count, row in enumerate(rows, start=1):
-        broken = None
         if row.seq != count:
-            broken = f"sequence gap: expected seq {count}, found {row.seq}"
-        elif row.prev_hash != prev:
-            broken = "prev_hash does not match the previous row's hash"
-        else:
-            if chain_hash(prev, canonical_row(row)) != row.row_hash:
-                broken = "row content does not match its hash (edited after it was written)"
-        if broken:
-            return ChainReport(tenant_id, count, False, row.seq, row.id, broken)
+            return broken(
+                count - 1, count, None, f"row seq {count} is missing (the next row found is seq {row.seq})"
+            )
+        if row.prev_hash != prev:
+            return broken(count, row.seq, row.id, "prev_hash does not match the previous row's hash")
+        if not hmac.compare_digest(chain_hash(prev, canonical_row(row), key), row.row_hash):
+            return broken(
+                count,
+                row.seq,
+                row.id,
+                "row content does not match its keyed hash (edited or forged after it was written, "
+                "or written with another ledger key)",
+            )
         prev = row.row_hash
+        if row.seq == anchored:
+            hash_at_anchor = row.row_hash
+    if anchor is not None:
+        if count < anchor.seq:
+            missing = (
+                "the whole chain is missing" if count == 0 else f"rows {count + 1}..{anchor.seq} are missing"
+            )
+            return broken(
+                count,
+                count + 1,
+                None,
+                f"{missing}: the checkpoint of {anchor.anchored_at} anchored seq {anchor.seq} "
+                "(deleted since)",
+            )
+        if hash_at_anchor is None or not hmac.compare_digest(hash_at_anchor, anchor.row_hash):
+            return broken(
+                count,
+                anchor.seq,
+                None,
+                f"row seq {anchor.seq} differs from the checkpoint of {anchor.anchored_at} "
+                "(the chain was rewritten up to it since)",
+            )
     head = session.get(LedgerHead, tenant_id)
+    if head is not None and head.seq > count:
+        return broken(
+            count,
+            count + 1,
+            None,
+            f"rows {count + 1}..{head.seq} are missing (the chain head says seq {head.seq})",
+        )
     if head is not None and (head.seq != count or head.row_hash != prev):
-        return ChainReport(tenant_id, count, False, head.seq, None, "chain head does not match the last row")
-    return ChainReport(tenant_id, count, True)
+        return broken(count, head.seq, None, "chain head does not match the last row")
+    return ChainReport(tenant_id, count, True, head_hash=prev if count else None, anchored_seq=anchored)

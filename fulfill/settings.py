@@ -17,13 +17,14 @@ import functools
 import ipaddress
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ DEFAULT_DATA_DIR = "~/.fulfill"
 DEFAULT_MAX_APPROVAL_TTL = 30 * 24 * 3600
 DEFAULT_LATE_COMMIT_SECONDS = 30.0
 MAX_LATE_COMMIT_SECONDS = 86400
+# A DNS name in FULFILL_PROVIDER_HOSTS: lower-case labels, at least two (no IP, no wildcard, no port).
+PROVIDER_HOST = re.compile(r"(?=.{1,253}$)[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+")
+MIN_LEDGER_KEY_CHARS = 32
+DEFAULT_SECURITY_LOG_PER_MINUTE = 30
 
 
 class SettingsError(ValueError):
@@ -84,6 +89,18 @@ class Settings(BaseSettings):
             (``FULFILL_SIGNAL_EVENTBRIDGE_BUS``; none = no EventBridge sink).
         signal_aws_credentials_block: prefect-aws ``AwsCredentials`` block the EventBridge client is
             made from (``FULFILL_SIGNAL_AWS_CREDENTIALS_BLOCK``; none = boto3's default chain).
+        allow_loopback_providers: Credentials blocks may aim at a loopback host, plain http included
+            (``FULFILL_ALLOW_LOOPBACK_PROVIDERS``, default off): for the local emulators only.
+        provider_hosts: Domains a credentials block may aim at besides its provider's own
+            (``FULFILL_PROVIDER_HOSTS``, space-separated; each allows itself and its subdomains; https only).
+        ledger_key: The secret the ledger's chain is keyed with (HMAC-SHA256) and its anchors are
+            signed with (``FULFILL_LEDGER_KEY``, at least 32 characters; never stored in the database).
+        ledger_key_file: A file holding that key (``FULFILL_LEDGER_KEY_FILE``; default ``ledger.key``
+            in the data directory, created with mode 0600 when absent); used when the key is unset.
+        ledger_anchor_block: prefect-aws ``S3Bucket`` block the ledger's signed checkpoints are
+            exported to (``FULFILL_LEDGER_ANCHOR_BLOCK``; none = ``ledger-anchors`` in the data directory).
+        security_log_per_minute: Rejected unverified submissions stored one by one per claimed tenant
+            and minute (``FULFILL_SECURITY_LOG_PER_MINUTE``, default 30); beyond that only counted.
     """
 
     model_config = SettingsConfigDict(
@@ -107,6 +124,42 @@ class Settings(BaseSettings):
     signal_webhook_secret: str | None = Field(default=None, validate_default=True)
     signal_eventbridge_bus: str | None = None
     signal_aws_credentials_block: str | None = None
+    allow_loopback_providers: bool = False
+    provider_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    ledger_key: SecretStr | None = None
+    ledger_key_file: Path | None = None
+    ledger_anchor_block: str | None = None
+    security_log_per_minute: int = DEFAULT_SECURITY_LOG_PER_MINUTE
+
+    @field_validator("ledger_key", mode="before")
+    @classmethod
+    def _ledger_key(cls, value: Any) -> Any:
+        if _blank(value):
+            return None
+        text = (value.get_secret_value() if isinstance(value, SecretStr) else str(value)).strip()
+        if len(text) < MIN_LEDGER_KEY_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_LEDGER_KEY_CHARS} characters (e.g. openssl rand -hex 32)"
+            )
+        return SecretStr(text)
+
+    @field_validator("ledger_key_file", mode="before")
+    @classmethod
+    def _key_file(cls, value: Any) -> Path | None:
+        return None if _blank(value) else Path(str(value).strip()).expanduser()
+
+    @field_validator("ledger_anchor_block", mode="before")
+    @classmethod
+    def _anchor_block(cls, value: Any) -> Any:
+        return None if _blank(value) else value.strip() if isinstance(value, str) else value
+
+    @field_validator("security_log_per_minute", mode="before")
+    @classmethod
+    def _per_minute(cls, value: Any) -> int:
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= 9 and int(text) > 0):
+            raise ValueError(f"must be a positive whole number, not {str(value)[:40]!r}")
+        return int(text)
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -169,6 +222,27 @@ class Settings(BaseSettings):
             return parse_flag("", str(value))
         except SettingsError:
             raise ValueError("must be one of 1/true/yes/on or 0/false/no/off") from None
+
+    @field_validator("allow_loopback_providers", mode="before")
+    @classmethod
+    def _loopback_flag(cls, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        try:
+            return parse_flag("", str(value))
+        except SettingsError:
+            raise ValueError("must be one of 1/true/yes/on or 0/false/no/off") from None
+
+    @field_validator("provider_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> tuple[str, ...]:
+        hosts = tuple(value.split()) if isinstance(value, str) else tuple(value)
+        for host in hosts:
+            if not PROVIDER_HOST.fullmatch(host):
+                raise ValueError(
+                    f"each entry must be a lower-case DNS name such as crm.example.com, not {host[:80]!r}"
+                )
+        return hosts
 
     @field_validator("max_approval_ttl", mode="before")
     @classmethod

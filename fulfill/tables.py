@@ -116,7 +116,21 @@ class ExecutionBase(SQLModel):
 
 class Execution(ExecutionBase, table=True):
     __tablename__ = "executions"
-    __table_args__ = (sa.Index("ix_executions_account_created", "tenant_id", "account_id", "created_at"),)
+    __table_args__ = (
+        # The status API's listing: an account's executions newest first, keyset-paginated on
+        # (created_at, action_intent_id), optionally by status — each page is an ordered index range.
+        sa.Index(
+            "ix_executions_account_created_id", "tenant_id", "account_id", "created_at", "action_intent_id"
+        ),
+        sa.Index(
+            "ix_executions_account_status_created_id",
+            "tenant_id",
+            "account_id",
+            "status",
+            "created_at",
+            "action_intent_id",
+        ),
+    )
 
     intent_json: dict[str, Any] = Field(sa_type=JSONText)
     intent_sha256: str = Field(max_length=64)
@@ -210,6 +224,50 @@ class LedgerHead(SQLModel, table=True):
     tenant_id: str = Field(primary_key=True, max_length=64)
     seq: int = 0
     row_hash: str = Field(max_length=64)
+
+
+# --- security log (rejected submissions whose approval signature did not verify) ----------------
+class SecurityEventBase(SQLModel):
+    """A refused submission nobody authenticated: kept apart from every tenant's ledger and timeline.
+
+    Every text comes from (or quotes) a possibly forged document: bounded and made storable.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime | None = _ts(nullable=False, description="Database clock; the last one for a counted row")
+    code: FailureCode = Field(
+        sa_type=EnumString(FailureCode, 32), description="VALIDATION_FAILED or APPROVAL_INVALID"
+    )
+    claimed_tenant_id: str | None = Field(
+        default=None, max_length=64, description="The tenant the document claims (not verified)"
+    )
+    claimed_intent_id: str | None = Field(
+        default=None, max_length=128, index=True, description="The action_intent_id it claims (not verified)"
+    )
+    key_id: str | None = Field(default=None, max_length=64, description="The approval key_id it claims")
+    field: str | None = Field(default=None, max_length=256)
+    reason: str = Field(max_length=500)
+    document_sha256: str | None = Field(
+        default=None, max_length=64, description="SHA-256 of what was received"
+    )
+    count: int = Field(default=1, description="Submissions this row stands for (more than 1: counted only)")
+
+
+class SecurityEvent(SecurityEventBase, table=True):
+    __tablename__ = "security_log"
+    __table_args__ = (sa.Index("ix_security_log_minute_tenant", "minute", "claimed_tenant_id"),)
+
+    minute: str = Field(max_length=16, description="YYYY-MM-DDTHH:MM (UTC): the rate-limit window")
+    bucket: str | None = Field(
+        default=None,
+        max_length=96,
+        unique=True,
+        description="Set on a counted row only: the window and claimed tenant (or *) it counts",
+    )
+
+
+class SecurityEventPublic(SecurityEventBase):
+    minute: str
 
 
 # --- controls (kill switches) --------------------------------------------------------------

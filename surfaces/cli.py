@@ -27,7 +27,7 @@ def _user_error(exc: Exception) -> tuple[int, str] | None:
     from sqlalchemy.exc import OperationalError
 
     from fulfill.db import SchemaNotCurrent
-    from fulfill.executions import AlreadyFinished, ExecutionNotFound
+    from fulfill.executions import AlreadyFinished, ExecutionNotFound, NotRerunnable
     from fulfill.settings import SettingsError
     from surfaces.service import IntentRejected, InvalidRequest, TenantNotFound
 
@@ -35,7 +35,7 @@ def _user_error(exc: Exception) -> tuple[int, str] | None:
         return 1, f"not found: {exc}"
     if isinstance(exc, TenantNotFound):
         return 1, f"not found: {exc}"
-    if isinstance(exc, AlreadyFinished):
+    if isinstance(exc, AlreadyFinished | NotRerunnable):
         return 1, f"conflict: {exc}"
     if isinstance(exc, IntentRejected):
         return 1, f"rejected: {exc}"
@@ -383,11 +383,16 @@ def cancel(action_intent_id: IntentId, actor: ActorOption = "operator", tenant: 
 
 
 @app.command("rerun")
-def rerun(action_intent_id: IntentId, tenant: TenantOption = None, as_json: JsonFlag = False) -> None:
+def rerun(
+    action_intent_id: IntentId,
+    actor: ActorOption = "operator",
+    tenant: TenantOption = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Rerun a FAILED execution in this process (finished steps are skipped). Exit 1 unless it SUCCEEDED."""
     from surfaces.service import ExecutionService
 
-    result = ExecutionService().rerun_execution(action_intent_id, tenant)
+    result = ExecutionService().rerun_execution(action_intent_id, tenant, actor=actor)
     _show_status(result.model_dump(mode="json"), as_json)
     if result.status != ExecutionStatus.SUCCEEDED:
         raise typer.Exit(1)
@@ -396,7 +401,8 @@ def rerun(action_intent_id: IntentId, tenant: TenantOption = None, as_json: Json
 # --- ledger ------------------------------------------------------------------------------
 @ledger_app.command("verify")
 def ledger_verify(tenant: TenantOption = None, as_json: JsonFlag = False) -> None:
-    """Recompute every tenant's hash chain; report the first broken row. Exit 1 if any is broken."""
+    """Recompute every tenant's keyed chain against the last checkpoint; name the first broken or
+    missing row. Exit 1 if any is broken."""
     from dataclasses import asdict
 
     from surfaces.service import ExecutionService
@@ -406,19 +412,85 @@ def ledger_verify(tenant: TenantOption = None, as_json: JsonFlag = False) -> Non
         _print_json([asdict(r) for r in reports])
     else:
         table = Table(title="Ledger chains")
-        for column in ("tenant", "rows", "ok", "first broken row", "reason"):
-            table.add_column(column)
+        for column in ("tenant", "rows", "anchored", "ok", "first broken row", "reason"):
+            table.add_column(column, overflow="fold")
         for r in reports:
+            where = f"seq {r.broken_seq}" + (
+                f" (id {r.broken_id})" if r.broken_id is not None else " (missing)"
+            )
             table.add_row(
                 r.tenant_id,
                 str(r.rows),
+                "" if r.anchored_seq is None else f"seq {r.anchored_seq}",
                 "[green]yes[/]" if r.ok else "[red]NO[/]",
-                "" if r.ok else f"seq {r.broken_seq} (id {r.broken_id})",
+                "" if r.ok or r.broken_seq is None else where,
                 r.reason or "",
             )
         console.print(table)
     if not all(r.ok for r in reports):
         raise typer.Exit(1)
+
+
+@ledger_app.command("anchor")
+def ledger_anchor(tenant: TenantOption = None, as_json: JsonFlag = False) -> None:
+    """Verify the chains and export a signed checkpoint of their heads (FULFILL_LEDGER_ANCHOR_BLOCK,
+    else the data directory). A chain that does not verify keeps its old anchor; exit 1 then."""
+    from fulfill.anchors import CheckpointInvalid
+    from surfaces.service import ExecutionService
+
+    try:
+        summary = ExecutionService().anchor_ledger([tenant] if tenant else None)
+    except CheckpointInvalid as exc:
+        typer.echo(f"not anchored: the stored ledger checkpoint {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        _print_json(summary.model_dump(mode="json"))
+    else:
+        console.print(f"anchored {len(summary.anchored)} chains at {summary.location}")
+        for name, problem in summary.broken.items():
+            err.print(f"[red]not anchored[/] {name}: {problem}")
+    if summary.broken:
+        raise typer.Exit(1)
+
+
+security_app = typer.Typer(
+    help="Refused submissions nobody authenticated (kept out of every tenant's ledger).",
+    no_args_is_help=True,
+)
+app.add_typer(security_app, name="security")
+
+
+@security_app.command("log")
+def security_log(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only those claiming this tenant.")] = None,
+    intent: Annotated[
+        str | None, typer.Option("--intent", help="Only those claiming this action_intent_id.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="At most this many rows.")] = 50,
+    as_json: JsonFlag = False,
+) -> None:
+    """Rejected submissions whose approval signature did not verify, newest first (claims are unverified)."""
+    from surfaces.service import ExecutionService
+
+    rows = ExecutionService().security_log(tenant_id=tenant, action_intent_id=intent, limit=limit)
+    if as_json:
+        _print_json([r.model_dump(mode="json") for r in rows])
+        return
+    table = Table(title="Security log (unauthenticated refusals)")
+    for column in ("at", "code", "claimed tenant", "claimed intent", "key_id", "field", "reason", "count"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r.at),
+            str(r.code),
+            r.claimed_tenant_id or "*",
+            r.claimed_intent_id or "",
+            r.key_id or "",
+            r.field or "",
+            r.reason[:200],
+            str(r.count),
+        )
+    console.print(table)
 
 
 @ledger_app.command("show")
@@ -517,8 +589,11 @@ def tenant_set(
         str | None, typer.Option("--storage-block", help="prefect-aws S3Bucket block for briefs.")
     ] = None,
     actor: ActorOption = "operator",
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Check the providers afterwards (read-only).")
+    ] = True,
 ) -> None:
-    """Map a tenant to its CRM / calendar providers and credential blocks."""
+    """Map a tenant to its CRM / calendar providers and credential blocks, then check them (stderr)."""
     from surfaces.service import ExecutionService
 
     row = ExecutionService().set_tenant(
@@ -532,6 +607,50 @@ def tenant_set(
         storage_block=storage_block,
     )
     _print_json(row.model_dump(mode="json"))
+    if check and (crm or crm_block or calendar or calendar_block):
+        # What the tenant's org/portal offers each action type; on stderr, so stdout stays the row.
+        _print_tenant_check(tenant_id, err)
+
+
+def _print_tenant_check(tenant_id: str, out: Console, *, as_json: bool = False) -> bool:
+    """Run the connector self-check of ``tenant_id``; print it; whether every configured family passed."""
+    from dataclasses import asdict
+
+    from tasks.check import check_tenant
+
+    checks = check_tenant(tenant_id)
+    if as_json:
+        _print_json([{**asdict(c), "ok": c.ok, "disabled": c.disabled} for c in checks])
+    else:
+        table = Table(title=f"Connector check of {tenant_id}")
+        for column in ("action type", "system", "guarantee"):
+            table.add_column(column, overflow="fold")
+        todo: list[str] = []
+        for c in checks:
+            for action_type, guarantee in c.guarantees.items():
+                shown = str(guarantee) if c.error_class is None else f"not enabled ({c.error_class})"
+                table.add_row(action_type, c.system or "-", shown)
+                if guarantee == "not enabled":
+                    todo += [f"{action_type}: {fix}" for fix in c.fixes.get(action_type) or [c.error or ""]]
+        out.print(table)
+        for line in todo:
+            out.print(line, soft_wrap=True, markup=False, highlight=False)
+    return all(c.ok for c in checks if c.configured)
+
+
+@tenant_app.command("check")
+def tenant_check(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant id.")], as_json: JsonFlag = False
+) -> None:
+    """Check, read-only against the live org/portal, every precondition each action type relies on; print the
+    guarantee per action type (exactly once by a provider key / by lookup within a window / needs a person
+    on a lost response). An action type that fails is not enabled: its intents end NOT_CONFIGURED.
+    Exit 1 when a configured provider fails a check or cannot be reached."""
+    from surfaces.service import ExecutionService
+
+    ExecutionService().get_tenant(tenant_id)  # an unknown tenant: one line, exit 1
+    if not _print_tenant_check(tenant_id, console, as_json=as_json):
+        raise typer.Exit(1)
 
 
 @tenant_app.command("show")
@@ -625,6 +744,7 @@ def sandbox_serve(
     )
     for name, url in sandbox.urls.items():
         console.print(f"{name:16} {url}   (faults: POST {url}/__sandbox/faults)")
+    console.print("workers using these blocks need FULFILL_ALLOW_LOOPBACK_PROVIDERS=1 (loopback endpoints)")
     if save_blocks_for:
         sandbox.configure_tenant(save_blocks_for, crm="salesforce", prefix="sandbox", actor="sandbox")
         console.print(f"tenant {save_blocks_for} now uses the sandbox blocks")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from fulfill import controls, executions, ledger, tenants, tokens
+from deployments.launch import RunLauncher, rerun_key
+from fulfill import controls, executions, ledger, security_log, tenants, tokens
 from fulfill.db import get_engine, transaction
 from fulfill.executions import ExecutionNotFound
 from fulfill.intent import ACTION_TYPES
@@ -26,8 +28,10 @@ from fulfill.tables import (
     Execution,
     LedgerHead,
     LedgerPublic,
+    SecurityEventPublic,
     Tenant,
     TenantPublic,
+    UtcDateTime,
 )
 from fulfill.tokens import CreatedToken, Principal
 from fulfill.views import (
@@ -45,6 +49,9 @@ from fulfill.views import (
     status_view,
     timeline_view,
 )
+
+if TYPE_CHECKING:
+    from tasks.anchor import AnchorSummary
 
 MAX_PAGE = 200
 
@@ -129,20 +136,20 @@ class ExecutionService:
 
     def get_execution_status(self, action_intent_id: str, tenant_id: str | None = None) -> StatusBody:
         """The contract status body. Raises ExecutionNotFound (also for another tenant's id)."""
-        with transaction(self.engine) as session:
+        with transaction(self.engine, tenant=tenant_id) as session:
             execution = executions.get(session, tenant_id, action_intent_id)
             return status_view(execution, executions.steps_of(session, action_intent_id))
 
     def get_timeline(self, action_intent_id: str, tenant_id: str | None = None) -> Timeline:
         """Decision → approval → execution → outcome from the ledger."""
-        with transaction(self.engine) as session:
+        with transaction(self.engine, tenant=tenant_id) as session:
             execution = executions.get(session, tenant_id, action_intent_id)
             rows = ledger.entries_for_intent(session, execution.tenant_id, action_intent_id)
             return timeline_view(execution, rows)
 
     def cancel_execution(self, action_intent_id: str, tenant_id: str | None, *, actor: str) -> StatusBody:
         """Cancel a PENDING/EXECUTING intent (raises AlreadyFinished when terminal)."""
-        with transaction(self.engine) as session:
+        with transaction(self.engine, tenant=tenant_id) as session:
             executions.cancel(session, tenant_id, action_intent_id, actor=actor)
         return self.get_execution_status(action_intent_id, tenant_id)
 
@@ -176,16 +183,13 @@ class ExecutionService:
             except ValueError:
                 raise InvalidCursor("cursor: malformed, or not from this listing") from None
             query = query.where(
-                sa.or_(
-                    col(Execution.created_at) < created,
-                    sa.and_(
-                        col(Execution.created_at) == created, col(Execution.action_intent_id) < intent_id
-                    ),
-                )
+                # A row comparison, so PostgreSQL starts the index range scan at the cursor.
+                sa.tuple_(col(Execution.created_at), col(Execution.action_intent_id))
+                < sa.tuple_(sa.literal(created, UtcDateTime(timezone=True)), sa.literal(intent_id))
             )
         query = query.order_by(col(Execution.created_at).desc(), col(Execution.action_intent_id).desc())
         query = query.limit(limit + 1)
-        with transaction(self.engine) as session:
+        with transaction(self.engine, tenant=tenant_id) as session:
             rows = list(session.exec(query))
         page = rows[:limit]
         next_cursor = (
@@ -232,7 +236,7 @@ class ExecutionService:
 
     def list_kill_switches(self, tenant_id: str | None = None) -> list[ControlPublic]:
         """Switches visible to the tenant (or all)."""
-        with transaction(self.engine) as session:
+        with transaction(self.engine, tenant=tenant_id) as session:
             return controls.list_switches(session, tenant_id)
 
     def ledger_for_intent(self, action_intent_id: str, tenant_id: str | None = None) -> IntentLedger:
@@ -241,10 +245,18 @@ class ExecutionService:
         Raises:
             ExecutionNotFound: unknown id, or another tenant's.
         """
-        with transaction(self.engine) as session:
+        from fulfill import anchors
+        from tasks.anchor import anchor_store
+
+        store = anchor_store()
+        with transaction(self.engine, tenant=tenant_id) as session:
             execution = executions.get(session, tenant_id, action_intent_id)
             rows = ledger.entries_for_intent(session, execution.tenant_id, action_intent_id)
-            (report,) = ledger.verify_chains(session, [execution.tenant_id])
+            reports = anchors.verify(session, store, [execution.tenant_id])
+            report = next(r for r in reports if r.tenant_id == execution.tenant_id)
+            problem = next((r for r in reports if r.tenant_id == anchors.CHECKPOINT_TENANT), None)
+            if problem is not None and report.ok:  # the checkpoint itself does not authenticate
+                report = replace(report, ok=False, reason=problem.reason)
             return ledger_view(execution, rows, report)
 
     # --- API tokens ------------------------------------------------------------------------
@@ -293,27 +305,87 @@ class ExecutionService:
             f"tenant {tenant_id!r} is not configured and has no executions{_did_you_mean(tenant_id, known)}"
         )
 
-    def rerun_execution(self, action_intent_id: str, tenant_id: str | None = None) -> StatusBody:
-        """Run an intent again in this process (finished steps are skipped) and return its status.
+    def rerun_execution(
+        self, action_intent_id: str, tenant_id: str | None = None, *, actor: str = "operator"
+    ) -> StatusBody:
+        """Run a FAILED intent again in this process (finished steps are skipped) and return its status.
 
-        Only a FAILED execution does anything; SUCCEEDED, EXPIRED and CANCELLED ones return as they are.
+        The request is ledgered first (``RERUN_REQUESTED`` with ``actor``).
 
         Raises:
             ExecutionNotFound: unknown id (or another tenant's).
+            NotRerunnable: the execution is not FAILED (SUCCEEDED, EXPIRED and CANCELLED never run again).
         """
         with transaction(self.engine) as session:
+            executions.request_rerun(session, tenant_id, action_intent_id, actor=actor)
             raw = executions.get(session, tenant_id, action_intent_id).intent_json
         self.execute_action_intent(raw)
         return self.get_execution_status(action_intent_id, tenant_id)
 
+    def request_rerun(
+        self, action_intent_id: str, tenant_id: str | None, *, actor: str, launcher: RunLauncher
+    ) -> tuple[StatusBody, str]:
+        """Rerun a FAILED execution as a new run of the deployment (the API's rerun); ledgered with ``actor``.
+
+        Asking again before that run started finds the same run (its idempotency key names the failed
+        attempt it follows). Returns the status and the flow run id.
+
+        Raises:
+            ExecutionNotFound: unknown id (or another tenant's).
+            NotRerunnable: the execution is not FAILED.
+        """
+        with transaction(self.engine, tenant=tenant_id) as session:
+            after_attempt = executions.request_rerun(session, tenant_id, action_intent_id, actor=actor)
+            execution = executions.get(session, tenant_id, action_intent_id)
+            owner, action_type = execution.tenant_id, execution.action_type
+        flow_run_id = launcher(
+            action_intent_id,
+            tenant_id=owner,
+            action_type=action_type,
+            idempotency_key=rerun_key(action_intent_id, after_attempt),
+        )
+        return self.get_execution_status(action_intent_id, tenant_id), flow_run_id
+
     def verify_ledger(self, tenant_ids: Sequence[str] | None = None) -> list[ChainReport]:
-        """Recompute the hash chains (every tenant's, or the given ones'); each report names the first broken row."""
+        """Recompute the keyed chains (every tenant's and every anchored one's, or the given ones')
+        against the newest checkpoint; each report names the first broken or missing row.
+
+        A checkpoint that does not authenticate comes first, as a failed report of the pseudo-tenant
+        ``fulfill.anchors.CHECKPOINT_TENANT``.
+        """
+        from fulfill import anchors
+        from tasks.anchor import anchor_store
+
+        store = anchor_store()
         with transaction(self.engine) as session:
-            return ledger.verify_chains(session, tenant_ids)
+            return anchors.verify(session, store, tenant_ids)
+
+    def anchor_ledger(self, tenant_ids: Sequence[str] | None = None) -> AnchorSummary:
+        """Verify the chains and write a signed checkpoint of their heads outside the database.
+
+        Raises:
+            CheckpointInvalid: the stored checkpoint does not authenticate (nothing written).
+        """
+        from tasks.anchor import anchor_now
+
+        return anchor_now(list(tenant_ids) if tenant_ids is not None else None)
+
+    def security_log(
+        self, *, tenant_id: str | None = None, action_intent_id: str | None = None, limit: int = 50
+    ) -> list[SecurityEventPublic]:
+        """Rejected submissions whose approval signature did not verify, newest first (operator view).
+
+        ``tenant_id`` and ``action_intent_id`` filter on what the documents CLAIM: nothing in them
+        is authenticated.
+        """
+        with transaction(self.engine) as session:
+            return security_log.entries(
+                session, tenant_id=tenant_id, action_intent_id=action_intent_id, limit=limit
+            )
 
     def get_ledger_entries(self, action_intent_id: str, tenant_id: str | None = None) -> list[LedgerPublic]:
         """An intent's ledger rows, oldest first. Raises ExecutionNotFound (also for another tenant's id)."""
-        with transaction(self.engine) as session:
+        with transaction(self.engine, tenant=tenant_id) as session:
             owner = executions.get(session, tenant_id, action_intent_id).tenant_id
             return [
                 LedgerPublic.model_validate(row, from_attributes=True)

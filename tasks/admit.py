@@ -1,21 +1,34 @@
-"""Admission: schema, approval signature (verified again here: UI/CLI runs are untrusted), registration."""
+"""Admission: schema, approval signature (verified again here: UI/CLI runs are untrusted), registration.
+
+Where a refusal is recorded depends on whether the approval signature verified:
+
+* it did (a signed intent refused later: beyond ``FULFILL_MAX_APPROVAL_TTL``, same id with other
+  content, or a signed document the schema refuses): ``INTENT_REJECTED`` in the tenant's ledger
+  chain, where its timeline shows it;
+* it did not (bad or missing signature, unknown key, a document refused before its signature could
+  be checked): the security log only (:mod:`fulfill.security_log`: bounded, rate-limited), never a
+  tenant's chain or timeline — a forger chooses every word of such a document.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, overload
 
 from prefect import task
 from pydantic import BaseModel, Field
 
-from fulfill import executions
+from fulfill import executions, security_log
 from fulfill.approval import ApprovalInvalid, TrustedKeys
 from fulfill.db import db_now, get_engine, transaction
 from fulfill.executions import IntentConflict
-from fulfill.intent import MAX_INTENT_BYTES, IntentInvalid, load_intent_document, parse_intent
+from fulfill.intent import MAX_INTENT_BYTES, IntentInvalid, check_envelope, load_intent_document, parse_intent
 from fulfill.settings import load_settings
 from fulfill.states import FailureCode
+
+log = logging.getLogger("fulfill.security")
 
 
 class Admitted(BaseModel):
@@ -29,7 +42,7 @@ class Admitted(BaseModel):
 
 
 class Rejected(BaseModel):
-    """The intent was refused and the refusal ledgered; no execution exists for it.
+    """The intent was refused and the refusal recorded; no execution exists for it.
 
     Every text is bounded and storable: it may quote the hostile document.
     """
@@ -46,24 +59,38 @@ Admission: TypeAlias = Admitted | Rejected
 
 
 def verify_and_register(raw: Any, *, flow_run_id: str | None = None) -> Admission:
-    """Validate, verify the approval, and register the intent once; ledger a rejection otherwise.
+    """Validate, verify the approval, and register the intent once; record a rejection otherwise.
 
     ``raw`` is the parsed JSON object, or its text/bytes (parsed by the safe loader). Anything the
-    loader or the schema refuses — NUL, lone surrogates, huge numbers, deep nesting — is a ledgered
+    loader or the schema refuses — NUL, lone surrogates, huge numbers, deep nesting — is a
     ``VALIDATION_FAILED``, as is an expiry more than ``FULFILL_MAX_APPROVAL_TTL`` after receipt
-    (checked after the signature, with the database clock).
+    (checked after the signature, with the database clock). See the module docstring for where
+    each refusal is recorded.
     """
+    received = raw
+    document: Any = None
     try:
+        # Bounded, linear work before the signature (a forger pays for nothing else): the safe loader,
+        # then the envelope alone — the parameters' models run only for a verified approval.
         document = load_intent_document(raw) if isinstance(raw, str | bytes) else raw
-        intent = parse_intent(document)
+        check_envelope(document)
     except IntentInvalid as exc:
-        return _reject(_claimed(raw), FailureCode.VALIDATION_FAILED, exc.field, str(exc))
+        if isinstance(document, dict) and _signed(document):  # e.g. a signed expiry beyond year 9999
+            return _reject(document, FailureCode.VALIDATION_FAILED, exc.field, str(exc))
+        claimed = document if isinstance(document, dict) else _claimed(raw)
+        return _refuse_unverified(received, claimed, FailureCode.VALIDATION_FAILED, exc.field, str(exc))
     raw = document
     settings = load_settings()
     try:
         TrustedKeys.from_setting(settings.approval_keys).verify(raw)
     except ApprovalInvalid as exc:
-        return _reject(raw, FailureCode.APPROVAL_INVALID, "approval.signature", exc.reason)
+        return _refuse_unverified(
+            received, raw, FailureCode.APPROVAL_INVALID, "approval.signature", exc.reason
+        )
+    try:
+        intent = parse_intent(raw)
+    except IntentInvalid as exc:  # signed, yet the schema refuses it: the tenant's story
+        return _reject(raw, FailureCode.VALIDATION_FAILED, exc.field, str(exc))
     try:
         with transaction(get_engine()) as session:
             too_late = _beyond_ttl(intent.expires_at_epoch, db_now(session), settings.max_approval_ttl)
@@ -81,8 +108,21 @@ def verify_and_register(raw: Any, *, flow_run_id: str | None = None) -> Admissio
     )
 
 
+def _signed(document: dict[str, Any]) -> bool:
+    """Whether a document the envelope check refused still carries a valid approval signature.
+
+    Only documents the safe loader accepted get here (bounded size, depth and values), so verifying
+    costs a forger no more than the signature check every submission gets.
+    """
+    try:
+        TrustedKeys.from_setting(load_settings().approval_keys).verify(document)
+    except Exception:  # hostile document or unusable keys: not verified
+        return False
+    return True
+
+
 def _claimed(raw: Any) -> Any:
-    """For a refused text's ledger row only: the tenant and id it claims, best effort."""
+    """For a refused text's security-log row only: the tenant, id and key it claims, best effort."""
     if not isinstance(raw, str | bytes) or len(raw) > MAX_INTENT_BYTES:
         return raw
     try:
@@ -91,7 +131,11 @@ def _claimed(raw: Any) -> Any:
         return {}
     if not isinstance(document, dict):
         return {}
-    return {key: document.get(key) for key in ("tenant_id", "action_intent_id")}
+    claimed = {key: document.get(key) for key in ("tenant_id", "action_intent_id")}
+    approval = document.get("approval")
+    if isinstance(approval, dict):
+        claimed["approval"] = {"key_id": approval.get("key_id")}
+    return claimed
 
 
 def _beyond_ttl(expires_at_epoch: int, received: datetime, max_ttl: int) -> IntentInvalid | None:
@@ -119,8 +163,38 @@ def _printable(value: Any, limit: int) -> str | None:
 
 
 def _reject(raw: Any, code: FailureCode, field: str | None, reason: str) -> Rejected:
+    """A refusal of a document whose approval signature verified: ledgered in the tenant's chain."""
     with transaction(get_engine()) as session:
         executions.record_rejection(session, raw, code=code, field=field, reason=reason)
+    return _rejected(raw, code, field, reason)
+
+
+def _refuse_unverified(
+    received: Any, document: Any, code: FailureCode, field: str | None, reason: str
+) -> Rejected:
+    """A refusal nobody authenticated: the security log (rate-limited), never a tenant's chain."""
+    with transaction(get_engine()) as session:
+        event = security_log.record(
+            session,
+            received,
+            document,
+            code=code,
+            field=field,
+            reason=reason,
+            per_minute=load_settings().security_log_per_minute,
+        )
+    if event.count == 1:  # the table is the record; a line for log-based alerting
+        log.info(
+            "refused an unauthenticated intent: %s %s (security log %s, claimed tenant %r)",
+            code,
+            event.field,
+            event.id,
+            event.claimed_tenant_id,
+        )
+    return _rejected(document, code, field, reason)
+
+
+def _rejected(raw: Any, code: FailureCode, field: str | None, reason: str) -> Rejected:
     document = raw if isinstance(raw, dict) else {}
     return Rejected(
         action_intent_id=_printable(document.get("action_intent_id"), 128),

@@ -5,6 +5,12 @@
   (a cancelled or taken-over execution raises ``LeaseLost``). Retries happen only for errors
   that say they are retryable (``retry_condition_fn``), with the same idempotency key; the
   result is persisted and cached under the step's key so a rerun skips a finished step.
+  The TTL is checked once more immediately before each provider request leaves (after any token
+  fetch), and no request stays outstanding past the expiry: the time left on the database clock
+  travels to the send path as a deadline (``connectors.http.send_deadline``) that refuses a request
+  starting too late (``DeadlinePassed`` → ``Halted(EXPIRED)``) and caps every request's timeouts. A
+  write cut in flight is ``OutcomeUnknown``: the flow's lookup — refused after expiry, so the undo's
+  — settles it; it never counts as a success.
 * ``lookup_step`` — did an attempt whose answer was lost commit anyway?
 * ``compensate_step`` — undo a committed step (retried on transient errors too).
 
@@ -40,6 +46,7 @@ from prefect.tasks import Task, exponential_backoff
 
 from connectors.base import StepCall, StepResult
 from connectors.errors import ConnectorError, OutcomeUnknown
+from connectors.http import DeadlinePassed, send_deadline
 from fulfill import executions
 from fulfill.controls import blocked_reason
 from fulfill.db import db_now, get_engine, transaction
@@ -91,14 +98,27 @@ def guard_external_call(lease: Lease, call: StepCall, *, count: bool, undoing: b
         Halted: a kill switch is engaged or the approval expired.
         LeaseLost: the execution was cancelled or taken over.
     """
+    return _guard(lease, call, count=count, undoing=undoing)[0]
+
+
+def _guard(lease: Lease, call: StepCall, *, count: bool, undoing: bool = False) -> tuple[int, float | None]:
+    """:func:`guard_external_call`, plus the approval's seconds left (``None`` when undoing: no TTL)."""
     with transaction(get_engine()) as session:
         reason = blocked_reason(session, lease.tenant_id, call.action_type)
         if reason:
             raise Halted(HaltKind.KILL_SWITCH, reason)
         execution = executions.fence(session, lease, settling=undoing)
-        if not undoing and db_now(session).timestamp() >= execution.expires_at_epoch:
+        # Measured from before the clock is read: the deadline errs early, never late.
+        asked = time.monotonic()
+        left = None if undoing else execution.expires_at_epoch - db_now(session).timestamp()
+        if left is not None and left <= 0:
             raise Halted(HaltKind.EXPIRED, "the approval expired before this step could start")
-        return executions.count_attempt(session, lease, call.step) if count else 0
+        attempt = executions.count_attempt(session, lease, call.step) if count else 0
+    return attempt, None if left is None else left - (time.monotonic() - asked)
+
+
+def _expired_at_send(exc: DeadlinePassed) -> Halted:
+    return Halted(HaltKind.EXPIRED, exc.detail)
 
 
 def step_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -204,10 +224,12 @@ def run_step(call: StepCall, lease: Lease, cache_key: str) -> StepResult:
     An attempt whose answer was lost (:class:`OutcomeUnknown`) may still commit at the provider
     for a while: the step is marked unsettled until then, so an undo waits for it and confirms.
     """
-    guard_external_call(lease, call, count=True)
-    connector = resolve_connector(lease.tenant_id, call.action_type)
+    _, left = _guard(lease, call, count=True)
     try:
-        return connector.execute(call)
+        with send_deadline(left):  # the last TTL check is at send time, after any token fetch
+            return resolve_connector(lease.tenant_id, call.action_type).execute(call)
+    except DeadlinePassed as exc:
+        raise _expired_at_send(exc) from None
     except OutcomeUnknown:
         with transaction(get_engine()) as session:
             executions.mark_unsettled(session, lease, call.step, seconds=load_settings().late_commit_seconds)
@@ -238,9 +260,13 @@ def _retryable_only(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
     retry_condition_fn=_retryable_only,
 )
 def lookup_step(call: StepCall, lease: Lease, undoing: bool = False) -> StepResult | None:
-    """Ask the provider whether an attempt whose answer was lost committed."""
-    guard_external_call(lease, call, count=False, undoing=undoing)
-    return resolve_connector(lease.tenant_id, call.action_type).lookup(call)
+    """Ask the provider whether an attempt whose answer was lost committed (within the TTL unless undoing)."""
+    _, left = _guard(lease, call, count=False, undoing=undoing)
+    try:
+        with send_deadline(left):
+            return resolve_connector(lease.tenant_id, call.action_type).lookup(call)
+    except DeadlinePassed as exc:
+        raise _expired_at_send(exc) from None
 
 
 @task(

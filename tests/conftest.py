@@ -29,6 +29,7 @@ POSTGRES_ADMIN_URL = os.environ.get("FULFILL_TEST_POSTGRES_URL", "postgresql://p
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("FULFILL_ALLOW_LOOPBACK_PROVIDERS", "1")  # blocks aimed at the loopback emulators
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -206,7 +207,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     storage = tmp_path_factory.mktemp("prefect-results")
     with (
         temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
-        prefect_test_harness(server_startup_timeout=60),
+        prefect_test_harness(server_startup_timeout=180),
     ):
         yield str(PREFECT_API_URL.value())
 

@@ -104,14 +104,16 @@ def test_a_token_is_kept_for_its_expires_in_less_a_minute() -> None:
 
 def test_salesforce_tokens_without_expires_in_live_the_shortest_session_timeout() -> None:
     now = [1000.0]
-    block = SalesforceCredentials(login_url="https://login.example", client_id="c", client_secret=SECRET)
+    block = SalesforceCredentials(
+        login_url="https://acme.my.salesforce.com", client_id="c", client_secret=SECRET
+    )
     provider = Provider()
     auth = block.auth(clock=lambda: now[0])
     assert (
         isinstance(auth, ClientCredentialsAuth)
-        and auth.token_url == "https://login.example/services/oauth2/token"
+        and auth.token_url == "https://acme.my.salesforce.com/services/oauth2/token"
     )
-    auth.token_url = TOKEN_URL
+    auth.token_url, auth.endpoints = TOKEN_URL, None  # about the token's lifetime, not its endpoint
     with httpx.Client(transport=httpx.MockTransport(provider)) as client:
         get(client, auth)
         now[0] += SESSION_LIFETIME_SECONDS - 61
@@ -211,9 +213,11 @@ def test_requests_go_to_the_instance_the_token_names() -> None:
     ("block", "auth_type", "base_url"),
     [
         (
-            SalesforceCredentials(client_id="c", client_secret=SECRET),
+            SalesforceCredentials(
+                login_url="https://acme.my.salesforce.com", client_id="c", client_secret=SECRET
+            ),
             ClientCredentialsAuth,
-            "https://login.salesforce.com",
+            "https://acme.my.salesforce.com",
         ),
         (
             SalesforceCredentials(auth_mode="jwt_bearer", client_id="c", username="u", private_key=SECRET),
@@ -228,7 +232,9 @@ def test_requests_go_to_the_instance_the_token_names() -> None:
             "https://api.hubapi.com",
         ),
         (
-            GoogleCalendarCredentials(service_account_email="sa@example", private_key=SECRET),
+            GoogleCalendarCredentials(
+                service_account_email="sa@example", private_key=SECRET, subject="u@example"
+            ),
             JwtBearerAuth,
             "https://www.googleapis.com",
         ),

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from fulfill.intent import (
     ACTION_TYPES,
@@ -13,8 +17,12 @@ from fulfill.intent import (
     MAX_DEPTH,
     MAX_EXPIRES_AT_EPOCH,
     MAX_INTENT_BYTES,
+    PARAMETER_MODELS,
     IntentInvalid,
     check_document,
+    check_envelope,
+    count_structure,
+    is_email,
     load_intent_document,
     parse_intent,
 )
@@ -147,8 +155,10 @@ def _vector_text() -> str:
             "approval.edited",
             "more than once",
         ),
-        ("[" * 10_000 + "]" * 10_000, "$", "nests deeper than 32 levels"),
-        ('{"parameters": ' + '{"a": ' * 10_000 + "1" + "}" * 10_001, "$", "nests deeper than 32 levels"),
+        # Refused before parsing: far more brackets or strings than any valid intent holds.
+        ("[" * 10_000 + "]" * 10_000, "$", "no valid intent comes near"),
+        ('{"parameters": ' + '{"a": ' * 10_000 + "1" + "}" * 10_001, "$", "no valid intent comes near"),
+        ('{"parameters": ' + "[" * 500 + "]" * 500 + "}", "parameters" + ".0" * 31, "nests deeper than 32"),
         (
             '{"parameters": ' + "[" * 40 + "]" * 40 + "}",
             "parameters" + ".0" * 31,
@@ -169,6 +179,7 @@ def _vector_text() -> str:
         "duplicate-key",
         "deep-array",
         "deep-object",
+        "depth-500",
         "depth-40",
         "array",
         "bom",
@@ -222,7 +233,11 @@ def test_a_contract_sized_brief_fits_as_text() -> None:
         (lambda d: d["parameters"].update(description=float("nan")), "parameters.description", "finite"),
         (lambda d: d["parameters"].update({1: "x"}), "parameters", "keys must be strings"),
         (lambda d: d["parameters"].update(subject=b"bytes"), "parameters.subject", "not a JSON value"),
-        (lambda d: d["parameters"].update(subject="x" * (MAX_INTENT_BYTES + 1)), "$", "bytes"),
+        (
+            lambda d: d["parameters"].update(subject="x" * (MAX_INTENT_BYTES + 1)),
+            "parameters.subject",
+            "bytes",
+        ),
     ],
 )
 def test_a_parsed_document_gets_the_same_checks(mutate: Any, field: str, words: str) -> None:
@@ -271,3 +286,144 @@ def test_a_contract_sized_brief_fits_even_when_every_byte_is_escaped() -> None:
     text = json.dumps(document)
     assert len(text) > 6 * MAX_BRIEF_BYTES
     assert len(parse_intent(text).parameters["content"]) == MAX_BRIEF_BYTES
+
+
+# -- no CPU for forgers: bounded strings, linear checks ----------------------------------------------------
+OLD_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")  # the backtracking check is_email replaced
+
+
+def test_the_pathological_attendee_is_refused_by_the_linear_check() -> None:
+    """The string that made the old regular expression backtrack for seconds (100 KB of dotted
+    domain ending in a space) is refused: by the length limit in the model, and by is_email itself."""
+    pathological = "a@" + "a." * 50_000 + " "
+    assert not is_email(pathological)
+    assert not is_email("a@" + "a." * 150 + " ")  # within the length limit: the linear check decides
+    document = load_vector("valid-calendar-draft-meeting.json")
+    document["parameters"]["attendees"] = [pathological]
+    with pytest.raises(IntentInvalid) as raised:
+        parse_intent(document)
+    assert raised.value.field == "parameters.attendees.0"
+
+
+@given(st.text(alphabet="ab.@ \t\u00a0\u2003", max_size=40))
+def test_is_email_agrees_with_the_regular_expression_it_replaced(value: str) -> None:
+    assert is_email(value) == bool(OLD_EMAIL.match(value)) or len(value) < 3
+
+
+@pytest.mark.parametrize(
+    ("action_type", "params"),
+    [
+        (
+            "crm.create_task",
+            {"subject": "s", "description": "d", "related_to": {"object": "Contact", "id": "1"}},
+        ),
+        (
+            "crm.update_field",
+            {"object": "Account", "record_id": "1", "field": "F", "value": "v", "previous_value": "p"},
+        ),
+        (
+            "crm.create_opportunity",
+            {
+                "name": "n",
+                "stage": "s",
+                "close_date": "2026-01-01",
+                "currency": "USD",
+                "follow_up_task": {"subject": "s"},
+            },
+        ),
+        (
+            "calendar.draft_meeting",
+            {
+                "title": "t",
+                "start": "2026-01-01T10:00:00Z",
+                "end": "2026-01-01T11:00:00Z",
+                "organizer": "o@acme.example",
+                "attendees": ["a@acme.example"],
+                "description": "d",
+                "location": "l",
+            },
+        ),
+        (
+            "internal.create_task",
+            {"title": "t", "assignee": "a", "due_date": "2026-01-01", "description": "d"},
+        ),
+        ("internal.log_note", {"body": "b", "title": "t"}),
+        ("internal.attach_brief", {"title": "t", "content": "c", "content_type": "text/plain"}),
+    ],
+)
+def test_every_string_of_every_parameter_model_is_bounded(action_type: str, params: dict[str, Any]) -> None:
+    """Each string field, nested ones and list items included, refuses a value longer than the brief's limit."""
+    model = PARAMETER_MODELS[action_type]
+    model.model_validate(params)  # the base is valid
+    huge = "x" * (MAX_BRIEF_BYTES + 1)
+    paths: list[tuple[str, ...]] = []
+    for name, value in params.items():
+        if isinstance(value, str):
+            paths.append((name,))
+        elif isinstance(value, dict):
+            paths += [(name, inner) for inner, item in value.items() if isinstance(item, str)]
+        elif isinstance(value, list):
+            paths.append((name, "0"))
+    for path in paths:
+        mutated = json.loads(json.dumps(params))
+        target: Any = mutated
+        for step in path[:-1]:
+            target = target[step]
+        if isinstance(target, list):
+            target[int(path[-1])] = huge
+        else:
+            target[path[-1]] = huge
+        with pytest.raises(ValidationError) as raised:
+            model.model_validate(mutated)
+        assert tuple(str(p) for p in raised.value.errors()[0]["loc"])[: len(path)] == path
+
+
+def test_the_envelope_is_checked_without_the_parameters() -> None:
+    document = load_vector("valid-crm-create-task.json")
+    document["parameters"] = {"subject": "x" * 300}  # the action's model would refuse it
+    assert check_envelope(document).action_type == "crm.create_task"
+    document["tenant_id"] = "Not A Tenant"
+    with pytest.raises(IntentInvalid) as raised:
+        check_envelope(document)
+    assert raised.value.field == "tenant_id"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"a": [' + ",".join(['""'] * 2000) + "]}", "strings"),
+        ('{"a": [' + ",".join(["0"] * 2000) + "]}", "values and containers"),
+        ('{"a": [' + ",".join(["{}"] * 2000) + "]}", "values and containers"),
+    ],
+)
+def test_a_document_with_more_structure_than_any_intent_is_refused_before_parsing(
+    text: str, words: str
+) -> None:
+    with pytest.raises(IntentInvalid) as raised:
+        load_intent_document(text)
+    assert raised.value.field == "$" and words in raised.value.message
+
+
+def test_count_structure_ignores_what_strings_hold() -> None:
+    text = json.dumps({"a": ',[{"\\' * 1000, "b": [1, 2, {"c": "\\\\"}]})  # beyond the raw counts' shortcut
+    # Strings: a, its value, b, c, its value. Outside them: { , [ , , { — none of the value's own.
+    assert count_structure(text) == (5, 6)
+
+
+def test_a_parsed_document_with_too_many_values_is_refused() -> None:
+    document = load_vector("valid-crm-create-task.json")
+    document["parameters"]["x"] = list(range(5000))
+    with pytest.raises(IntentInvalid, match="more than 1000"):
+        check_document(document)
+
+
+def test_an_intent_encoded_twice_names_the_mistake() -> None:
+    text = json.dumps(_vector_text())  # JSON text inside a JSON string
+    with pytest.raises(IntentInvalid) as raised:
+        load_intent_document(text)
+    assert raised.value.field == "$" and "not JSON text inside a string" in raised.value.message
+    document = load_vector("valid-crm-create-task.json")
+    document["parameters"] = json.dumps(document["parameters"])
+    with pytest.raises(IntentInvalid) as again:
+        parse_intent(document)
+    assert again.value.field == "parameters" and "encoded twice" in again.value.message

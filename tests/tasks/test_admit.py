@@ -1,10 +1,16 @@
-"""Admission of hostile documents: refused as VALIDATION_FAILED and ledgered the same on both databases."""
+"""Admission of hostile documents: refused as VALIDATION_FAILED and recorded the same on both databases.
+
+A refusal whose approval signature verified is ledgered in the tenant's chain; one nobody
+authenticated goes to the security log only — never into a tenant's chain or timeline.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,7 +24,7 @@ from fulfill.intent import MAX_EXPIRES_AT_EPOCH, MAX_INTENT_BYTES
 from fulfill.ledger import verify_chains
 from fulfill.settings import DEFAULT_MAX_APPROVAL_TTL, load_settings
 from fulfill.states import FailureCode
-from fulfill.tables import Execution, LedgerEntry
+from fulfill.tables import Execution, LedgerEntry, SecurityEvent
 from surfaces.cli import app
 from surfaces.service import ExecutionService
 from tasks.admit import Admission, Admitted, Rejected, verify_and_register
@@ -43,6 +49,19 @@ def _rejections(engine: Any, tenant_id: str) -> list[LedgerEntry]:
         return list(session.exec(query))
 
 
+def _chain(engine: Any, tenant_id: str) -> list[LedgerEntry]:
+    with transaction(engine) as session:
+        return list(session.exec(select(LedgerEntry).where(LedgerEntry.tenant_id == tenant_id)))
+
+
+def _logged(engine: Any, **where: str) -> list[SecurityEvent]:
+    with transaction(engine) as session:
+        query = select(SecurityEvent)
+        for name, value in where.items():
+            query = query.where(getattr(SecurityEvent, name) == value)
+        return list(session.exec(query.order_by(SecurityEvent.id)))  # type: ignore[arg-type]
+
+
 def _no_execution(engine: Any, action_intent_id: str) -> bool:
     with transaction(engine) as session:
         return session.get(Execution, action_intent_id) is None
@@ -63,28 +82,26 @@ def _chains_ok(engine: Any, tenant_id: str) -> bool:
         (lambda d: d.update(account_id="\udfff"), "account_id"),
     ],
 )
-def test_nul_and_lone_surrogates_are_refused_and_ledgered(
+def test_nul_and_lone_surrogates_are_refused_and_logged_apart(
     engine: Any, make_intent: Any, tenant: str, where: Any, field: str
 ) -> None:
     intent = make_intent("internal.create_task", {"title": "Hostile"}, expires_at_epoch=_soon())
-    where(intent)
+    where(intent)  # after signing: nobody authenticated this document
 
     admission = _refused(verify_and_register(intent))
 
     assert (admission.admitted, admission.code, admission.field) == (False, "VALIDATION_FAILED", field)
-    rows = _rejections(engine, tenant)
-    assert len(rows) == 1
-    assert rows[0].action_intent_id == intent["action_intent_id"]
-    assert rows[0].details["code"] == "VALIDATION_FAILED"
-    assert rows[0].details["field"] == field
-    reason = rows[0].details["reason"]
-    assert reason.startswith(f"{field}: ") and ("NUL character" in reason or "lone surrogate" in reason)
+    assert _chain(engine, tenant) == []
+    [row] = _logged(engine, claimed_tenant_id=tenant)
+    assert row.claimed_intent_id == intent["action_intent_id"]
+    assert (row.code, row.field, row.count) == ("VALIDATION_FAILED", field, 1)
+    assert row.reason.startswith(f"{field}: ")
+    assert "NUL character" in row.reason or "lone surrogate" in row.reason
     assert _no_execution(engine, intent["action_intent_id"])
-    assert _chains_ok(engine, tenant)
 
 
 @pytest.mark.parametrize("poison", ["\x00", "\ud800"])
-def test_a_poisoned_tenant_or_intent_id_is_still_ledgered(engine: Any, unique: str, poison: str) -> None:
+def test_a_poisoned_tenant_or_intent_id_is_still_logged(engine: Any, unique: str, poison: str) -> None:
     hostile_id = f"ai_{unique}{poison}" + "z" * 300
     document = {"tenant_id": f"t{poison}x", "action_intent_id": hostile_id, "schema_version": 1}
 
@@ -94,18 +111,14 @@ def test_a_poisoned_tenant_or_intent_id_is_still_ledgered(engine: Any, unique: s
     assert admission.action_intent_id is not None
     assert poison not in admission.action_intent_id
     admission.model_dump_json()  # serialisable (Prefect persists task results as JSON)
-    with transaction(engine) as session:
-        rows = list(
-            session.exec(
-                select(LedgerEntry).where(
-                    LedgerEntry.tenant_id == "_unknown", LedgerEntry.event_type == "INTENT_REJECTED"
-                )
-            )
-        )
-    mine = [r for r in rows if (r.action_intent_id or "").startswith(f"ai_{unique}")]
+    rows = _logged(engine, claimed_tenant_id="_unknown")
+    mine = [r for r in rows if (r.claimed_intent_id or "").startswith(f"ai_{unique}")]
     assert len(mine) == 1
     replacement = "\ufffd" if poison == "\x00" else "?"
-    assert mine[0].action_intent_id == hostile_id.replace(poison, replacement)[:128]
+    assert mine[0].claimed_intent_id == hostile_id.replace(poison, replacement)[:128]
+    assert not [
+        r for r in _rejections(engine, "_unknown") if (r.action_intent_id or "").startswith(f"ai_{unique}")
+    ]
 
 
 def test_record_rejection_stores_any_text_on_every_backend(engine: Any, tenant: str, unique: str) -> None:
@@ -135,8 +148,13 @@ def test_record_rejection_stores_any_text_on_every_backend(engine: Any, tenant: 
     [
         (b'{"tenant_id": "t", "bad": "\xff\xfe"}', "$", "not valid UTF-8"),
         ('{"schema_version": ' + "9" * 5000 + "}", "schema_version", "5000 digits"),
-        ("[" * 10_000 + "]" * 10_000, "$", "nests deeper than 32"),
-        ('{"parameters": ' + '{"a": ' * 10_000 + "1" + "}" * 10_001, "$", "nests deeper than 32"),
+        ('{"parameters": ' + "[" * 40 + "]" * 40 + "}", "parameters" + ".0" * 31, "nests deeper than 32"),
+        (
+            '{"parameters": ' + '{"a": ' * 40 + "1" + "}" * 41,
+            "parameters" + ".a" * 31,
+            "nests deeper than 32",
+        ),
+        ("[" * 10_000 + "]" * 10_000, "$", "more than 1000 values and containers"),
         ('{"account_id": "\\ud800"}', "account_id", "lone surrogate"),
         ('{"account_id": "a\\u0000"}', "account_id", "NUL"),
         ('{"account_id": "a", "account_id": "b"}', "account_id", "more than once"),
@@ -148,6 +166,7 @@ def test_record_rejection_stores_any_text_on_every_backend(engine: Any, tenant: 
         "5000-digits",
         "deep-array",
         "deep-object",
+        "10000-levels",
         "surrogate",
         "nul",
         "dup-key",
@@ -155,19 +174,23 @@ def test_record_rejection_stores_any_text_on_every_backend(engine: Any, tenant: 
         "8MiB",
     ],
 )
-def test_hostile_text_is_refused_with_its_field_and_ledgered(
-    engine: Any, text: str | bytes, field: str, words: str
+def test_hostile_text_is_refused_with_its_field_and_logged(
+    engine: Any, text: str | bytes, field: str, words: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("FULFILL_SECURITY_LOG_PER_MINUTE", "100000")  # the shared database's other tests
     before = len(_rejections(engine, "_unknown"))
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
 
     admission = _refused(verify_and_register(text))
 
     assert (admission.admitted, admission.code, admission.field) == (False, "VALIDATION_FAILED", field)
     assert words in (admission.reason or "")
-    assert len(_rejections(engine, "_unknown")) == before + 1
+    assert len(_rejections(engine, "_unknown")) == before
+    [row] = _logged(engine, document_sha256=digest.hexdigest())
+    assert (row.claimed_tenant_id, row.field) == ("_unknown", field)
 
 
-def test_refused_text_is_ledgered_under_the_tenant_it_claims(
+def test_refused_text_is_logged_with_the_tenant_it_claims_outside_its_chain(
     engine: Any, make_intent: Any, tenant: str
 ) -> None:
     intent = make_intent("internal.create_task", {"title": "x"}, expires_at_epoch=_soon())
@@ -176,8 +199,10 @@ def test_refused_text_is_ledgered_under_the_tenant_it_claims(
     admission = _refused(verify_and_register(text.encode()))
 
     assert (admission.code, admission.field) == ("VALIDATION_FAILED", "parameters.title")
-    [row] = _rejections(engine, tenant)
-    assert row.action_intent_id == intent["action_intent_id"]
+    assert _chain(engine, tenant) == []
+    [row] = _logged(engine, claimed_tenant_id=tenant)
+    assert row.claimed_intent_id == intent["action_intent_id"]
+    assert row.key_id == intent["approval"]["key_id"]
 
 
 def test_a_clean_text_intent_is_admitted(engine: Any, make_intent: Any) -> None:
@@ -304,6 +329,130 @@ def test_a_hand_started_flow_run_refuses_the_same_way(engine: Any, make_intent: 
     with pytest.raises(ExecutionFailed, match=r"VALIDATION_FAILED: parameters\.title: contains "):
         execute_intent(intent)
 
-    [row] = _rejections(engine, tenant)
-    assert row.details["field"] == "parameters.title"
+    assert _chain(engine, tenant) == []
+    [row] = _logged(engine, claimed_tenant_id=tenant)
+    assert row.field == "parameters.title"
     assert _no_execution(engine, intent["action_intent_id"])
+
+
+# --- forgeries never write into a tenant's chain or timeline (issue 11.5) ------------------------
+@pytest.fixture(autouse=True)
+def _generous_security_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PostgreSQL database is shared by the whole session: keep other tests' refusals from rate-limiting these."""
+    monkeypatch.setenv("FULFILL_SECURITY_LOG_PER_MINUTE", "100000")
+
+
+def _forge(intent: dict[str, Any], **approval: Any) -> dict[str, Any]:
+    forged = json.loads(json.dumps(intent))
+    forged["approval"].update(approval)
+    return forged
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        pytest.param({"signature": "A" * 86}, id="bad-signature"),
+        pytest.param({"key_id": "Mallory was here: call +1-555-0100 " * 20}, id="unknown-key"),
+        pytest.param({"signature": ""}, id="no-signature"),
+    ],
+)
+def test_a_forgery_adds_nothing_to_the_tenants_chain_or_its_real_intents_timeline(
+    engine: Any, make_intent: Any, tenant: str, forgery: dict[str, Any]
+) -> None:
+    real = make_intent("internal.create_task", {"title": "Real"}, expires_at_epoch=_soon())
+    assert verify_and_register(real).admitted
+    service = ExecutionService(engine)
+    chain_before = [(r.seq, r.row_hash) for r in _chain(engine, tenant)]
+    timeline_before = service.get_timeline(real["action_intent_id"])
+
+    forged = _forge(real, **forgery)
+    forged["parameters"]["title"] = "Forged"
+    admission = _refused(verify_and_register(forged))
+
+    # (an oversize key_id or an empty signature is refused by the schema, before the signature check)
+    assert admission.code in ("APPROVAL_INVALID", "VALIDATION_FAILED")
+    assert [(r.seq, r.row_hash) for r in _chain(engine, tenant)] == chain_before
+    assert service.get_timeline(real["action_intent_id"]) == timeline_before
+    assert "Mallory" not in service.get_timeline(real["action_intent_id"]).model_dump_json()
+    assert _chains_ok(engine, tenant)
+    [row] = _logged(engine, claimed_intent_id=real["action_intent_id"])
+    assert (row.code, row.claimed_tenant_id, row.count) == (admission.code, tenant, 1)
+    assert row.key_id is not None and len(row.key_id) <= 64
+    assert len(row.reason) <= 500
+
+
+def test_a_forgery_through_the_service_and_the_cli_adds_nothing_to_the_chain(
+    engine: Any, make_intent: Any, tenant: str, tmp_path: Any
+) -> None:
+    from surfaces.service import IntentRejected
+
+    real = make_intent("internal.create_task", {"title": "Real"}, expires_at_epoch=_soon())
+    forged = _forge(real, signature="B" * 86)
+    with pytest.raises(IntentRejected, match="APPROVAL_INVALID"):
+        ExecutionService(engine).execute_action_intent(forged)
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(forged))
+    result = CliRunner().invoke(app, ["execute", str(path)])
+    assert result.exit_code == 1 and "APPROVAL_INVALID" in result.output
+    assert _chain(engine, tenant) == []
+
+    found = CliRunner().invoke(app, ["security", "log", "--intent", real["action_intent_id"], "--json"])
+    assert found.exit_code == 0, found.output
+    rows = json.loads(found.stdout)
+    assert [(r["code"], r["claimed_tenant_id"], r["count"]) for r in rows] == [
+        ("APPROVAL_INVALID", tenant, 1)
+    ] * 2
+    table = CliRunner().invoke(app, ["security", "log", "--tenant", tenant])
+    assert table.exit_code == 0 and "Security log" in table.stdout
+
+
+def test_a_signed_intent_refused_later_stays_in_the_tenants_chain(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    """The signature verified: conflict, lifetime and schema refusals are the tenant's own story."""
+    intent = make_intent("internal.create_task", {"title": "x"}, expires_at_epoch=_soon())
+    assert verify_and_register(intent).admitted
+    conflict = make_intent(
+        "internal.create_task", {"title": "y"}, action_intent_id=intent["action_intent_id"]
+    )
+    signed_but_invalid = make_intent("internal.log_note", {"body": "hello", "colour": "red"})
+
+    assert _refused(verify_and_register(conflict)).code == "CONFLICT"
+    assert _refused(verify_and_register(signed_but_invalid)).field == "parameters.colour"
+
+    fields = [r.details["field"] for r in _rejections(engine, tenant)]
+    assert fields == ["action_intent_id", "parameters.colour"]
+    assert _logged(engine, claimed_tenant_id=tenant) == []
+
+
+def test_the_security_log_counts_what_exceeds_its_rate(
+    engine: Any, make_intent: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fulfill.security_log as security_log
+
+    monkeypatch.setenv("FULFILL_SECURITY_LOG_PER_MINUTE", "3")
+    minute = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)  # one fixed window, whatever the clock does
+    monkeypatch.setattr(security_log, "db_now", lambda session: minute)
+    real = make_intent("internal.create_task", {"title": "Real"}, expires_at_epoch=_soon())
+
+    for n in range(7):
+        _refused(verify_and_register(_forge(real, signature=f"{n:02d}" + "C" * 84)))
+
+    rows = _logged(engine, claimed_tenant_id=tenant)
+    assert [r.count for r in rows] == [1, 1, 1, 4]
+    assert rows[-1].bucket == f"2031-01-02T03:04|{tenant}"
+    assert "counted, not stored" in rows[-1].reason
+    assert _chain(engine, tenant) == []
+
+
+def test_claimed_text_is_bounded_in_the_security_log(engine: Any, unique: str) -> None:
+    document = {
+        "tenant_id": "t" * 5000,
+        "action_intent_id": f"ai_{unique}" + "\x00" * 5000,
+        "approval": {"key_id": "k\ud800" * 5000, "signature": "x"},
+    }
+    _refused(verify_and_register(document))
+    [row] = _logged(engine, claimed_intent_id=f"ai_{unique}" + "\ufffd" * (128 - len(f"ai_{unique}")))
+    assert row.claimed_tenant_id == "_unknown"  # not a plausible tenant id
+    assert row.key_id is not None and len(row.key_id) <= 64 and "\ud800" not in row.key_id
+    assert row.field is not None and len(row.field) <= 256 and len(row.reason) <= 500

@@ -12,7 +12,7 @@ from prefect import flow
 from sqlmodel import select
 
 from connectors.base import ExternalRef, StepCall, StepResult
-from connectors.errors import NotFound, ProviderUnavailable, RateLimitedError
+from connectors.errors import NotFound, OutcomeUnknown, ProviderUnavailable, RateLimitedError
 from connectors.hubspot import HubSpotConnector
 from connectors.internal import InternalConnector
 from flows.execute_intent import ExecutionFailed, execute_intent
@@ -372,3 +372,62 @@ def test_flow_ends_retries_exhausted_when_the_wait_outlives_the_approval(
         ).all()
     assert "STEP_RETRY_SCHEDULED" not in [row.event_type for row in rows]
     assert tasks_made == []
+
+
+# -- the approval's expiry at send time ---------------------------------------------------------------
+def test_a_slow_token_endpoint_cannot_push_the_write_past_the_expiry(leased: Any) -> None:
+    """The TTL check before the step passes; the token endpoint then answers after the expiry: the
+    write never starts and the step halts EXPIRED (it used to go out late and succeed)."""
+    api_requests: list[httpx.Request] = []
+    expires_at: list[float] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/v1/token":
+            time.sleep(max(0.0, expires_at[0] - time.time()) + 0.3)  # answers after the expiry
+            return httpx.Response(200, json={"access_token": "tok", "expires_in": 1800})
+        api_requests.append(request)
+        return httpx.Response(201, json={"id": "1", "properties": {}})
+
+    hub = HubSpotConnector(httpx.Client(transport=httpx.MockTransport(provider)), make_credentials("oauth"))
+    lease, call = leased(
+        hub, expires_in=2, action_type="crm.create_task", params=TASK_PARAMS, system="hubspot"
+    )
+    expires_at.append(int(time.time()) + 2)  # no earlier than the intent's expires_at_epoch
+
+    @flow
+    def once() -> StepResult:
+        return run_step(call, lease, cache_key=f"{call.idempotency_key}:ttl")
+
+    with pytest.raises(Halted) as halted:
+        once()
+    assert halted.value.kind == "EXPIRED"
+    assert api_requests == []  # no provider request started after the expiry
+
+
+def test_a_provider_that_never_answers_is_cut_at_the_expiry(leased: Any) -> None:
+    """A request in flight when the approval expires is cut then, not at the client's 30 s timeout."""
+    import socket
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # accepts (the kernel does), never answers
+    try:
+        base = f"http://127.0.0.1:{server.getsockname()[1]}"
+        credentials = make_credentials(api_base_url=base)
+        hub = HubSpotConnector(credentials.get_client(timeout=httpx.Timeout(30.0)), credentials)
+        lease, call = leased(
+            hub, expires_in=2, action_type="crm.create_task", params=TASK_PARAMS, system="hubspot"
+        )
+
+        @flow
+        def once() -> StepResult:
+            return run_step(call, lease, cache_key=f"{call.idempotency_key}:cut")
+
+        started = time.monotonic()
+        with pytest.raises((Halted, OutcomeUnknown)) as cut:
+            once()
+        assert time.monotonic() - started < 10.0
+        if isinstance(cut.value, Halted):
+            assert cut.value.kind == "EXPIRED"
+    finally:
+        server.close()
