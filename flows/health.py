@@ -1,63 +1,46 @@
-"""The ``connector-health`` flow: a cheap authenticated read per tenant and provider, recorded.
+"""The ``connector-health`` flow: each tenant's connector self-check, recorded.
 
 For every tenant with a CRM or calendar provider, the tenant's connector is resolved exactly as an
-execution resolves it (``tasks.resolve``: credentials block, token grant) and asked to look up a
-probe key that never exists — the same authenticated GET the connectors use to find a write after a
-lost answer (Salesforce: record by External ID; HubSpot: record by unique property; Google
-Calendar: event by id). "Not found" is healthy; a connector error is recorded by its class
-(``AuthenticationFailed``, ``ProviderUnavailable``, ``NotConfigured``…) with the latency and the
-database time of the check, one row per tenant and provider (``connector_health``), which
-``GET /connectors/health`` and ``GET /metrics`` show. Nothing is ever written at a provider.
+execution resolves it (``tasks.resolve``: credentials block, token grant) and asked to check the live
+org/portal (``Connector.check``, read-only: field definitions, uniqueness, My Domain, currencies, the
+calendar — ``tasks.check``). Healthy means reached and every action type of the family enabled; else the
+row records the connector error's class (``AuthenticationFailed``, ``ProviderUnavailable``,
+``NotConfigured``…) or ``ActionTypesDisabled`` (a precondition failed; ``fulfill tenant check`` says
+which and what to set up), with the latency and the database time of the check, one row per tenant and
+provider (``connector_health``), which ``GET /connectors/health`` and ``GET /metrics`` show. Nothing is
+ever written at a provider.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Any
 
 from prefect import flow, get_run_logger
 from sqlmodel import col, select
 
-from connectors.base import StepCall
-from connectors.errors import ConnectorError
 from fulfill.db import db_now, get_engine, transaction
 from fulfill.tables import ConnectorHealth, ConnectorHealthPublic, Tenant
-from tasks.resolve import resolve_connector
+from tasks.check import check_family
 
-#: family → (an action type of that family, parameters enough to address the probe lookup)
-PROBES: dict[str, tuple[str, dict[str, Any]]] = {
-    "crm": ("crm.create_task", {"subject": "fulfill connector health probe"}),
-    # The calendar probe reads the credentials' draft calendar (or subject); else the "primary" one.
-    "calendar": (
-        "calendar.draft_meeting",
-        {"organizer": "primary", "title": "fulfill connector health probe"},
-    ),
-}
+DISABLED = "ActionTypesDisabled"
 
 
 def probe(tenant_id: str, family: str) -> tuple[bool, str | None, float]:
-    """``(ok, error_class, latency_ms)`` of one lookup through the tenant's connector."""
-    action_type, params = PROBES[family]
+    """``(ok, error_class, latency_ms)`` of one family's self-check through the tenant's connector."""
     started = time.perf_counter()
-    try:
-        connector = resolve_connector(tenant_id, action_type)
-        step = connector.steps(action_type, params)[0]
-        call = StepCall(
-            action_intent_id="fulfill-connector-health",
-            tenant_id=tenant_id,
-            account_id="fulfill-connector-health",
-            action_type=action_type,
-            step=step,
-            idempotency_key=f"fulfill-health-{uuid.uuid4().hex}",
-            params=params,
+    checked = check_family(tenant_id, family)
+    latency_ms = (time.perf_counter() - started) * 1000
+    if checked.error_class is not None:
+        return False, checked.error_class, latency_ms
+    if checked.disabled:
+        get_run_logger().warning(
+            "tenant %s: %s not enabled: %s",
+            tenant_id,
+            ", ".join(checked.disabled),
+            "; ".join(fix for fixes in checked.fixes.values() for fix in fixes),
         )
-        connector.lookup(call)
-    except ConnectorError as error:
-        return False, type(error).__name__, (time.perf_counter() - started) * 1000
-    except Exception as error:  # a block that does not load, an unexpected answer: unhealthy, by class
-        return False, type(error).__name__[:64], (time.perf_counter() - started) * 1000
-    return True, None, (time.perf_counter() - started) * 1000
+        return False, DISABLED, latency_ms
+    return True, None, latency_ms
 
 
 @flow(name="connector-health")

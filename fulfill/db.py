@@ -74,7 +74,25 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    _configure_postgresql(engine)
+    return engine
+
+
+#: The PostgreSQL setting row-level security reads (migration 0006): ``*`` is the engine's own scope
+#: (every tenant: executors, maintenance, admin); a tenant id limits every row a transaction can see or
+#: write to that tenant's; unset (a connection that is not fulfill's), nothing is visible.
+TENANT_SETTING = "fulfill.tenant"
+ALL_TENANTS = "*"
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _engine_scope(dbapi_connection: Any, _record: Any) -> None:
+        # A session-level default; a tenant-scoped transaction overrides it with SET LOCAL semantics.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT set_config(%s, %s, false)", (TENANT_SETTING, ALL_TENANTS))
+        dbapi_connection.commit()
 
 
 def get_engine(url: str | None = None, *, migrate: bool = False) -> Engine:
@@ -251,10 +269,21 @@ def upgrade_database(url: str | None = None, *, runtime_role: str | None = None)
 
 
 @contextmanager
-def transaction(engine: Engine | None = None) -> Iterator[Session]:
-    """One database transaction: commits on success, rolls back on any exception."""
+def transaction(engine: Engine | None = None, *, tenant: str | None = None) -> Iterator[Session]:
+    """One database transaction: commits on success, rolls back on any exception.
+
+    Args:
+        tenant: Limit the transaction to one tenant's rows. On PostgreSQL, row-level security then
+            hides every other tenant's row from every statement (and refuses writing one), whatever
+            its ``WHERE`` clause — a second wall behind the tenant filters of the queries. ``None``:
+            the engine's own scope (all tenants).
+    """
     engine = engine or get_engine()
     with Session(engine, expire_on_commit=False) as session, session.begin():
+        if tenant is not None and engine.dialect.name == "postgresql":
+            session.connection().exec_driver_sql(
+                "SELECT set_config(%(name)s, %(tenant)s, true)", {"name": TENANT_SETTING, "tenant": tenant}
+            )
         yield session
 
 

@@ -76,6 +76,17 @@ class AlreadyFinished(Exception):
         return (type(self), (self.status,))
 
 
+class NotRerunnable(Exception):
+    """Only a FAILED execution can be rerun; ``status`` is what it is now."""
+
+    def __init__(self, status: ExecutionStatus) -> None:
+        super().__init__(f"only a FAILED execution can be rerun; this one is {status}")
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status,))
+
+
 class LeaseLost(Exception):
     """This executor no longer owns the execution (cancelled, taken over, or finished)."""
 
@@ -821,6 +832,36 @@ def cancel(session: Session, tenant_id: str | None, action_intent_id: str, *, ac
         execution.compensation_pending = True
         execution.lease_owner, execution.lease_until = owner, until
     return execution
+
+
+def request_rerun(session: Session, tenant_id: str | None, action_intent_id: str, *, actor: str) -> int:
+    """Ledger an operator's rerun of a FAILED execution (``RERUN_REQUESTED``, with who) before it starts.
+
+    The rerun itself is an ordinary attempt (``claim``): finished steps are skipped, a kill switch still
+    refuses it, and ``needs_human`` is cleared only when it completes.
+
+    Returns:
+        The number of attempts so far: one rerun request per failed attempt (a repeated click while
+        that rerun has not started yet asks for the same run).
+
+    Raises:
+        ExecutionNotFound: unknown or another tenant's id.
+        NotRerunnable: it is not FAILED (still pending or running, or SUCCEEDED/EXPIRED/CANCELLED).
+    """
+    execution = _locked(session, action_intent_id)
+    if execution is None or (tenant_id is not None and execution.tenant_id != tenant_id):
+        raise ExecutionNotFound(action_intent_id)
+    if execution.status != ExecutionStatus.FAILED or execution.compensation_pending:
+        raise NotRerunnable(execution.status)
+    ledger.append(
+        session,
+        tenant_id=execution.tenant_id,
+        action_intent_id=action_intent_id,
+        event_type="RERUN_REQUESTED",
+        actor=actor,
+        details={"after_attempt": execution.attempt},
+    )
+    return execution.attempt
 
 
 def attach_flow_run(session: Session, action_intent_id: str, flow_run_id: str) -> None:

@@ -340,6 +340,15 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
                     links=_links(d.get("external_ref")),
                 )
             )
+        elif kind == "RERUN_REQUESTED":
+            events.append(
+                TimelineEvent(
+                    at=row.at,
+                    stage="execution",
+                    title="Rerun requested",
+                    detail=f"{row.actor} asked to run it again; finished steps are not repeated.",
+                )
+            )
         elif kind == "EXECUTION_HALTED":
             events.append(
                 TimelineEvent(

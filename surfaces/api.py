@@ -54,6 +54,7 @@ def create_app(intake: ApprovalIntake | None = None, service: ExecutionService |
     )
     receiver = intake or ApprovalIntake()
     app.state.service = service or ExecutionService()
+    app.state.launcher = receiver.launcher  # the API's rerun starts runs the way the intake does
     _install_error_handlers(app)
     app.include_router(router)
     # Metrics and connector health show every tenant's figures: admin tokens only.

@@ -22,10 +22,11 @@ import binascii
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from deployments.launch import RunLauncher, launch_deployment_run
 from fulfill import executions
 from fulfill.db import get_engine, transaction
 from fulfill.intent import IntentInvalid, load_intent_document
@@ -35,37 +36,7 @@ from tasks.admit import Rejected, verify_and_register
 
 EVENT_TYPE = "action_intent.approved"
 MAX_BODY_BYTES = 8 * 1024 * 1024  # an intent of up to 7 MiB (fulfill.intent.MAX_INTENT_BYTES) + envelope
-DEPLOYMENT = "execute-intent/execute-intent"
-
 security_log = logging.getLogger("fulfill.security")
-
-
-class RunLauncher(Protocol):
-    """Creates (or finds, by idempotency key) the flow run that executes one received intent."""
-
-    def __call__(self, action_intent_id: str, *, tenant_id: str, action_type: str) -> str:
-        """Returns the flow run id."""
-        ...
-
-
-def launch_deployment_run(action_intent_id: str, *, tenant_id: str, action_type: str) -> str:
-    """A run of the ``execute-intent`` deployment, named after the intent, tagged with tenant and type.
-
-    Prefect returns the existing run for the same idempotency key, so concurrent deliveries of one
-    approval share one run (fulfill itself compares content: a different intent never gets here).
-    """
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(DEPLOYMENT)
-        run = client.create_flow_run_from_deployment(
-            deployment.id,
-            parameters={"action_intent_id": action_intent_id},
-            idempotency_key=action_intent_id,
-            name=action_intent_id,
-            tags=["fulfill", f"tenant:{tenant_id}", f"action:{action_type}"],
-        )
-    return str(run.id)
 
 
 @dataclass(frozen=True)
@@ -106,7 +77,7 @@ class ApprovalIntake:
     """
 
     def __init__(self, launcher: RunLauncher = launch_deployment_run) -> None:
-        self._launch = launcher
+        self.launcher = launcher
 
     def receive(self, body: bytes, headers: Mapping[str, str]) -> IntakeAnswer:
         """Answer one delivery (see the module docstring for the order of checks)."""
@@ -147,7 +118,7 @@ class ApprovalIntake:
             status, flow_run_id = execution.status, execution.flow_run_id
             tenant_id, action_type = execution.tenant_id, execution.action_type
         if status == ExecutionStatus.PENDING:
-            flow_run_id = self._launch(action_intent_id, tenant_id=tenant_id, action_type=action_type)
+            flow_run_id = self.launcher(action_intent_id, tenant_id=tenant_id, action_type=action_type)
             with transaction(get_engine()) as session:
                 executions.attach_flow_run(session, action_intent_id, flow_run_id)
         body = {"action_intent_id": action_intent_id, "status": status, "flow_run_id": flow_run_id}

@@ -10,13 +10,15 @@ unknown id. Every error is ``{"error": {"code", "field", "message"}}`` (see :mod
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from fulfill.executions import AlreadyFinished, ExecutionNotFound
+from deployments.launch import RunLauncher
+from fulfill.executions import AlreadyFinished, ExecutionNotFound, NotRerunnable
 from fulfill.intent import ActionIntentV1
 from fulfill.settings import emergency_stop_engaged
 from fulfill.states import ExecutionStatus
@@ -25,6 +27,7 @@ from fulfill.tokens import Principal
 from fulfill.views import ExecutionPage, IntentLedger, StatusBody, Timeline
 from surfaces.service import MAX_PAGE, ExecutionService, InvalidCursor
 
+logger = logging.getLogger("fulfill.api")
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 ACTION_TYPES: tuple[str, ...] = get_args(ActionIntentV1.model_fields["action_type"].annotation)
 BEARER = 'Bearer realm="fulfill"'
@@ -86,6 +89,16 @@ class SwitchChange(BaseModel):
             description="Why (no control characters)",
         ),
     ] = ""
+
+
+class RerunAccepted(BaseModel):
+    """``POST /actions/{id}/rerun``: the execution (still FAILED until the run claims it) and the new run."""
+
+    action_intent_id: str
+    status: ExecutionStatus
+    flow_run_id: str = Field(
+        description="The Prefect flow run of the execute-intent deployment doing the rerun"
+    )
 
 
 class ControlsView(BaseModel):
@@ -218,6 +231,35 @@ def cancel(action_intent_id: IntentId, who: Operator, service: Service) -> Statu
         raise ApiError(
             409, "ALREADY_FINISHED", f"the execution has already finished ({finished.status})", "status"
         ) from None
+
+
+@router.post(
+    "/actions/{action_intent_id}/rerun",
+    response_model=RerunAccepted,
+    status_code=202,
+    responses={**_OPERATE, 409: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    tags=["status"],
+    summary="Rerun a FAILED execution as a new run of the deployment (operator)",
+    description="202: the rerun is ledgered with the operator's name and a run of `execute-intent` is created "
+    "(finished steps are not repeated; a kill switch still holds it). Asking again before that run starts "
+    "finds the same run. 409: the execution is not FAILED. 503: the run could not be created (retry).",
+)
+def rerun(action_intent_id: IntentId, who: Operator, service: Service, request: Request) -> RerunAccepted:
+    launcher: RunLauncher = request.app.state.launcher
+    try:
+        status, flow_run_id = service.request_rerun(
+            _plausible(action_intent_id), who.tenant_id, actor=who.actor, launcher=launcher
+        )
+    except ExecutionNotFound:
+        raise _not_found() from None
+    except NotRerunnable as refused:
+        raise ApiError(409, "NOT_RERUNNABLE", str(refused), "status") from None
+    except Exception:
+        logger.exception("rerun of %s: the flow run could not be created", action_intent_id)
+        raise ApiError(503, "UNAVAILABLE", "the rerun could not be started; try again") from None
+    return RerunAccepted(
+        action_intent_id=status.action_intent_id, status=status.status, flow_run_id=flow_run_id
+    )
 
 
 @router.get(

@@ -218,3 +218,53 @@ def test_expire_sweeper_expires_an_intent_signed_by_a_rotated_out_key(
 def events_of(engine: Any, tenant: str, intent_id: str) -> list[str]:
     with transaction(engine) as session:
         return [row.event_type for row in ledger.entries_for_intent(session, tenant, intent_id)]
+
+
+def test_reconcile_gives_the_dead_workers_run_a_final_state_matching_the_execution(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    """The run whose worker died stays RUNNING in Prefect until the reconciler finishes its intent."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    intent = make_intent("internal.create_task", {"title": "Worker lost mid-run"})
+    intent_id = intent["action_intent_id"]
+    assert verify_and_register(intent).admitted
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(
+            execute_intent, parameters={"action_intent_id": intent_id}, state=Running()
+        )
+        finished = client.create_flow_run(execute_intent, parameters={"action_intent_id": "x"})
+        client.set_flow_run_state(finished.id, Running(), force=True)
+    with transaction(engine) as session:
+        lease = executions.claim(
+            session, intent_id, owner="dead-worker/1", blocked=None, flow_run_id=str(run.id)
+        )
+    assert isinstance(lease, executions.Lease)
+    _expire_lease(engine, intent_id)
+
+    results = reconcile(tenant_id=tenant)
+
+    assert [r.status for r in results if r.action_intent_id == intent_id] == ["SUCCEEDED"]
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+        untouched = client.read_flow_run(finished.id).state
+    assert state is not None and state.type.value == "COMPLETED", state
+    assert "worker was lost" in (state.message or "") and "SUCCEEDED" in (state.message or "")
+    assert untouched is not None and untouched.type.value == "RUNNING", "another intent's run is not touched"
+
+
+def test_orphan_states_match_the_executions_outcome() -> None:
+    from flows.execute_intent import ExecutionResult
+    from flows.maintenance import orphan_state
+    from fulfill.states import ExecutionStatus
+
+    def state_of(status: ExecutionStatus) -> tuple[str, str | None]:
+        state = orphan_state(ExecutionResult(action_intent_id="ai_1", status=status), "run-9")
+        assert "run-9" in (state.message or "")
+        return state.type.value, state.name
+
+    assert state_of(ExecutionStatus.SUCCEEDED) == ("COMPLETED", "Completed")
+    assert state_of(ExecutionStatus.FAILED) == ("FAILED", "Failed")
+    assert state_of(ExecutionStatus.CANCELLED) == ("CANCELLED", "Cancelled")
+    assert state_of(ExecutionStatus.EXPIRED) == ("CANCELLED", "Expired")

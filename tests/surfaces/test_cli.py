@@ -218,22 +218,28 @@ def _rejected_rows(tenant_id: str) -> list[Any]:
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_execute_refuses_a_hostile_document_and_ledgers_it(
-    database_url: str, name: str, tmp_path: Path
+def test_execute_refuses_a_hostile_document_and_logs_it_outside_the_ledger(
+    database_url: str, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("FULFILL_SECURITY_LOG_PER_MINUTE", "100000")  # the shared database's other tests
     data, field = HOSTILE[name]
     path = tmp_path / "hostile.json"
     path.write_bytes(data)
     tenant = "_unknown" if field == "$" else "acme"  # the vector's tenant, when it can be read
-    before = len(_rejected_rows(tenant))
+
+    def logged() -> list[Any]:
+        shown = runner.invoke(app, ["security", "log", "--tenant", tenant, "--json", "--limit", "1000"])
+        return [r for r in json.loads(shown.stdout) if r["field"] == field]
+
+    before, chained = len(logged()), len(_rejected_rows(tenant))
 
     result = runner.invoke(app, ["execute", str(path)])
 
     assert _one_line(result).startswith(f"rejected: VALIDATION_FAILED: {field}: ")
     assert result.stdout == ""
-    rows = _rejected_rows(tenant)
-    assert len(rows) == before + 1
-    assert rows[-1][1]["code"] == "VALIDATION_FAILED" and rows[-1][1]["field"] == field
+    assert len(_rejected_rows(tenant)) == chained  # no signature verified: nothing in a tenant's chain
+    rows = logged()
+    assert len(rows) == before + 1 and rows[0]["code"] == "VALIDATION_FAILED"
 
 
 def test_execute_refuses_a_signed_approval_that_outlives_the_limit(
@@ -362,9 +368,16 @@ def test_rerun_exits_non_zero_until_the_execution_succeeds(
     assert held.exit_code == 1 and json.loads(held.stdout)["failure"]["code"] == "KILL_SWITCH"
 
     runner.invoke(app, ["controls", "set", "tenant", tenant, "--enabled"])
-    released = runner.invoke(app, ["rerun", intent["action_intent_id"], "--json"])
+    released = runner.invoke(
+        app, ["rerun", intent["action_intent_id"], "--json", "--actor", "sam@acme.example"]
+    )
     assert released.exit_code == 0, released.output
     assert json.loads(released.stdout)["status"] == "SUCCEEDED"
+    again = _fails_in_one_line(runner.invoke(app, ["rerun", intent["action_intent_id"]]))
+    assert again == "conflict: only a FAILED execution can be rerun; this one is SUCCEEDED"
+    ledger_rows = runner.invoke(app, ["ledger", "show", intent["action_intent_id"], "--json"])
+    requested = [r for r in json.loads(ledger_rows.stdout) if r["event_type"] == "RERUN_REQUESTED"]
+    assert [r["actor"] for r in requested] == ["operator", "sam@acme.example"]
 
 
 def test_importing_the_cli_changes_no_environment() -> None:

@@ -33,7 +33,9 @@ class Launches:
         self.calls: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
 
-    def __call__(self, action_intent_id: str, *, tenant_id: str, action_type: str) -> str:
+    def __call__(
+        self, action_intent_id: str, *, tenant_id: str, action_type: str, idempotency_key: str | None = None
+    ) -> str:
         with self._lock:
             self.calls.append((action_intent_id, tenant_id, action_type))
         return str(uuid.uuid5(uuid.NAMESPACE_URL, action_intent_id))

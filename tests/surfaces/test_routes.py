@@ -29,8 +29,10 @@ NOT_FOUND_INTENT = {
 }
 
 
-def _launcher(action_intent_id: str, *, tenant_id: str, action_type: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, action_intent_id))
+def _launcher(
+    action_intent_id: str, *, tenant_id: str, action_type: str, idempotency_key: str | None = None
+) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key or action_intent_id))
 
 
 @pytest.fixture
@@ -373,6 +375,7 @@ def test_tenant_b_sees_nothing_of_tenant_a_on_any_endpoint(
             ("GET", "timeline"),
             ("GET", "ledger"),
             ("POST", "cancel"),
+            ("POST", "rerun"),
         ):
             theirs = client.request(method, f"/actions/{intent_id}/{path}", headers=b_auth)
             nobody = client.request(method, f"/actions/{unknown}/{path}", headers=b_auth)
@@ -403,6 +406,57 @@ def test_tenant_b_sees_nothing_of_tenant_a_on_any_endpoint(
         [client.get(f"/actions/{a_done}/{p}", headers=b_auth).json() for p in ("status", "timeline")]
     )
     assert "A's" not in everything and tenant not in everything
+
+
+def halt(engine: Any, raw: dict[str, Any]) -> str:
+    """A FAILED (KILL_SWITCH, needs no person) execution: claimed while its tenant's switch was off."""
+    intent_id = register(engine, raw)
+    with transaction(engine) as session:
+        refused = executions.claim(session, intent_id, owner="test/1", blocked="tenant paused")
+    assert isinstance(refused, executions.Refusal)
+    return intent_id
+
+
+def test_rerun_needs_an_operator_is_ledgered_with_who_and_starts_one_run_per_failed_attempt(
+    client: TestClient, service: ExecutionService, engine: Any, make_intent: Any, tenant: str, tmp_path: Path
+) -> None:
+    failed = halt(engine, make_intent("internal.create_task", {"title": "Held"}))
+    done = succeed(engine, make_intent("internal.create_task", {"title": "Done"}), tmp_path)
+    operator = bearer(service, "operator", tenant, name="jordan@acme.example")
+
+    viewer = client.post(f"/actions/{failed}/rerun", headers=bearer(service, "viewer", tenant))
+    first = client.post(f"/actions/{failed}/rerun", headers=operator)
+    again = client.post(f"/actions/{failed}/rerun", headers=operator)
+    finished = client.post(f"/actions/{done}/rerun", headers=operator)
+
+    assert viewer.status_code == 403
+    assert first.status_code == 202, first.text
+    assert first.json()["status"] == "FAILED", "it stays FAILED until the new run claims it"
+    assert first.json()["flow_run_id"] == _launcher(
+        failed, tenant_id=tenant, action_type="internal.create_task", idempotency_key=f"{failed}:rerun:1"
+    )
+    assert again.json()["flow_run_id"] == first.json()["flow_run_id"], "same failed attempt, same run"
+    assert finished.status_code == 409 and finished.json()["error"]["code"] == "NOT_RERUNNABLE"
+    rows = [r for r in service.get_ledger_entries(failed, tenant) if r.event_type == "RERUN_REQUESTED"]
+    assert [r.actor for r in rows] == [first_actor := rows[0].actor] * 2 and "jordan" in first_actor
+    timeline = client.get(f"/actions/{failed}/timeline", headers=operator).json()["events"]
+    assert any(e["title"] == "Rerun requested" for e in timeline)
+
+
+def test_a_rerun_whose_run_cannot_be_created_answers_503_and_changes_nothing(
+    service: ExecutionService, engine: Any, make_intent: Any, tenant: str
+) -> None:
+    def unreachable(action_intent_id: str, **_: Any) -> str:
+        raise ConnectionError("prefect server at 127.0.0.1:4200 refused the connection")
+
+    client = TestClient(create_app(ApprovalIntake(launcher=unreachable), service=service))
+    failed = halt(engine, make_intent("internal.create_task", {"title": "Held"}))
+
+    answer = client.post(f"/actions/{failed}/rerun", headers=bearer(service, "operator", tenant))
+
+    assert answer.status_code == 503 and "127.0.0.1" not in answer.text
+    assert answer.json()["error"]["code"] == "UNAVAILABLE"
+    assert service.get_execution_status(failed, tenant).status == "FAILED"
 
 
 # --- errors --------------------------------------------------------------------------------
