@@ -35,9 +35,10 @@ properties") — so tasks always take the second strategy:
   block's ``search_settle_seconds`` from that send (it raises :class:`OutcomeUnknown` with
   ``retry_after``, so the flow waits keeping its lease) and search again. A hit is reused; a miss
   after the window raises :class:`OutcomeUnsettled` — the execution ends ``AMBIGUOUS_OUTCOME`` with a
-  person flagged, and the create is never sent a second time in that run. Another process's lost
-  attempt (a worker that died mid-call) is retried only after its lease ran out (minutes), long
-  after the index has caught up.
+  person flagged, and the create is never sent a second time in that run. An attempt that is not
+  the step's first (``StepCall.attempt``, counted in the database) with nothing remembered here —
+  the earlier one ran in another process: a worker that died mid-call, a rerun elsewhere — first
+  waits one full indexing window, then searches; a miss then means the earlier attempt left nothing.
 
 Associations travel in the create body (``associations: [{to: {id}, types: [{associationCategory:
 "HUBSPOT_DEFINED", associationTypeId}]}]``), so record and association are one write
@@ -205,6 +206,7 @@ class _Attempt:
 
     lost_at: float | None = None
     record_id: str | None = None
+    waited: bool = False  # an earlier attempt of another process: one indexing window waited out
     at: float = dataclass_field(default_factory=time.monotonic)
 
 
@@ -601,6 +603,18 @@ class HubSpotConnector(CrmConnector):
     # -- creates: SEARCH -------------------------------------------------------------------
     def _create_searching(self, call: StepCall, object_type: str, create: ProviderRequest) -> StepResult:
         memory = self._memory_key(object_type, call)
+        if call.attempt > 1 and _recall(memory) is None:
+            # An earlier attempt ran in another process (a worker that died, a rerun elsewhere): when it
+            # sent its create is unknown here, so the index gets one full window before a miss counts.
+            _remember(memory, _Attempt(waited=True))
+            settle = self._settle_seconds()
+            if settle > 0:
+                raise OutcomeUnknown(
+                    f"attempt {call.attempt} of this {SINGULAR[object_type]}: an earlier attempt ran in another "
+                    f"process; searching after the {settle:g} s indexing window",
+                    provider_code="SEARCH_NOT_SETTLED",
+                    retry_after=settle,
+                )
         found = self._find_searching(call, object_type)
         if found is not None:
             return self._created_result(call, found, created=False)

@@ -40,6 +40,12 @@ class StepCall(BaseModel):
     prior: dict[str, ExternalRef] = Field(
         default_factory=dict, description="Results of earlier steps of the same action, by step name"
     )
+    attempt: int = Field(
+        default=1,
+        ge=1,
+        description="Which attempt of this step this is, counted in the database across processes and "
+        "runs (1: no earlier attempt can have reached the provider)",
+    )
 
 
 class StepResult(BaseModel):

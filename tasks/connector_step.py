@@ -224,10 +224,11 @@ def run_step(call: StepCall, lease: Lease, cache_key: str) -> StepResult:
     An attempt whose answer was lost (:class:`OutcomeUnknown`) may still commit at the provider
     for a while: the step is marked unsettled until then, so an undo waits for it and confirms.
     """
-    _, left = _guard(lease, call, count=True)
+    attempt, left = _guard(lease, call, count=True)
     try:
         with send_deadline(left):  # the last TTL check is at send time, after any token fetch
-            return resolve_connector(lease.tenant_id, call.action_type).execute(call)
+            connector = resolve_connector(lease.tenant_id, call.action_type)
+            return connector.execute(call.model_copy(update={"attempt": max(attempt, 1)}))
     except DeadlinePassed as exc:
         raise _expired_at_send(exc) from None
     except OutcomeUnknown:

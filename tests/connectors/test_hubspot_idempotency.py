@@ -190,6 +190,36 @@ def test_a_lost_answer_waits_out_the_index_then_finds_the_one_task(clock: FakeCl
     assert sent(emulator, "POST", "/crm/v3/objects/tasks") == 1, "never a second create"
 
 
+def test_a_later_attempt_in_another_process_waits_one_window_before_trusting_a_miss(clock: FakeClock) -> None:
+    """The first attempt's process died after HubSpot committed; this process remembers nothing of it."""
+    emulator = portal(clock)
+    first = hub(emulator, clock).execute(task_call())
+    forget_attempts()  # a new worker process
+    elsewhere = hub(emulator, clock)
+    retried = task_call().model_copy(update={"attempt": 2})
+
+    with pytest.raises(OutcomeUnknown) as waiting:
+        elsewhere.execute(retried)  # the index may not show the earlier create yet: wait, do not create
+    assert waiting.value.retry_after == SETTLE
+    clock.sleep(SETTLE)
+    found = elsewhere.execute(retried)
+
+    assert (found.created, found.ref.id) == (False, first.ref.id)
+    assert sent(emulator, "POST", "/crm/v3/objects/tasks") == 1, "never a second create"
+
+
+def test_a_later_attempt_that_finds_nothing_after_the_window_creates_once(clock: FakeClock) -> None:
+    """The earlier attempt (another process) never reached HubSpot: after one window the miss is trusted."""
+    emulator = portal(clock)
+    connector = hub(emulator, clock)
+    retried = task_call().model_copy(update={"attempt": 3})
+    with pytest.raises(OutcomeUnknown):
+        connector.execute(retried)
+    clock.sleep(SETTLE)
+    assert connector.execute(retried).created is True
+    assert len(tasks_with_key(emulator, retried.idempotency_key)) == 1
+
+
 def test_a_lost_answer_the_search_cannot_settle_flags_a_person_and_never_creates_again(
     clock: FakeClock,
 ) -> None:
