@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import State, StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
@@ -71,6 +73,16 @@ def reconcile(
             .where(Execution.status == ExecutionStatus.EXECUTING, col(Execution.lease_until) < now, scoped)
             .limit(limit)
         ).all()
+        held = session.exec(
+            select(Execution.action_intent_id, Execution.flow_run_id, Execution.lease_owner)
+            .where(
+                Execution.status == ExecutionStatus.EXECUTING,
+                col(Execution.lease_until) >= now,
+                col(Execution.flow_run_id).is_not(None),
+                scoped,
+            )
+            .limit(limit)
+        ).all()
         orphans = session.exec(
             select(Execution.action_intent_id, Execution.flow_run_id)
             .where(
@@ -93,6 +105,7 @@ def reconcile(
             )
             if blocked_reason(session, row.tenant_id, row.action_type) is None
         ]
+    stale = [*stale, *_dead_executors(held)]
     results = [_settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in stale]
     results += [
         _settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in orphans if not _run_waiting(run_id)
@@ -112,6 +125,42 @@ def _rerun(action_intent_id: str) -> ExecutionResult:
             code=failed.code,
             explanation=failed.message,
         )
+
+
+def _dead_executors(held: Sequence[tuple[str, str | None, str | None]]) -> list[tuple[str, str | None]]:
+    """EXECUTING intents whose lease is live but whose Prefect run already ended (crashed, killed, …).
+
+    A flow-run process killed outright runs no hook; its worker reports the run Crashed. Its lease is
+    released here so the takeover happens now, not when the lease (minutes) runs out.
+    """
+    runs = {run_id: (intent_id, owner) for intent_id, run_id, owner in held if run_id and owner}
+    if not runs:
+        return []
+    try:
+        ids = [uuid.UUID(run_id) for run_id in runs]
+    except ValueError:
+        return []
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    dead: list[tuple[str, str | None]] = []
+    current = flow_run.get_id()
+    for run in found:
+        run_id = str(run.id)
+        intent_id, owner = runs[run_id]
+        if run_id == current or run.state is None or not run.state.is_final():
+            continue
+        if owner is None or not owner.startswith(f"{run_id}/"):
+            continue  # another executor holds it now
+        with transaction(get_engine()) as session:
+            if executions.release_dead_lease(session, intent_id, owner):
+                get_run_logger().warning(
+                    "%s: its run %s ended %s while executing; taking it over now",
+                    intent_id,
+                    run_id,
+                    run.state.type,
+                )
+                dead.append((intent_id, run_id))
+    return dead
 
 
 def orphan_state(result: ExecutionResult, by: str | None) -> State[Any]:

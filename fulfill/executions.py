@@ -637,6 +637,18 @@ def release_undo(session: Session, action_intent_id: str, owner: str) -> bool:
     return True
 
 
+def release_dead_lease(session: Session, action_intent_id: str, owner: str) -> bool:
+    """End the lease of an executor known to be gone (its Prefect run is final), so a takeover need not
+    wait for the lease to run out. Only that executor's lease of an EXECUTING execution is released.
+    """
+    execution = _locked(session, action_intent_id)
+    if execution is None or execution.status != ExecutionStatus.EXECUTING or execution.lease_owner != owner:
+        return False
+    execution.lease_until = db_now(session)
+    session.add(execution)
+    return True
+
+
 def claim_undo(
     session: Session, action_intent_id: str, *, owner: str, lease_seconds: int = DEFAULT_LEASE_SECONDS
 ) -> Lease | None:

@@ -268,3 +268,58 @@ def test_orphan_states_match_the_executions_outcome() -> None:
     assert state_of(ExecutionStatus.FAILED) == ("FAILED", "Failed")
     assert state_of(ExecutionStatus.CANCELLED) == ("CANCELLED", "Cancelled")
     assert state_of(ExecutionStatus.EXPIRED) == ("CANCELLED", "Expired")
+
+
+def test_reconcile_takes_over_at_once_when_the_executors_run_crashed(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    """A flow-run process killed outright runs no hook; its run is Crashed while its lease still looks live."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed, Running
+
+    crashed_intent = make_intent("internal.create_task", {"title": "Killed mid-write"})
+    running_intent = make_intent("internal.create_task", {"title": "Still running elsewhere"})
+    leases = {}
+    with get_client(sync_client=True) as client:
+        for intent in (crashed_intent, running_intent):
+            assert verify_and_register(intent).admitted
+            run = client.create_flow_run(
+                execute_intent, parameters={"action_intent_id": intent["action_intent_id"]}, state=Running()
+            )
+            with transaction(engine) as session:
+                lease = executions.claim(
+                    session,
+                    intent["action_intent_id"],
+                    owner=f"{run.id}/dead",
+                    blocked=None,
+                    flow_run_id=str(run.id),
+                )
+            assert isinstance(lease, executions.Lease)
+            leases[intent["action_intent_id"]] = (lease, run.id)
+        crashed_id = crashed_intent["action_intent_id"]
+        client.set_flow_run_state(leases[crashed_id][1], Crashed(message="process exited -9"), force=True)
+    # The killed executor got as far as the provider write.
+    lease = leases[crashed_id][0]
+    call = StepCall(
+        action_intent_id=crashed_id,
+        tenant_id=tenant,
+        account_id=crashed_intent["account_id"],
+        action_type="internal.create_task",
+        step="create_task",
+        idempotency_key=idempotency_key(crashed_id, "create_task"),
+        params=parse_intent(crashed_intent).normalized_parameters(),
+    )
+    with transaction(engine) as session:
+        executions.checkpoint(session, lease, seq=0, system="internal", call=call)
+    from tasks.resolve import resolve_connector
+
+    resolve_connector(tenant, "internal.create_task").execute(call)
+
+    results = {r.action_intent_id: r.status for r in reconcile(tenant_id=tenant)}
+
+    assert results == {crashed_id: "SUCCEEDED"}, "the live lease of a running run is left alone"
+    with transaction(engine) as session:
+        rows = session.exec(select(InternalTask).where(InternalTask.action_intent_id == crashed_id))
+        assert len(list(rows)) == 1, "the takeover found the killed executor's write"
+    status = ExecutionService(engine).get_execution_status(running_intent["action_intent_id"], tenant)
+    assert status.status == "EXECUTING"
