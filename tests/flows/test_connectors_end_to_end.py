@@ -538,7 +538,7 @@ def test_canary_secret_appears_nowhere(
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "httpx", "httpcore", "fulfill"):
         caplog.set_level(logging.DEBUG, logger=name)
     try:
-        intent = make_intent("crm.create_task", TASK)
+        intent = make_intent("crm.create_task", TASK, account_id=SF_ACCOUNT)
         assert execute_intent(intent).status == "SUCCEEDED"
     finally:
         capture.removeHandler(caplog.handler)
