@@ -6,7 +6,8 @@ Order of checks, each before anything is stored:
 2. the Standard Webhooks signature over the RAW body (``standardwebhooks``, every configured
    ``whsec_`` secret for rotation, ±5 minutes) — 401, and nothing but a security log line;
 3. the envelope (``type: action_intent.approved``, ``data`` an object) and the intent: the safe loader,
-   the schema and the approval signature (admission) — 422 naming the field, ledgered;
+   the envelope, the approval signature and then the schema (admission) — 422 naming the field; recorded
+   in the tenant's ledger when the signature verified, else in the security log only;
 4. registration once per ``action_intent_id`` (same id, other content: 409; same content: 200, and
    nothing new starts) and a flow run of the deployment, created with ``idempotency_key =
    action_intent_id`` so concurrent deliveries share one run. An approval already past its TTL is
