@@ -92,6 +92,13 @@ def reconcile(
             )
             .limit(limit)
         ).all()
+    stale = [*stale, *_dead_executors(held)]
+    results = [_settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in stale]
+    results += [
+        _settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in orphans if not _run_waiting(run_id)
+    ]
+    with transaction(get_engine()) as session:  # after the reruns: a takeover past expiry leaves an undo owed
+        now = db_now(session)
         owed = [
             (row.action_intent_id, row.status)
             for row in session.exec(
@@ -105,11 +112,6 @@ def reconcile(
             )
             if blocked_reason(session, row.tenant_id, row.action_type) is None
         ]
-    stale = [*stale, *_dead_executors(held)]
-    results = [_settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in stale]
-    results += [
-        _settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in orphans if not _run_waiting(run_id)
-    ]
     results += [r for intent_id, status in owed if (r := _finish_undo(intent_id, status)) is not None]
     get_run_logger().info("reconciled %d executions", len(results))
     return results

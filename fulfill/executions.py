@@ -303,7 +303,14 @@ def claim(
     ):
         return Refusal(RefusalReason.BUSY, execution)
     if now.timestamp() >= execution.expires_at_epoch:
-        _expire(session, execution)
+        if execution.status == ExecutionStatus.FAILED:
+            return Refusal(RefusalReason.EXPIRED, execution)  # its failure stands; nothing runs again
+        if execution.status == ExecutionStatus.EXECUTING and steps_of(
+            session, action_intent_id, execution.generation
+        ):
+            _expire_mid_run(session, execution)  # its executor died part-way: undo what it did
+        else:
+            _expire(session, execution)
         return Refusal(RefusalReason.EXPIRED, execution)
     if blocked:
         halted(session, execution.tenant_id, action_intent_id, reason=blocked, before_step=None)
@@ -314,7 +321,9 @@ def claim(
             status=ExecutionStatus.FAILED,
             explanation="Execution is paused by an operator; nothing was done. It can be rerun later.",
             failure=Failure(
-                FailureCode.KILL_SWITCH, "Execution is paused by an operator; nothing was changed."
+                FailureCode.KILL_SWITCH,
+                "Execution is paused by an operator; nothing was changed.",
+                needs_human=execution.needs_human,  # only a completed rerun clears a person's flag
             ),
             refs=[],
             attempt=execution.attempt,
@@ -372,6 +381,25 @@ def _expire(session: Session, execution: Execution) -> None:
         refs=[],
         attempt=execution.attempt,
     )
+
+
+def _expire_mid_run(session: Session, execution: Execution) -> None:
+    """EXPIRED for an execution whose executor died part-way (its lease ran out after the approval did).
+
+    Steps were started, some perhaps committed: the undo is owed (``compensation_pending``), with the
+    lease free, so the reconciler undoes them — confirming an in-flight step by lookup first — and
+    records how it ended. A new attempt never starts after expiry.
+    """
+    _terminal(
+        session,
+        execution,
+        status=ExecutionStatus.EXPIRED,
+        explanation="The approval expired while the action was executing; the steps already done are being undone.",
+        failure=None,
+        refs=[],
+        attempt=execution.attempt,  # the dead attempt's outcome: it recorded none
+    )
+    execution.compensation_pending = True
 
 
 def halted(

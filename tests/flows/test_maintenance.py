@@ -323,3 +323,98 @@ def test_reconcile_takes_over_at_once_when_the_executors_run_crashed(
         assert len(list(rows)) == 1, "the takeover found the killed executor's write"
     status = ExecutionService(engine).get_execution_status(running_intent["action_intent_id"], tenant)
     assert status.status == "EXECUTING"
+
+
+# --- found by the state machine (tests/flows/test_state_machine.py) -----------------------
+def _expire_approval(engine: Any, intent_id: str) -> None:
+    """The approval runs out: every TTL check compares this column with the database clock."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE executions SET expires_at_epoch = 1000 WHERE action_intent_id = :i"),
+            {"i": intent_id},
+        )
+
+
+def test_a_rerun_after_the_approval_expired_leaves_the_failure_as_it_was(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    service = ExecutionService(engine)
+    service.set_kill_switch("tenant", tenant, enabled=False, reason="incident", actor="ops")
+    intent = make_intent("internal.create_task", {"title": "Held, then too late"})
+    assert service.execute_action_intent(intent).status == "FAILED"
+    service.set_kill_switch("tenant", tenant, enabled=True, reason="", actor="ops")
+    _expire_approval(engine, intent["action_intent_id"])
+
+    rerun = service.rerun_execution(intent["action_intent_id"], tenant)
+
+    assert (rerun.status, rerun.failure and rerun.failure.code) == ("FAILED", "KILL_SWITCH")
+    with transaction(engine) as session:
+        tasks = session.exec(
+            select(InternalTask).where(InternalTask.action_intent_id == intent["action_intent_id"])
+        )
+        assert list(tasks) == [], "nothing runs after expiry"
+
+
+def test_an_executor_that_died_part_way_past_expiry_has_its_steps_undone(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    intent = make_intent("internal.create_task", {"title": "Written, then the worker died"})
+    intent_id = intent["action_intent_id"]
+    assert verify_and_register(intent).admitted
+    lease = _claim(engine, intent, owner="dead-worker/1")
+    call = StepCall(
+        action_intent_id=intent_id,
+        tenant_id=tenant,
+        account_id=intent["account_id"],
+        action_type="internal.create_task",
+        step="create_task",
+        idempotency_key=idempotency_key(intent_id, "create_task"),
+        params=parse_intent(intent).normalized_parameters(),
+    )
+    with transaction(engine) as session:
+        executions.checkpoint(session, lease, seq=0, system="internal", call=call)
+    from tasks.resolve import resolve_connector
+
+    resolve_connector(tenant, "internal.create_task").execute(call)  # committed; the answer never recorded
+    _expire_approval(engine, intent_id)
+    _expire_lease(engine, intent_id)
+
+    reconcile(tenant_id=tenant)
+
+    status = ExecutionService(engine).get_execution_status(intent_id, tenant)
+    assert status.status == "EXPIRED"
+    assert "undone" in status.explanation, status.explanation
+    with transaction(engine) as session:
+        [task] = session.exec(select(InternalTask).where(InternalTask.action_intent_id == intent_id))
+        assert task.voided_at is not None, "the write the dead executor made is undone"
+        row = session.get(Execution, intent_id)
+        assert row is not None and not row.compensation_pending
+
+
+def test_a_rerun_held_by_a_kill_switch_keeps_the_flag_for_a_person(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    intent = make_intent("internal.create_task", {"title": "Crashed mid-call, then held"})
+    assert verify_and_register(intent).admitted
+    run_id = uuid.uuid4()
+    lease = _claim(engine, intent, owner=f"{run_id}/abc")
+    call = StepCall(
+        action_intent_id=lease.action_intent_id,
+        tenant_id=tenant,
+        account_id=intent["account_id"],
+        action_type="internal.create_task",
+        step="create_task",
+        idempotency_key=idempotency_key(lease.action_intent_id, "create_task"),
+        params=parse_intent(intent).normalized_parameters(),
+    )
+    with transaction(engine) as session:
+        executions.checkpoint(session, lease, seq=0, system="internal", call=call)
+    crashed = SimpleNamespace(is_cancelled=lambda: False, is_crashed=lambda: True)
+    record_flow_end(None, SimpleNamespace(id=run_id, parameters={"intent": intent}), crashed)
+    service = ExecutionService(engine)
+    service.set_kill_switch("tenant", tenant, enabled=False, reason="incident", actor="ops")
+
+    held = service.rerun_execution(intent["action_intent_id"], tenant)
+
+    assert held.failure is not None and held.failure.code == "KILL_SWITCH"
+    assert held.failure.needs_human is True, "only a completed rerun clears the flag"
