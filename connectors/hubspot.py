@@ -206,7 +206,9 @@ class _Attempt:
 
     lost_at: float | None = None
     record_id: str | None = None
-    waited: bool = False  # an earlier attempt of another process: one indexing window waited out
+    #: Nothing of an earlier attempt can be pending: it was refused or never sent here, or an attempt of
+    #: another process was given one indexing window.
+    waited: bool = False
     at: float = dataclass_field(default_factory=time.monotonic)
 
 
@@ -642,11 +644,11 @@ class HubSpotConnector(CrmConnector):
         except OutcomeUnknown:
             raise  # the marker stays: the next attempt waits the index out
         except ConnectorError:
-            _forget(memory)  # never sent, or refused before HubSpot processed it
+            _remember(memory, _Attempt(waited=True))  # never sent, or refused before HubSpot processed it
             raise
         if response.status_code >= 300:
             if response.status_code not in MAY_HAVE_COMMITTED:
-                _forget(memory)
+                _remember(memory, _Attempt(waited=True))  # refused: this attempt left nothing
             _raise_for_status(response)
         record = _json(response)
         _remember(memory, _Attempt(record_id=str(record.get("id") or "") or None))

@@ -580,7 +580,7 @@ def test_every_answer_lost_then_lookup_finds_the_single_write(
     """Retries run out on lost answers (each attempt committed); the provider lookup settles it."""
     configured("salesforce")
     inject(sandbox, "salesforce", Fault(kind="drop", method=SF_TASK[0], path=SF_TASK[1], times=10))
-    intent = make_intent("crm.create_task", TASK)
+    intent = make_intent("crm.create_task", TASK, account_id=SF_ACCOUNT)
     intent_id = intent["action_intent_id"]
 
     assert execute_intent(intent).status == "SUCCEEDED"
