@@ -213,19 +213,9 @@ class Settings(BaseSettings):
             raise ValueError("required (whsec_…) when FULFILL_SIGNAL_WEBHOOK_URLS is set: signals are signed")
         return value
 
-    @field_validator("emergency_stop", mode="before")
+    @field_validator("emergency_stop", "allow_loopback_providers", mode="before")
     @classmethod
     def _flag(cls, value: Any) -> bool:
-        if isinstance(value, bool):
-            return value
-        try:
-            return parse_flag("", str(value))
-        except SettingsError:
-            raise ValueError("must be one of 1/true/yes/on or 0/false/no/off") from None
-
-    @field_validator("allow_loopback_providers", mode="before")
-    @classmethod
-    def _loopback_flag(cls, value: Any) -> bool:
         if isinstance(value, bool):
             return value
         try:
