@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from pydantic import TypeAdapter
-from sqlmodel import select
+from sqlmodel import col, select
 from typer.testing import CliRunner
 
 from fulfill import executions
@@ -46,12 +46,13 @@ def _rejections(engine: Any, tenant_id: str) -> list[LedgerEntry]:
         query = select(LedgerEntry).where(
             LedgerEntry.tenant_id == tenant_id, LedgerEntry.event_type == "INTENT_REJECTED"
         )
-        return list(session.exec(query))
+        return list(session.exec(query.order_by(col(LedgerEntry.seq))))
 
 
 def _chain(engine: Any, tenant_id: str) -> list[LedgerEntry]:
     with transaction(engine) as session:
-        return list(session.exec(select(LedgerEntry).where(LedgerEntry.tenant_id == tenant_id)))
+        query = select(LedgerEntry).where(LedgerEntry.tenant_id == tenant_id)
+        return list(session.exec(query.order_by(col(LedgerEntry.seq))))
 
 
 def _logged(engine: Any, **where: str) -> list[SecurityEvent]:
