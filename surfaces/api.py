@@ -18,9 +18,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fulfill.db import get_engine, transaction
+from fulfill.executions import ExecutionNotFound
 from surfaces import monitoring
 from surfaces.intake import MAX_BODY_BYTES, ApprovalIntake
-from surfaces.routes import ADMIN_ONLY, ApiError, ErrorBody, admin, router
+from surfaces.routes import ADMIN_ONLY, ApiError, ErrorBody, admin, not_found_error, router
 from surfaces.service import ExecutionService
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ExecutionNotFound)
+    async def not_found(_request: Request, _exc: ExecutionNotFound) -> JSONResponse:
+        # Unknown id or another tenant's: byte-for-byte the same answer, nothing of the id echoed.
+        error = not_found_error()
+        return JSONResponse(error.body(), status_code=error.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -5,7 +5,8 @@ Every endpoint here needs ``Authorization: Bearer <token>`` (``fulfill token cre
 bound to one tenant with a role — ``viewer`` reads; ``operator`` also cancels, reads an intent's
 ledger and switches its own tenant's kill switch — or is an ``admin`` token (no tenant; all of it,
 action-type switches included). An id of another tenant answers ``404`` byte-for-byte like an
-unknown id. Every error is ``{"error": {"code", "field", "message"}}`` (see :mod:`surfaces.api`).
+unknown id. Every error is ``{"error": {"code", "field", "message"}}`` (see :mod:`surfaces.api`, which also turns
+``ExecutionNotFound`` into that 404 for every route).
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ class ApiError(Exception):
         return {"error": {"code": self.code, "field": self.field, "message": self.message}}
 
 
-def _not_found() -> ApiError:
-    # The same bytes for an unknown id and another tenant's id: nothing of the id is echoed.
+def not_found_error() -> ApiError:
+    # The same bytes for an unknown id and another tenant's id: nothing of the id is echoed. Every route
+    # lets ExecutionNotFound (unknown or another tenant's id) reach the app's handler, which answers this.
     return ApiError(404, "NOT_FOUND", "no execution with this id", "action_intent_id")
 
 
@@ -181,7 +183,7 @@ IntentId = Annotated[str, Path(description="The ActionIntentV1 id")]
 def _plausible(action_intent_id: str) -> str:
     """Ids no execution can have (too long, NUL) are unknown ids, answered before any query."""
     if not action_intent_id or len(action_intent_id) > 128 or "\x00" in action_intent_id:
-        raise _not_found()
+        raise not_found_error()
     return action_intent_id
 
 
@@ -193,10 +195,7 @@ def _plausible(action_intent_id: str) -> str:
     summary="The contract status body of one intent",
 )
 def get_status(action_intent_id: IntentId, who: Caller, service: Service) -> StatusBody:
-    try:
-        return service.get_execution_status(_plausible(action_intent_id), who.tenant_id)
-    except ExecutionNotFound:
-        raise _not_found() from None
+    return service.get_execution_status(_plausible(action_intent_id), who.tenant_id)
 
 
 @router.get(
@@ -207,10 +206,7 @@ def get_status(action_intent_id: IntentId, who: Caller, service: Service) -> Sta
     summary="Decision → approval → execution → outcome, retries collapsed",
 )
 def get_timeline(action_intent_id: IntentId, who: Caller, service: Service) -> Timeline:
-    try:
-        return service.get_timeline(_plausible(action_intent_id), who.tenant_id)
-    except ExecutionNotFound:
-        raise _not_found() from None
+    return service.get_timeline(_plausible(action_intent_id), who.tenant_id)
 
 
 @router.post(
@@ -225,8 +221,6 @@ def get_timeline(action_intent_id: IntentId, who: Caller, service: Service) -> T
 def cancel(action_intent_id: IntentId, who: Operator, service: Service) -> StatusBody:
     try:
         return service.cancel_execution(_plausible(action_intent_id), who.tenant_id, actor=who.actor)
-    except ExecutionNotFound:
-        raise _not_found() from None
     except AlreadyFinished as finished:
         raise ApiError(
             409, "ALREADY_FINISHED", f"the execution has already finished ({finished.status})", "status"
@@ -251,7 +245,7 @@ def rerun(action_intent_id: IntentId, who: Operator, service: Service, request: 
             _plausible(action_intent_id), who.tenant_id, actor=who.actor, launcher=launcher
         )
     except ExecutionNotFound:
-        raise _not_found() from None
+        raise  # the one 404 of every route (surfaces.api)
     except NotRerunnable as refused:
         raise ApiError(409, "NOT_RERUNNABLE", str(refused), "status") from None
     except Exception:
@@ -270,10 +264,7 @@ def rerun(action_intent_id: IntentId, who: Operator, service: Service, request: 
     summary="An intent's full ledger rows with the hash-chain verification (operator)",
 )
 def get_ledger(action_intent_id: IntentId, who: Operator, service: Service) -> IntentLedger:
-    try:
-        return service.ledger_for_intent(_plausible(action_intent_id), who.tenant_id)
-    except ExecutionNotFound:
-        raise _not_found() from None
+    return service.ledger_for_intent(_plausible(action_intent_id), who.tenant_id)
 
 
 @router.get(
