@@ -17,6 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
+from intents import bench_intent
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -29,10 +31,9 @@ def main() -> None:
     if args.database_url:
         os.environ["FULFILL_DATABASE_URL"] = args.database_url
 
-    from fulfill.approval import sign_intent
     from fulfill.db import upgrade_database
     from fulfill.settings import reload_settings
-    from surfaces.demo import DEMO_KEY_ID, demo_keys
+    from surfaces.demo import demo_keys
     from surfaces.service import ExecutionService
 
     keys, seed = demo_keys(data)
@@ -43,28 +44,7 @@ def main() -> None:
     run = uuid.uuid4().hex[:6]
 
     def intent(n: int) -> dict[str, object]:
-        return sign_intent(
-            {
-                "schema_version": "action_intent.v1",
-                "action_intent_id": f"ai_bench_{run}_{n}",
-                "tenant_id": "bench",
-                "account_id": "acct-1",
-                "decision_id": f"dec_{n}",
-                "action_type": "internal.create_task",
-                "parameters": {"title": f"Bench task {n}"},
-                "approval": {
-                    "approval_id": "apr",
-                    "approved_by": "bench@example.com",
-                    "approved_at": "2026-11-27T15:02:11Z",
-                    "edited": False,
-                    "key_id": DEMO_KEY_ID,
-                },
-                "created_at": "2026-11-27T15:00:00Z",
-                "expires_at_epoch": int(time.time()) + 3600,
-            },
-            key_id=DEMO_KEY_ID,
-            seed_b64url=seed,
-        )
+        return bench_intent(run, n, seed)
 
     started = time.perf_counter()
     service.execute_action_intent(intent(0))  # warm-up: starts the ephemeral server

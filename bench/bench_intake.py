@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from intents import bench_intent
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -49,9 +50,8 @@ def main() -> None:
 
     from standardwebhooks.webhooks import Webhook
 
-    from fulfill.approval import sign_intent
     from fulfill.settings import reload_settings
-    from surfaces.demo import DEMO_KEY_ID, demo_keys
+    from surfaces.demo import demo_keys
     from surfaces.service import ExecutionService
     from surfaces.up import running_stack
 
@@ -63,28 +63,7 @@ def main() -> None:
 
     def post(api_url: str) -> str:
         n = next(counter)
-        intent = sign_intent(
-            {
-                "schema_version": "action_intent.v1",
-                "action_intent_id": f"ai_bench_{run}_{n}",
-                "tenant_id": "bench",
-                "account_id": "acct-1",
-                "decision_id": f"dec_{n}",
-                "action_type": "internal.create_task",
-                "parameters": {"title": f"Bench task {n}"},
-                "approval": {
-                    "approval_id": "apr",
-                    "approved_by": "bench@example.com",
-                    "approved_at": "2026-11-27T15:02:11Z",
-                    "edited": False,
-                    "key_id": DEMO_KEY_ID,
-                },
-                "created_at": "2026-11-27T15:00:00Z",
-                "expires_at_epoch": int(time.time()) + 3600,
-            },
-            key_id=DEMO_KEY_ID,
-            seed_b64url=seed,
-        )
+        intent = bench_intent(run, n, seed)
         body = json.dumps(
             {"type": "action_intent.approved", "timestamp": "2026-12-01T00:00:00Z", "data": intent}
         )
