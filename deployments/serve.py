@@ -20,7 +20,9 @@ def main() -> None:
     """Register the deployments and poll for runs until interrupted."""
     deployments: list[Any] = [
         execute_intent.to_deployment(name="execute-intent", tags=["fulfill"]),
-        reconcile.to_deployment(name="reconcile", interval=120, tags=["fulfill", "maintenance"]),
+        reconcile.to_deployment(
+            name="reconcile", interval=60, parameters={"watch_seconds": 60}, tags=["fulfill", "maintenance"]
+        ),
         expire_sweeper.to_deployment(name="expire-sweeper", interval=300, tags=["fulfill", "maintenance"]),
         deliver_signals.to_deployment(name="deliver-signals", interval=30, tags=["fulfill", "signals"]),
         connector_health.to_deployment(

@@ -25,6 +25,7 @@ from flows.hooks import record_flow_end
 from fulfill import executions
 from fulfill.db import get_engine, transaction
 from fulfill.executions import UNDO_DONE, UNDO_PAUSED, Failure, Lease, LeaseLost
+from fulfill.heartbeat import keep_alive
 from fulfill.intent import parse_intent
 from fulfill.states import (
     Compensation,
@@ -212,7 +213,8 @@ def execute_intent(
     if isinstance(lease, ClaimRefused):
         return run_state(_refused(admission.action_intent_id, lease))
     try:
-        return run_state(_fulfil(lease, raw))
+        with keep_alive(lease):  # renews the lease while the steps run: only a dead executor loses it
+            return run_state(_fulfil(lease, raw))
     except LeaseLost as lost:
         return run_state(_lost(lease, lost))
 
@@ -462,11 +464,12 @@ def settle_owed_undo(lease: Lease, status: ExecutionStatus) -> ExecutionResult:
     Run by the executor that was cancelled, or by the reconciler for an undo whose run died or that
     a kill switch stopped (once released).
     """
-    compensation, halted = undo_steps(lease)
-    explanation = SETTLED_EXPLANATION[status][compensation]
-    if halted:
-        explanation = PAUSED_PREFIX[status] + UNDO_PAUSED
-    final = finish_undo(lease, compensation, explanation, bool(halted))
+    with keep_alive(lease):
+        compensation, halted = undo_steps(lease)
+        explanation = SETTLED_EXPLANATION[status][compensation]
+        if halted:
+            explanation = PAUSED_PREFIX[status] + UNDO_PAUSED
+        final = finish_undo(lease, compensation, explanation, bool(halted))
     return ExecutionResult(
         action_intent_id=lease.action_intent_id,
         status=final,

@@ -14,9 +14,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,22 +49,73 @@ from tasks.signals import (
 )
 
 BATCH = 100
-PENDING_GRACE_SECONDS = 60.0
+#: A PENDING intent whose run started (or ended) without claiming it for this long lost its executor
+#: between admission and claim (admission takes milliseconds). A live run that claims after a takeover
+#: is refused (claims are serialised), so a short grace costs nothing in correctness.
+PENDING_GRACE_SECONDS = 10.0
+#: A PENDING intent with no flow run yet: the intake may still be creating it.
+NO_RUN_GRACE_SECONDS = 60.0
 WAITING_STATES = frozenset({StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED})
+#: While watching, PENDING orphans are looked for this often, not at every pass (one Prefect API read
+#: per look, and they wait ``pending_grace_seconds`` anyway).
+ORPHANS_EVERY_SECONDS = 5.0
 
 
 @flow(name="reconcile")
 def reconcile(
-    limit: int = BATCH, tenant_id: str | None = None, pending_grace_seconds: float = PENDING_GRACE_SECONDS
+    limit: int = BATCH,
+    tenant_id: str | None = None,
+    pending_grace_seconds: float = PENDING_GRACE_SECONDS,
+    watch_seconds: float = 0,
+    every_seconds: float = 2.0,
 ) -> list[ExecutionResult]:
     """Settle what runs left behind (optionally one tenant's), in three kinds.
 
-    * EXECUTING with an expired lease: its worker died; re-run it (finished steps are skipped).
+    * EXECUTING with an expired lease: its worker died; re-run it (finished steps are skipped). A live
+      executor renews its 15 s lease every 3 s (``fulfill.heartbeat``), so a lease runs out only
+      when its executor is gone.
     * PENDING for longer than ``pending_grace_seconds`` whose Prefect run is not waiting to start
       (scheduled, late or pending — e.g. held by a paused work pool): the run died between
       registration and claim, or was never created; run it now (the claim expires it if its TTL passed).
     * An owed undo (cancelled mid-call, or an undo a kill switch stopped) whose lease is free and
       whose kill switches are released: finish undoing it.
+
+    Args:
+        watch_seconds: Keep watching this long, a pass every ``every_seconds``, so a dead executor is
+            taken over seconds after its lease runs out (the deployment: a minute per run, one run
+            after another). ``0``: one pass.
+        every_seconds: Pause between two passes while watching.
+
+    Two reconcilers at once (a watching run overlapping the next, an operator's ``fulfill reconcile``)
+    are safe: every takeover is a fenced claim in one transaction, so only one of them gets each lease.
+
+    Returns:
+        What every pass settled, in order.
+    """
+    if watch_seconds < 0:
+        raise ValueError(f"watch_seconds: must be 0 (one pass) or more, not {watch_seconds}")
+    if every_seconds <= 0:
+        raise ValueError(f"every_seconds: must be more than 0, not {every_seconds}")
+    started = orphans_seen = time.monotonic()
+    results = _reconcile_pass(limit, tenant_id, pending_grace_seconds, orphans=True)
+    while (left := started + watch_seconds - time.monotonic()) > 0:
+        time.sleep(min(every_seconds, left))
+        orphans = time.monotonic() - orphans_seen >= ORPHANS_EVERY_SECONDS
+        if orphans:
+            orphans_seen = time.monotonic()
+        results += _reconcile_pass(limit, tenant_id, pending_grace_seconds, orphans=orphans)
+    get_run_logger().info("reconciled %d executions", len(results))
+    return results
+
+
+def _reconcile_pass(
+    limit: int, tenant_id: str | None, pending_grace_seconds: float, *, orphans: bool
+) -> list[ExecutionResult]:
+    """One look at every kind :func:`reconcile` settles (PENDING orphans only when ``orphans``).
+
+    Its queries select open executions only — EXECUTING, PENDING, an undo owed — each bounded by
+    ``limit``; they stay cheap however many finished executions there are as long as they read index
+    ranges (``status, lease_until`` and ``compensation_pending, lease_until``).
     """
     with transaction(get_engine()) as session:
         now = db_now(session)
@@ -83,26 +135,30 @@ def reconcile(
             )
             .limit(limit)
         ).all()
-        orphans = session.exec(
-            select(Execution.action_intent_id, Execution.flow_run_id)
-            .where(
-                Execution.status == ExecutionStatus.PENDING,
-                col(Execution.updated_at) < now - timedelta(seconds=pending_grace_seconds),
-                scoped,
-            )
-            .limit(limit)
-        ).all()
+        pending = (
+            session.exec(
+                select(Execution.action_intent_id, Execution.flow_run_id, Execution.updated_at)
+                .where(
+                    Execution.status == ExecutionStatus.PENDING,
+                    col(Execution.updated_at) < now - timedelta(seconds=pending_grace_seconds),
+                    scoped,
+                )
+                .limit(limit)
+            ).all()
+            if orphans
+            else []
+        )
     stale = [*stale, *_dead_executors(held)]
     results = [_settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in stale]
-    results += [
-        _settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in orphans if not _run_waiting(run_id)
-    ]
+    results += [_settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in _orphans(pending, now)]
     with transaction(get_engine()) as session:  # after the reruns: a takeover past expiry leaves an undo owed
         now = db_now(session)
         owed = [
-            (row.action_intent_id, row.status)
-            for row in session.exec(
-                select(Execution)
+            (intent_id, ExecutionStatus(status))
+            for intent_id, status, row_tenant, action_type in session.exec(
+                select(
+                    Execution.action_intent_id, Execution.status, Execution.tenant_id, Execution.action_type
+                )
                 .where(
                     col(Execution.compensation_pending).is_(True),
                     sa.or_(col(Execution.lease_until).is_(None), col(Execution.lease_until) < now),
@@ -110,10 +166,11 @@ def reconcile(
                 )
                 .limit(limit)
             )
-            if blocked_reason(session, row.tenant_id, row.action_type) is None
+            if blocked_reason(session, row_tenant, action_type) is None
         ]
     results += [r for intent_id, status in owed if (r := _finish_undo(intent_id, status)) is not None]
-    get_run_logger().info("reconciled %d executions", len(results))
+    if results:
+        get_run_logger().info("this pass reconciled %d executions", len(results))
     return results
 
 
@@ -211,16 +268,40 @@ def _settle_run(flow_run_id: str | None, result: ExecutionResult) -> ExecutionRe
     return result
 
 
-def _run_waiting(flow_run_id: str | None) -> bool:
-    """Whether the intent's Prefect run is still waiting to start (a paused pool holds it)."""
-    if not flow_run_id:
-        return False
-    try:
-        with get_client(sync_client=True) as client:
-            run = client.read_flow_run(uuid.UUID(flow_run_id))
-    except (ValueError, ObjectNotFound):
-        return False
-    return run.state is not None and run.state.type in WAITING_STATES
+def _orphans(
+    pending: Sequence[tuple[str, str | None, datetime | None]], now: datetime
+) -> list[tuple[str, str | None]]:
+    """PENDING intents whose run died between registration and claim, or was never created.
+
+    A run still waiting to start (scheduled, late, pending, paused: a paused work pool holds it) is not
+    an orphan. An intent with no run yet is given :data:`NO_RUN_GRACE_SECONDS` (the intake may still be
+    creating it — slowly, on a busy SQLite-backed Prefect server — and a paused pool must hold it then
+    too); one whose run started or ended without claiming it is an orphan after the pass's grace.
+    One Prefect API read for all of them.
+    """
+    runs: dict[uuid.UUID, str] = {}
+    orphans: list[tuple[str, str | None]] = []
+    for intent_id, run_id, updated_at in pending:
+        try:
+            runs[uuid.UUID(run_id or "")] = intent_id
+        except ValueError:
+            quiet = (now - updated_at).total_seconds() if updated_at is not None else NO_RUN_GRACE_SECONDS
+            if quiet >= NO_RUN_GRACE_SECONDS:
+                orphans.append((intent_id, run_id))
+    if not runs:
+        return orphans
+    with get_client(sync_client=True) as client:
+        found = {
+            run.id: run
+            for run in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs)))
+            )
+        }
+    for key, intent_id in runs.items():
+        run = found.get(key)
+        if run is None or run.state is None or run.state.type not in WAITING_STATES:
+            orphans.append((intent_id, str(key)))
+    return orphans
 
 
 def _finish_undo(action_intent_id: str, status: ExecutionStatus) -> ExecutionResult | None:

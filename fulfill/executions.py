@@ -54,7 +54,13 @@ UNDO_DONE: dict[Compensation, str] = {
 }
 EXPIRED_BEFORE_START = "The approval expired before the action could start; nothing was done."
 SIGNAL_NAMESPACE = uuid.UUID("6f1c8f5e-3d0a-4c55-9a51-0c7e4c1f2a10")
-DEFAULT_LEASE_SECONDS = 300
+#: How long a lease lasts without renewal. A live executor renews it every :data:`HEARTBEAT_SECONDS`
+#: (``fulfill.heartbeat.keep_alive``) and at every write, so a lease runs out only when its executor
+#: died (process killed, host lost): the reconciler then notices it within this time and takes over.
+DEFAULT_LEASE_SECONDS = 15
+#: How often a live executor renews its lease: five renewals per lease, so a starved host (two busy
+#: cores, a slow database) that misses a beat or three still keeps a lease it is using.
+HEARTBEAT_SECONDS = 3.0
 
 
 class IntentConflict(Exception):
@@ -280,6 +286,10 @@ def claim(
 ) -> Lease | Refusal:
     """Take the execution for one attempt, or say why not — in one transaction.
 
+    A claim that takes over an EXECUTING execution (its executor died) records in its
+    ``EXECUTION_STARTED`` fact ``silent_for_seconds``: the time since that executor's last heartbeat
+    or write (``updated_at``, database clock) — how long recovery took. ``None`` for any other claim.
+
     Args:
         session: Open transaction.
         action_intent_id: The intent.
@@ -330,6 +340,12 @@ def claim(
         )
         return Refusal(RefusalReason.KILL_SWITCH, execution)
     taken_over = execution.status == ExecutionStatus.EXECUTING
+    # The dead executor's last heartbeat or write: how long the execution went unattended.
+    silent_for = (
+        round((now - execution.updated_at).total_seconds(), 3)
+        if taken_over and execution.updated_at is not None
+        else None
+    )
     execution.status = ExecutionStatus.EXECUTING
     execution.attempt += 1
     execution.lease_owner = owner
@@ -350,6 +366,7 @@ def claim(
             "generation": execution.generation,
             "flow_run_id": flow_run_id,
             "took_over_expired_lease": taken_over,
+            "silent_for_seconds": silent_for,
         },
     )
     return Lease(action_intent_id, execution.tenant_id, owner, execution.attempt, execution.generation)
@@ -440,6 +457,23 @@ def fence(
     execution.updated_at = now
     session.add(execution)
     return execution
+
+
+def heartbeat(session: Session, lease: Lease, *, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> bool:
+    """Renew a lease its executor is still using (``fulfill.heartbeat.keep_alive`` calls it every beat).
+
+    Extends ``lease_until`` (and ``updated_at``: the last sign of life a takeover measures) only while
+    this owner and attempt hold the execution and it is EXECUTING or still owes the undo of its steps —
+    what :func:`fence` accepts when settling. Writes no ledger fact.
+
+    Returns:
+        ``False`` when the lease is lost (cancelled and settled, finished, or taken over): nothing changed.
+    """
+    try:
+        fence(session, lease, settling=True, lease_seconds=lease_seconds)
+    except LeaseLost:
+        return False
+    return True
 
 
 def steps_of(session: Session, action_intent_id: str, generation: int | None = None) -> list[StepRecord]:
@@ -668,6 +702,9 @@ def release_undo(session: Session, action_intent_id: str, owner: str) -> bool:
 def release_dead_lease(session: Session, action_intent_id: str, owner: str) -> bool:
     """End the lease of an executor known to be gone (its Prefect run is final), so a takeover need not
     wait for the lease to run out. Only that executor's lease of an EXECUTING execution is released.
+
+    ``updated_at`` is left alone: it stays the dead executor's last sign of life, which the takeover's
+    ``silent_for_seconds`` is measured from.
     """
     execution = _locked(session, action_intent_id)
     if execution is None or execution.status != ExecutionStatus.EXECUTING or execution.lease_owner != owner:

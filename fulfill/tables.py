@@ -130,6 +130,9 @@ class Execution(ExecutionBase, table=True):
             "created_at",
             "action_intent_id",
         ),
+        # The reconciler's watch (a pass every second or two): open executions only, by lease expiry.
+        sa.Index("ix_executions_status_lease", "status", "lease_until"),
+        sa.Index("ix_executions_undo_owed", "compensation_pending", "lease_until"),
     )
 
     intent_json: dict[str, Any] = Field(sa_type=JSONText)

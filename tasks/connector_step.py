@@ -26,10 +26,11 @@ allows, and never plan a wait that ends at or after the approval's ``expires_at_
   does). When the wait plus the longest backoff would reach the expiry, there is no retry: the
   error stands and the step fails with its own code (``RETRIES_EXHAUSTED`` for a rate limit).
   Nothing is ledgered then; a planned retry is ledgered ``STEP_RETRY_SCHEDULED`` with its wait.
-* While waiting, the execution's lease (:data:`fulfill.executions.DEFAULT_LEASE_SECONDS`) is
-  renewed every :data:`LEASE_RENEWAL_SECONDS`, each time in its own transaction; a cancelled or
-  taken-over execution (``LeaseLost``) ends the wait and the retries. Waits go through the
-  module-level :func:`sleep`, which tests replace.
+* While waiting, the execution's lease (:data:`fulfill.executions.DEFAULT_LEASE_SECONDS`, 15 s) is
+  renewed every :data:`LEASE_RENEWAL_SECONDS` (as often as the flow's heartbeat,
+  ``fulfill.heartbeat.keep_alive``, which also runs), each time in its own transaction; a cancelled
+  or taken-over execution (``LeaseLost``) ends the wait and the retries within those seconds. Waits
+  go through the module-level :func:`sleep`, which tests replace.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from connectors.http import DeadlinePassed, send_deadline
 from fulfill import executions
 from fulfill.controls import blocked_reason
 from fulfill.db import db_now, get_engine, transaction
-from fulfill.executions import Lease, LeaseLost
+from fulfill.executions import HEARTBEAT_SECONDS, Lease, LeaseLost
 from fulfill.settings import load_settings
 from fulfill.states import HaltKind
 from tasks.resolve import resolve_connector
@@ -61,7 +62,10 @@ RATE_LIMIT_RETRIES = 6
 # Prefect's delay before retry n (the last repeats), jittered up to +RETRY_JITTER_FACTOR.
 RETRY_DELAYS = [0.5, 1.0, 2.0]
 RETRY_JITTER_FACTOR = 0.2
-LEASE_RENEWAL_SECONDS = 30.0
+# A wait renews the lease (15 s) in chunks this long: well within it, and a cancellation ends the wait soon.
+LEASE_RENEWAL_SECONDS = HEARTBEAT_SECONDS
+# The longest Retry-After a lookup or an undo waits out (the flow's heartbeat keeps the lease meanwhile).
+SHORT_RETRY_AFTER_SECONDS = 30.0
 sleep = time.sleep  # module-level so tests can observe waits
 
 
@@ -241,14 +245,15 @@ def _retryable_only(task: Task[..., Any], task_run: TaskRun, state: State[Any]) 
     """Retry condition of lookups and compensations: retryable ConnectorErrors only, never early.
 
     A wait the provider asks for (``retry_after``) is honoured in full when it is short (at most
-    :data:`LEASE_RENEWAL_SECONDS`); a longer one ends the retries — the lookup or undo then fails
-    and a person is flagged, rather than holding a worker or calling too early.
+    :data:`SHORT_RETRY_AFTER_SECONDS`); a longer one ends the retries — the lookup or undo then fails
+    and a person is flagged, rather than holding a worker or calling too early. The lease is kept by
+    the heartbeat of the work around it (``fulfill.heartbeat.keep_alive``), not by this wait.
     """
     error = state.result(raise_on_failure=False)
     if not isinstance(error, ConnectorError) or not error.retryable:
         return False
     if error.retry_after:
-        if error.retry_after > LEASE_RENEWAL_SECONDS:
+        if error.retry_after > SHORT_RETRY_AFTER_SECONDS:
             return False
         sleep(error.retry_after)
     return True

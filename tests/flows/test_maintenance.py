@@ -14,7 +14,7 @@ from sqlmodel import select
 from connectors.base import StepCall, idempotency_key
 from flows.execute_intent import execute_intent
 from flows.hooks import record_flow_end
-from flows.maintenance import deliver_signals, expire_sweeper, reconcile
+from flows.maintenance import ORPHANS_EVERY_SECONDS, deliver_signals, expire_sweeper, reconcile
 from fulfill import executions, ledger
 from fulfill.db import transaction
 from fulfill.intent import parse_intent
@@ -163,6 +163,23 @@ def test_reconcile_runs_an_intent_left_pending_by_a_dead_run(
     with transaction(engine) as session:
         tasks = session.exec(select(InternalTask).where(InternalTask.action_intent_id == intent_id))
         assert len(list(tasks)) == 1
+
+
+def test_an_intent_whose_run_is_still_being_created_gets_the_longer_grace(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    """No run yet (the intake may still be creating it, and a paused pool must hold it): only after
+    ``NO_RUN_GRACE_SECONDS``; a run that died without claiming is taken after the short grace."""
+    intent = make_intent("internal.create_task", {"title": "Its run is still being created"})
+    intent_id = intent["action_intent_id"]
+    assert verify_and_register(intent).admitted
+
+    assert reconcile(tenant_id=tenant, pending_grace_seconds=0) == [], "no run yet, inside the longer grace"
+    assert ExecutionService(engine).get_execution_status(intent_id, tenant).status == "PENDING"
+    _backdate_pending(engine, intent_id, flow_run_id=None)
+    reconcile(tenant_id=tenant, pending_grace_seconds=0)
+
+    assert ExecutionService(engine).get_execution_status(intent_id, tenant).status == "SUCCEEDED"
 
 
 def test_reconcile_leaves_a_pending_intent_whose_run_waits_in_a_paused_pool(
@@ -418,3 +435,65 @@ def test_a_rerun_held_by_a_kill_switch_keeps_the_flag_for_a_person(
 
     assert held.failure is not None and held.failure.code == "KILL_SWITCH"
     assert held.failure.needs_human is True, "only a completed rerun clears the flag"
+
+
+# --- recovery in seconds: the watching reconciler ------------------------------------------------
+def _count_passes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record every pass ``reconcile`` makes (whether it looked for PENDING orphans in it)."""
+    import flows.maintenance as maintenance
+
+    real = maintenance._reconcile_pass
+    passes: list[bool] = []
+
+    def counted(*args: Any, orphans: bool) -> list[Any]:
+        passes.append(orphans)
+        return real(*args, orphans=orphans)
+
+    monkeypatch.setattr(maintenance, "_reconcile_pass", counted)
+    return passes
+
+
+def test_a_watching_reconcile_takes_over_a_lease_that_runs_out_while_it_watches(
+    engine: Any, make_intent: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    intent = make_intent("internal.create_task", {"title": "Its executor stopped beating"})
+    intent_id = intent["action_intent_id"]
+    assert verify_and_register(intent).admitted
+    with transaction(engine) as session:  # its last heartbeat: the lease runs out 2 s from now
+        lease = executions.claim(session, intent_id, owner="dead-worker/1", blocked=None, lease_seconds=2)
+    assert isinstance(lease, executions.Lease)
+    passes = _count_passes(monkeypatch)
+
+    results = reconcile(tenant_id=tenant, watch_seconds=8, every_seconds=0.25)
+
+    assert [r.status for r in results if r.action_intent_id == intent_id] == ["SUCCEEDED"], results
+    assert len(passes) > 2 and passes[0] is True, "a pass every 0.25 s, orphans looked for at the start"
+    looks = 1 + int(8 / ORPHANS_EVERY_SECONDS)
+    assert sum(passes) <= looks < len(passes), "orphans are looked for every few seconds, not at every pass"
+    with transaction(engine) as session:
+        started = [
+            e.details
+            for e in ledger.entries_for_intent(session, tenant, intent_id)
+            if e.event_type == "EXECUTION_STARTED"
+        ]
+    assert [s["took_over_expired_lease"] for s in started] == [False, True]
+    assert 2 <= started[1]["silent_for_seconds"] < 8, "taken over seconds after the lease ran out"
+
+
+def test_reconcile_makes_one_pass_unless_it_watches(
+    engine: Any, make_intent: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    intent = make_intent("internal.create_task", {"title": "Orphaned, found by the only pass"})
+    intent_id = intent["action_intent_id"]
+    assert verify_and_register(intent).admitted
+    _claim(engine, intent, owner="dead-worker/1")
+    _expire_lease(engine, intent_id)
+    passes = _count_passes(monkeypatch)
+
+    results = reconcile(tenant_id=tenant, watch_seconds=0)
+
+    assert passes == [True]
+    assert [(r.action_intent_id, r.status) for r in results] == [(intent_id, "SUCCEEDED")]
+    with pytest.raises(ValueError, match="every_seconds"):
+        reconcile.fn(tenant_id=tenant, watch_seconds=5, every_seconds=0)
+    assert passes == [True], "refused before any pass"

@@ -183,7 +183,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         return bool(self.switch_windows) and self.switch_windows[-1][1] is None
 
     def _expire_leases(self) -> None:
-        """Every lease of this tenant ran out (its worker is gone): what 300 s of silence does."""
+        """Every lease of this tenant ran out (its worker is gone): what a missed heartbeat (15 s of silence) does."""
         with transaction(self.engine) as session:
             session.execute(
                 sa.update(Execution)
