@@ -42,6 +42,7 @@ class Fault:
     kind: FaultKind
     method: str | None = None
     path: str | None = None  # regex searched in the request path
+    contains: str | None = None  # regex searched in the path and the body (e.g. one intent's key)
     times: int = 1
     status: int = 503
     body: Any = None
@@ -51,6 +52,10 @@ class Fault:
     def matches(self, request: httpx.Request) -> bool:
         """Whether this fault applies to ``request``."""
         if self.method and request.method.upper() != self.method.upper():
+            return False
+        if self.contains and not re.search(
+            self.contains, request.url.path + "\n" + request.content.decode("utf-8", "replace")
+        ):
             return False
         return not (self.path and not re.search(self.path, request.url.path))
 
@@ -193,7 +198,10 @@ class Emulator:
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                with contextlib.suppress(
+                    OSError
+                ):  # the client may be gone (killed mid-call): still committed
+                    self.wfile.write(payload)
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _any
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -766,6 +767,45 @@ def _development_tool(module: str) -> Any:
             err=True,
         )
         raise typer.Exit(2) from None
+
+
+# --- scorecard ---------------------------------------------------------------------------
+@app.command("scorecard")
+def scorecard(
+    intents: Annotated[int, typer.Option(min=1, help="Approvals to deliver, across every action type.")] = 40,
+    crashes: Annotated[int, typer.Option(min=0, help="Executions to SIGKILL at a recovery point.")] = 10,
+    executors: Annotated[int, typer.Option(min=1, max=16, help="Executor processes.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the plan (which intent, which point, which fault).")] = 0,
+    time_limit: Annotated[float, typer.Option(min=30, help="Give up after this many seconds.")] = 1800.0,
+    write: Annotated[
+        Path | None, typer.Option(help="Append the result as a Markdown section to this file.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Inject crashes and faults into real executions; exit 1 unless nothing was duplicated or lost."""
+    module = _development_tool("surfaces.scorecard")
+    config = module.ScorecardConfig(
+        intents=intents, crashes=crashes, executors=executors, seed=seed, time_limit=time_limit
+    )
+    progress = err if as_json else console
+    card = module.run_scorecard(config, emit=lambda line: progress.print(line, style="dim"))
+    if as_json:
+        _print_json({**dataclasses.asdict(card), "ok": card.ok})
+    else:
+        table = Table(title=f"fulfill scorecard — {'pass' if card.ok else 'FAIL'}")
+        for column in ("measure", "value", "must be"):
+            table.add_column(column, overflow="fold")
+        for row in module.rows(card):
+            table.add_row(*row)
+        console.print(table)
+    if write is not None:
+        command = (
+            f"fulfill scorecard --intents {intents} --crashes {crashes} --executors {executors} --seed {seed}"
+        )
+        with write.open("a", encoding="utf-8") as out:
+            out.write("\n" + module.markdown(card, command))
+    if not card.ok:
+        raise typer.Exit(1)
 
 
 # --- demo --------------------------------------------------------------------------------

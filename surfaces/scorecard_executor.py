@@ -1,0 +1,228 @@
+"""One executor process of ``fulfill scorecard``: runs ``execute-intent`` flow runs in-process and dies
+on purpose at a recovery point.
+
+Started by :mod:`surfaces.scorecard` (``python -m surfaces.scorecard_executor``). It reads one JSON
+line per flow run on stdin — ``{"flow_run_id", "action_intent_id", "kill_at"}`` — executes the run
+of the ``execute-intent`` deployment that the intake created (the same flow run, in this already
+running interpreter, like a worker that does not start a process per run) and answers one JSON line
+on stdout. When ``kill_at`` names a recovery point, the process SIGKILLs ITSELF when that intent's
+execution reaches it: no hook, no ``finally``, no flush — what a power cut or the OOM killer does.
+
+With ``--reconcile SECONDS`` it runs the reconciler instead (``reconcile`` watching for that long),
+as the ``reconcile`` deployment does in production.
+
+Every request this process sends to a provider emulator is appended to ``FULFILL_SCORECARD_LOG``
+(time, intent, method, path) before it is sent, so the scorecard can tell when a call was made.
+Nothing here changes what the engine decides: the points are wrappers around the flow's own steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+
+class KillPoint(StrEnum):
+    """Where an executor dies, in the order an execution passes them."""
+
+    AFTER_ADMIT = "after_admit"  # admitted (signature verified again), nothing claimed
+    AFTER_CLAIM = "after_claim"  # the lease is taken, no step started
+    AFTER_CHECKPOINT = "after_checkpoint"  # CALL_STARTED recorded with the key; nothing sent
+    DURING_CALL = "during_call"  # the request is at the provider, which commits after the process died
+    AFTER_COMMIT = "after_commit"  # the provider committed and answered; the step is not recorded
+    DURING_COMPENSATION = "during_compensation"  # an undo reached the provider; not recorded
+    DURING_FINISH = "during_finish"  # inside the outcome's transaction, before it commits
+
+
+CURRENT: dict[str, Any] = {"intent": None, "kill_at": None, "armed": False, "phase": "step"}
+_LOG_FD: int | None = None
+_PROVIDER_PORTS: set[int] = set()
+
+
+def die() -> None:
+    """SIGKILL this process now (nothing after this line runs)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _log_request(request: httpx.Request) -> None:
+    if _LOG_FD is None or request.url.port not in _PROVIDER_PORTS:
+        return
+    line = json.dumps(
+        {
+            "t": time.time(),
+            "intent": CURRENT["intent"],
+            "method": request.method,
+            "port": request.url.port,
+            "path": request.url.path,
+            "phase": CURRENT["phase"],
+            "pid": os.getpid(),
+        }
+    )
+    os.write(_LOG_FD, (line + "\n").encode())
+
+
+def _at(point: KillPoint) -> bool:
+    return bool(CURRENT["kill_at"] == point)
+
+
+def install(log_path: str | None, provider_urls: list[str]) -> None:
+    """Wrap the flow's steps with the kill points and log provider requests. Idempotent per process."""
+    global _LOG_FD
+    import flows.execute_intent as flow_module
+    from fulfill import executions
+    from tasks.admit import Rejected
+    from tasks.claim import ClaimRefused
+
+    if log_path:
+        _LOG_FD = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    _PROVIDER_PORTS.update(p for url in provider_urls if (p := urlsplit(url).port) is not None)
+
+    original = httpx.HTTPTransport.handle_request
+
+    def handle_request(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+        # The transport is the last step before the network: a request the deadline or a kill switch
+        # refused in the client's auth flow never gets here, so only requests really sent are logged.
+        _log_request(request)
+        if (
+            CURRENT["armed"]
+            and _at(KillPoint.DURING_CALL)
+            and request.url.port in _PROVIDER_PORTS
+            and request.method != "GET"
+        ):
+            threading.Timer(0.3, die).start()  # the emulator holds this request for longer, then commits
+        return original(self, request)
+
+    httpx.HTTPTransport.handle_request = handle_request  # type: ignore[method-assign]
+
+    def wrap(module: Any, name: str, around: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        setattr(module, name, around(getattr(module, name)))
+
+    def admit(inner: Callable[..., Any]) -> Callable[..., Any]:
+        def admit(*args: Any, **kwargs: Any) -> Any:
+            admission = inner(*args, **kwargs)
+            if _at(KillPoint.AFTER_ADMIT) and not isinstance(admission, Rejected):
+                die()
+            return admission
+
+        return admit
+
+    def claim(inner: Callable[..., Any]) -> Callable[..., Any]:
+        def claim(*args: Any, **kwargs: Any) -> Any:
+            CURRENT["intent"] = args[0] if args else kwargs.get("action_intent_id")
+            lease = inner(*args, **kwargs)
+            if _at(KillPoint.AFTER_CLAIM) and not isinstance(lease, ClaimRefused):
+                die()
+            return lease
+
+        return claim
+
+    def checkpoint(inner: Callable[..., Any]) -> Callable[..., Any]:
+        def checkpoint(*args: Any, **kwargs: Any) -> Any:
+            result = inner(*args, **kwargs)
+            if _at(KillPoint.AFTER_CHECKPOINT):
+                die()
+            CURRENT["armed"] = True
+            return result
+
+        return checkpoint
+
+    def record_step_succeeded(inner: Callable[..., Any]) -> Callable[..., Any]:
+        def record_step_succeeded(*args: Any, **kwargs: Any) -> Any:
+            if _at(KillPoint.AFTER_COMMIT):
+                die()
+            return inner(*args, **kwargs)
+
+        return record_step_succeeded
+
+    def compensate_step(inner: Callable[..., Any]) -> Callable[..., Any]:
+        def compensate_step(*args: Any, **kwargs: Any) -> Any:
+            CURRENT["phase"] = "undo"  # undo calls are logged as such (an undo may follow an expiry)
+            try:
+                undone = inner(*args, **kwargs)
+            finally:
+                CURRENT["phase"] = "step"
+            if _at(KillPoint.DURING_COMPENSATION):
+                die()  # the provider undid it; the step's COMPENSATED is not recorded
+            return undone
+
+        return compensate_step
+
+    def finish(inner: Callable[..., Any]) -> Callable[..., Any]:
+        def finish(*args: Any, **kwargs: Any) -> Any:
+            execution = inner(*args, **kwargs)
+            if _at(KillPoint.DURING_FINISH):
+                die()  # the transaction around this call never commits
+            return execution
+
+        return finish
+
+    for name, around in (
+        ("admit", admit),
+        ("claim", claim),
+        ("checkpoint", checkpoint),
+        ("record_step_succeeded", record_step_succeeded),
+        ("compensate_step", compensate_step),
+    ):
+        wrap(flow_module, name, around)
+    wrap(executions, "finish", finish)
+
+
+def _execute(line: dict[str, Any]) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+
+    from flows.execute_intent import execute_intent
+
+    CURRENT.update(intent=line["action_intent_id"], kill_at=line.get("kill_at"), armed=False, phase="step")
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(line["flow_run_id"])
+    state = run_flow(
+        execute_intent, flow_run=flow_run, parameters=dict(flow_run.parameters), return_type="state"
+    )
+    CURRENT.update(intent=None, kill_at=None, armed=False)
+    return {"flow_run_id": line["flow_run_id"], "state": getattr(state, "type", None)}
+
+
+def main() -> None:
+    """Serve flow runs from stdin until it closes (or run the reconciler with ``--reconcile``)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reconcile", type=float, default=None, help="watch and reconcile for this long")
+    args = parser.parse_args()
+    from prefect.settings import temporary_settings
+
+    install(
+        os.environ.get("FULFILL_SCORECARD_LOG"),
+        json.loads(os.environ.get("FULFILL_SCORECARD_PROVIDERS", "[]")),
+    )
+    # Crash detection is the point here, and it is fulfill's own (lease heartbeat, the run's state); Prefect's
+    # flow heartbeat (≥ 30 s) would only add a second per run, joined at exit.
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        if args.reconcile is not None:
+            from flows.maintenance import reconcile
+
+            reconcile(watch_seconds=args.reconcile, every_seconds=1.0)
+            return
+        print(json.dumps({"ready": os.getpid()}), flush=True)
+        for raw in sys.stdin:
+            if raw.strip():
+                line = json.loads(raw)
+                try:
+                    answer = _execute(line)
+                except Exception as exc:  # noqa: BLE001 — reported to the scorecard, which counts it
+                    answer = {"flow_run_id": line["flow_run_id"], "error": f"{type(exc).__name__}: {exc}"}
+                print(json.dumps(answer), flush=True)
+
+
+if __name__ == "__main__":
+    main()
