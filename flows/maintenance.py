@@ -14,9 +14,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +51,8 @@ from tasks.signals import (
 )
 
 BATCH = 100
+#: Takeovers run at the same time by one reconciler pass (each waits mostly on the database and providers).
+TAKEOVERS_AT_ONCE = 4
 #: A PENDING intent whose run started (or ended) without claiming it for this long lost its executor
 #: between admission and claim (admission takes milliseconds). A live run that claims after a takeover
 #: is refused (claims are serialised), so a short grace costs nothing in correctness.
@@ -149,8 +153,7 @@ def _reconcile_pass(
             else []
         )
     stale = [*stale, *_dead_executors(held)]
-    results = [_settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in stale]
-    results += [_settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in _orphans(pending, now)]
+    results = _take_over([*stale, *_orphans(pending, now)])
     with transaction(get_engine()) as session:  # after the reruns: a takeover past expiry leaves an undo owed
         now = db_now(session)
         owed = [
@@ -172,6 +175,25 @@ def _reconcile_pass(
     if results:
         get_run_logger().info("this pass reconciled %d executions", len(results))
     return results
+
+
+def _take_over(found: Sequence[tuple[str, str | None]]) -> list[ExecutionResult]:
+    """Re-run every execution a dead executor left, up to :data:`TAKEOVERS_AT_ONCE` at a time, and settle
+    each dead executor's Prefect run; results in the order given.
+
+    At once, because one takeover can wait long (a Retry-After, a HubSpot search settling): executors
+    that died together must not queue behind it. Each takeover is its own subflow run, started from a
+    thread that carries this run's context (so Prefect links it as a child of this run).
+    """
+    if len(found) <= 1:
+        return [_settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in found]
+
+    def one(intent_id: str, run_id: str | None) -> ExecutionResult:
+        return _settle_run(run_id, _rerun(intent_id))
+
+    with ThreadPoolExecutor(max_workers=TAKEOVERS_AT_ONCE, thread_name_prefix="takeover") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, one, i, r) for i, r in found]
+        return [future.result() for future in futures]
 
 
 def _rerun(action_intent_id: str) -> ExecutionResult:

@@ -497,3 +497,40 @@ def test_reconcile_makes_one_pass_unless_it_watches(
     with pytest.raises(ValueError, match="every_seconds"):
         reconcile.fn(tenant_id=tenant, watch_seconds=5, every_seconds=0)
     assert passes == [True], "refused before any pass"
+
+
+def test_executors_that_died_together_are_taken_over_at_once(
+    engine: Any, make_intent: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slow takeover (a Retry-After, a search settling) must not hold up the others: each takeover
+    waits at a barrier that only opens when all three are under way at the same time."""
+    import threading
+
+    import flows.maintenance as maintenance
+
+    ids = []
+    for n in range(3):
+        intent = make_intent("internal.create_task", {"title": f"Died together {n}"})
+        assert verify_and_register(intent).admitted
+        with transaction(engine) as session:  # a lease that already ran out: its executor is gone
+            executions.claim(
+                session, intent["action_intent_id"], owner=f"dead/{n}", blocked=None, lease_seconds=-1
+            )
+        ids.append(intent["action_intent_id"])
+    together = threading.Barrier(3, timeout=60)
+    real = maintenance._rerun
+
+    def rerun(action_intent_id: str) -> Any:
+        together.wait()  # BrokenBarrierError (the test fails) if the takeovers ran one after another
+        return real(action_intent_id)
+
+    monkeypatch.setattr(maintenance, "_rerun", rerun)
+
+    results = reconcile(tenant_id=tenant)
+
+    assert sorted(r.action_intent_id for r in results) == sorted(ids)
+    assert {r.status for r in results} == {"SUCCEEDED"}, results
+    with transaction(engine) as session:
+        for intent_id in ids:
+            tasks = session.exec(select(InternalTask).where(InternalTask.action_intent_id == intent_id))
+            assert len(list(tasks)) == 1
