@@ -17,9 +17,10 @@ from __future__ import annotations
 import contextvars
 import time
 import uuid
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -101,19 +102,70 @@ def reconcile(
     if every_seconds <= 0:
         raise ValueError(f"every_seconds: must be more than 0, not {every_seconds}")
     started = orphans_seen = time.monotonic()
-    results = _reconcile_pass(limit, tenant_id, pending_grace_seconds, orphans=True)
-    while (left := started + watch_seconds - time.monotonic()) > 0:
-        time.sleep(min(every_seconds, left))
-        orphans = time.monotonic() - orphans_seen >= ORPHANS_EVERY_SECONDS
-        if orphans:
-            orphans_seen = time.monotonic()
-        results += _reconcile_pass(limit, tenant_id, pending_grace_seconds, orphans=orphans)
+    with _Takeovers(watching=watch_seconds > 0) as takeovers:
+        results = _reconcile_pass(limit, tenant_id, pending_grace_seconds, takeovers, orphans=True)
+        while (left := started + watch_seconds - time.monotonic()) > 0:
+            time.sleep(min(every_seconds, left))
+            orphans = time.monotonic() - orphans_seen >= ORPHANS_EVERY_SECONDS
+            if orphans:
+                orphans_seen = time.monotonic()
+            results += _reconcile_pass(limit, tenant_id, pending_grace_seconds, takeovers, orphans=orphans)
+        results += takeovers.finish()
     get_run_logger().info("reconciled %d executions", len(results))
     return results
 
 
+class _Takeovers:
+    """The takeovers and undos one reconcile run has under way, up to :data:`TAKEOVERS_AT_ONCE` at a time.
+
+    At once, because one takeover can wait long (a Retry-After, a HubSpot search settling): executors
+    that died together must not queue behind it, and while watching, a pass does not wait for the
+    takeovers the passes before it started (an intent already under way is not started twice). Each
+    is its own subflow run, started from a thread that carries this run's context (so Prefect links it
+    as a child of this run).
+    """
+
+    def __init__(self, *, watching: bool) -> None:
+        self.watching = watching
+        self.pool = ThreadPoolExecutor(max_workers=TAKEOVERS_AT_ONCE, thread_name_prefix="takeover")
+        self.running: dict[str, Future[ExecutionResult | None]] = {}
+        self.order: list[str] = []
+
+    def __enter__(self) -> _Takeovers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True)
+
+    def busy(self, action_intent_id: str) -> bool:
+        """Whether this intent's takeover or undo is under way here."""
+        return action_intent_id in self.running
+
+    def start(self, action_intent_id: str, work: Callable[[], ExecutionResult | None]) -> None:
+        """Start ``work`` for an intent not already under way."""
+        if not self.busy(action_intent_id):
+            self.running[action_intent_id] = self.pool.submit(contextvars.copy_context().run, work)
+            self.order.append(action_intent_id)
+
+    def collect(self, *, wait: bool) -> list[ExecutionResult]:
+        """Results of what has finished (everything, with ``wait``), in the order it was started."""
+        done: list[ExecutionResult] = []
+        for intent_id in list(self.order):
+            future = self.running[intent_id]
+            if wait or future.done():
+                self.order.remove(intent_id)
+                del self.running[intent_id]
+                if (result := future.result()) is not None:
+                    done.append(result)
+        return done
+
+    def finish(self) -> list[ExecutionResult]:
+        """Wait for everything still under way."""
+        return self.collect(wait=True)
+
+
 def _reconcile_pass(
-    limit: int, tenant_id: str | None, pending_grace_seconds: float, *, orphans: bool
+    limit: int, tenant_id: str | None, pending_grace_seconds: float, takeovers: _Takeovers, *, orphans: bool
 ) -> list[ExecutionResult]:
     """One look at every kind :func:`reconcile` settles (PENDING orphans only when ``orphans``).
 
@@ -152,8 +204,9 @@ def _reconcile_pass(
             if orphans
             else []
         )
-    stale = [*stale, *_dead_executors(held)]
-    results = _take_over([*stale, *_orphans(pending, now)])
+    for intent_id, run_id in [*stale, *_dead_executors(held), *_orphans(pending, now)]:
+        takeovers.start(intent_id, partial(_take_over, intent_id, run_id))
+    results = takeovers.collect(wait=not takeovers.watching)  # one pass: undos owed after its reruns too
     with transaction(get_engine()) as session:  # after the reruns: a takeover past expiry leaves an undo owed
         now = db_now(session)
         owed = [
@@ -171,29 +224,17 @@ def _reconcile_pass(
             )
             if blocked_reason(session, row_tenant, action_type) is None
         ]
-    results += [r for intent_id, status in owed if (r := _finish_undo(intent_id, status)) is not None]
+    for intent_id, status in owed:
+        takeovers.start(intent_id, partial(_finish_undo, intent_id, status))
+    results += takeovers.collect(wait=not takeovers.watching)
     if results:
         get_run_logger().info("this pass reconciled %d executions", len(results))
     return results
 
 
-def _take_over(found: Sequence[tuple[str, str | None]]) -> list[ExecutionResult]:
-    """Re-run every execution a dead executor left, up to :data:`TAKEOVERS_AT_ONCE` at a time, and settle
-    each dead executor's Prefect run; results in the order given.
-
-    At once, because one takeover can wait long (a Retry-After, a HubSpot search settling): executors
-    that died together must not queue behind it. Each takeover is its own subflow run, started from a
-    thread that carries this run's context (so Prefect links it as a child of this run).
-    """
-    if len(found) <= 1:
-        return [_settle_run(run_id, _rerun(intent_id)) for intent_id, run_id in found]
-
-    def one(intent_id: str, run_id: str | None) -> ExecutionResult:
-        return _settle_run(run_id, _rerun(intent_id))
-
-    with ThreadPoolExecutor(max_workers=TAKEOVERS_AT_ONCE, thread_name_prefix="takeover") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, one, i, r) for i, r in found]
-        return [future.result() for future in futures]
+def _take_over(action_intent_id: str, flow_run_id: str | None) -> ExecutionResult:
+    """Re-run an execution a dead executor left, then give the dead executor's Prefect run its final state."""
+    return _settle_run(flow_run_id, _rerun(action_intent_id))
 
 
 def _rerun(action_intent_id: str) -> ExecutionResult:
