@@ -23,8 +23,10 @@ own account of what they did.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import json
+import multiprocessing
 import os
 import queue
 import random
@@ -40,10 +42,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +60,7 @@ from fulfill.approval import sign_intent
 from fulfill.steps import idempotency_key
 from sandbox.base import Fault
 from sandbox.local import Sandbox, start_sandbox
-from surfaces.scorecard_executor import KillPoint
+from surfaces.scorecard_executor import PRELOAD, KillPoint, serve
 
 WEBHOOK_SECRET = "whsec_" + "c2NvcmVjYXJkLXNjb3JlY2FyZC1zZWNyZXQ="
 SF_ACCOUNT, HS_COMPANY = "001Hs00002abcDEIAY", "1001"
@@ -67,6 +71,7 @@ TERMINAL = {"SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"}
 #: A call this long after a kill switch was engaged cannot have been checked before it (the check runs
 #: just before each call, in the same process); a call in flight when the switch flipped is allowed.
 SWITCH_GRACE_SECONDS = 0.5
+LATE_COMMIT_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,6 @@ KINDS: tuple[Kind, ...] = (
             "record_id": SF_OPPORTUNITY,
             "field": "StageName",
             "value": "Negotiation/Review",
-            "previous_value": None,
         },
         (),
         "salesforce",
@@ -176,7 +180,6 @@ KINDS: tuple[Kind, ...] = (
             "record_id": HS_DEAL,
             "field": "dealstage",
             "value": "decisionmakerboughtin",
-            "previous_value": None,
         },
         (),
         "hubspot",
@@ -249,6 +252,7 @@ class Scorecard:
     faults_consumed: int
     switch_flips: int
     flow_runs_per_intent_max: int
+    executor_errors: list[str]
     provider_duplicates: list[str]
     succeeded_without_effect: list[str]
     lost_intents: list[str]
@@ -262,6 +266,9 @@ class Scorecard:
     recovery_p50: float | None
     recovery_p99: float | None
     recovery_max: float | None
+    takeover_p50: float | None
+    takeover_p99: float | None
+    late_commit_seconds: float
     recovery_by_mode: dict[str, dict[str, float]]
     recovery_by_point: dict[str, dict[str, float]]
 
@@ -388,67 +395,63 @@ def _markers(planned: Planned) -> list[str]:
 
 # -- the run ----------------------------------------------------------------------------------------
 class _Executors:
-    """K executor processes fed from one queue; a dead one is replaced, its crash time recorded."""
+    """K executor processes fed from one queue; a dead one is replaced, its crash time recorded.
 
-    def __init__(self, count: int, env: dict[str, str], on_crash: Callable[[Planned, str], None]) -> None:
+    Executors are forked from a fork server that imported the engine once (``PRELOAD``), so replacing a
+    killed one costs milliseconds, like a pool of warm workers; each still is its own OS process, killed
+    with SIGKILL, sharing nothing with the others but the database, Prefect and the providers.
+    """
+
+    def __init__(self, count: int, on_crash: Callable[[Planned, str], None]) -> None:
         self.queue: queue.Queue[tuple[Planned, str] | None] = queue.Queue()
-        self.env = env
         self.on_crash = on_crash
-        self.threads = [threading.Thread(target=self._slot, daemon=True) for _ in range(count)]
-        self.processes: set[subprocess.Popen[str]] = set()
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(PRELOAD)
+        self.errors: list[str] = []  # a flow run the executor could not run (it reported, did not die)
         self.lock = threading.Lock()
+        self.processes: list[BaseProcess] = []
+        self.threads = [_thread(self._slot) for _ in range(count)]
         for thread in self.threads:
             thread.start()
 
-    def _spawn(self) -> subprocess.Popen[str]:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "surfaces.scorecard_executor"],
-            env=self.env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-        )
-        assert child.stdout is not None
-        child.stdout.readline()  # {"ready": pid} (or EOF if it could not start)
+    def _spawn(self) -> tuple[BaseProcess, Connection]:
+        ours, theirs = self.context.Pipe()
+        process = self.context.Process(target=serve, args=(theirs,), daemon=True)
+        process.start()
+        theirs.close()
         with self.lock:
-            self.processes.add(child)
-        return child
+            self.processes.append(process)
+        ours.recv()  # {"ready": pid}
+        return process, ours
 
     def _slot(self) -> None:
-        # A standby process is started (and has imported everything) while the current one works, so
-        # a crash costs the time to notice it, not an interpreter start: like a pool of warm workers.
-        spawner = ThreadPoolExecutor(max_workers=1)
-        standby: Future[subprocess.Popen[str]] = spawner.submit(self._spawn)
-        child: subprocess.Popen[str] | None = None
+        child: tuple[BaseProcess, Connection] | None = None
         while (item := self.queue.get()) is not None:
             planned, flow_run_id = item
-            if child is None or child.poll() is not None:
-                child, standby = standby.result(), spawner.submit(self._spawn)
-            assert child.stdin is not None and child.stdout is not None
+            if child is None:
+                child = self._spawn()
+            process, conn = child
             line = {
                 "flow_run_id": flow_run_id,
                 "action_intent_id": planned.intent_id,
                 "kill_at": planned.kill_at,
             }
             try:
-                child.stdin.write(json.dumps(line) + "\n")
-                child.stdin.flush()
-                answer = child.stdout.readline()
-            except BrokenPipeError:
-                answer = ""
-            if not answer:
-                child.wait()
-                if child.returncode == -signal.SIGKILL:
+                conn.send(line)
+                answer: dict[str, Any] | None = conn.recv()
+            except (EOFError, OSError):
+                answer = None
+            if answer is not None and "error" in answer:
+                self.errors.append(f"{planned.intent_id}: {answer['error']}")
+            if answer is None:
+                process.join()
+                if process.exitcode == -signal.SIGKILL:
                     planned.crashed_at = time.time()
                     self.on_crash(planned, flow_run_id)
                 child = None
-        for process in (child, standby.result()):
-            if process is not None and process.stdin is not None:
-                process.stdin.close()
-                process.wait(timeout=60)
-        spawner.shutdown()
+        if child is not None:
+            child[1].send(None)
+            child[0].join(timeout=60)
 
     def close(self) -> None:
         for _ in self.threads:
@@ -458,9 +461,9 @@ class _Executors:
 
     def kill_all(self) -> None:
         with self.lock:
-            for child in self.processes:
-                if child.poll() is None:
-                    os.killpg(child.pid, signal.SIGKILL)
+            for process in self.processes:
+                if process.is_alive():
+                    process.kill()
 
 
 def _mark_crashed(flow_run_id: str) -> None:
@@ -474,42 +477,52 @@ def _mark_crashed(flow_run_id: str) -> None:
         )
 
 
-def _fault_storm(
-    sandbox: Sandbox, count: int, rng: random.Random, stop: threading.Event, spread: float
-) -> Counter[str]:
-    """Inject ``count`` provider faults over about ``spread`` seconds; returns how many of each kind."""
-    injected: Counter[str] = Counter()
-    menu: list[tuple[str, str, Fault]] = []
-    for provider, write in (
-        ("salesforce", r"/sobjects/"),
-        ("hubspot", r"/crm/v3/objects/"),
-        ("google_calendar", r"/calendars/"),
-    ):
-        menu += [
-            ("503", provider, Fault("status", path=write, status=503, body={"error": "unavailable"})),
-            (
-                "429 + Retry-After",
-                provider,
-                Fault(
-                    "status",
-                    path=write,
-                    status=429,
-                    headers={"Retry-After": "1"},
-                    body={"error": "rate limited"},
+class _FaultStorm:
+    """Provider faults, one at a time, each consumed by the next matching request at that provider."""
+
+    def __init__(self, sandbox: Sandbox, rng: random.Random) -> None:
+        self.sandbox = sandbox
+        self.rng = rng
+        self.injected: Counter[str] = Counter()
+        self.menu: list[tuple[str, str, Callable[[], Fault]]] = []
+        for provider, write in (
+            ("salesforce", r"/sobjects/"),
+            ("hubspot", r"/crm/v3/objects/"),
+            ("google_calendar", r"/calendars/"),
+        ):
+            self.menu += [
+                (
+                    "503",
+                    provider,
+                    partial(Fault, "status", path=write, status=503, body={"error": "unavailable"}),
                 ),
-            ),
-            ("timeout", provider, Fault("timeout", path=write, delay=0.2)),
-            ("answer lost after commit", provider, Fault("drop", path=write)),
-            ("slow token endpoint", provider, Fault("latency", path=r"token", delay=1.5)),
-        ]
-    emulators = sandbox.emulators()
-    for _ in range(count):
-        if stop.wait(rng.uniform(0, 2 * spread / max(count, 1))):
-            break
-        name, provider, fault = rng.choice(menu)
-        emulators[provider].inject(Fault(**{**fault.__dict__, "headers": dict(fault.headers)}))
-        injected[name] += 1
-    return injected
+                (
+                    "429 + Retry-After",
+                    provider,
+                    partial(
+                        Fault,
+                        "status",
+                        path=write,
+                        status=429,
+                        headers={"Retry-After": "1"},
+                        body={"error": "slow"},
+                    ),
+                ),
+                ("timeout", provider, partial(Fault, "timeout", path=write, delay=0.2)),
+                ("answer lost after commit", provider, partial(Fault, "drop", path=write)),
+                ("slow token endpoint", provider, partial(Fault, "latency", path=r"token", delay=1.5)),
+            ]
+
+    def inject_one(self) -> None:
+        name, provider, make = self.rng.choice(self.menu)
+        self.sandbox.emulators()[provider].inject(make())
+        self.injected[name] += 1
+
+
+def _thread(target: Callable[..., Any], *args: Any) -> threading.Thread:
+    """A daemon thread that runs in a copy of this thread's context (Prefect's settings live there)."""
+    context = contextvars.copy_context()
+    return threading.Thread(target=context.run, args=(target, *args), daemon=True)
 
 
 def run_scorecard(config: ScorecardConfig, emit: Callable[[str], None] = print) -> Scorecard:
@@ -525,6 +538,9 @@ def run_scorecard(config: ScorecardConfig, emit: Callable[[str], None] = print) 
     os.environ["FULFILL_WEBHOOK_SECRETS"] = WEBHOOK_SECRET
     os.environ["FULFILL_ALLOW_LOOPBACK_PROVIDERS"] = "1"
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(data / "prefect-results"))
+    # How long a provider may still commit a request whose answer was lost: the emulators commit within
+    # 1.5 s (the longest hold injected here), so 5 s is a safe window; production keeps its 30 s default.
+    os.environ.setdefault("FULFILL_LATE_COMMIT_SECONDS", str(LATE_COMMIT_SECONDS))
     from prefect.settings import temporary_settings
 
     from fulfill.db import upgrade_database
@@ -583,46 +599,45 @@ def _run(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    executors = _Executors(config.executors, env, on_crash)
-    faults: Counter[str] = Counter()
+    os.environ.update(
+        FULFILL_SCORECARD_LOG=env["FULFILL_SCORECARD_LOG"],
+        FULFILL_SCORECARD_PROVIDERS=env["FULFILL_SCORECARD_PROVIDERS"],
+    )
+    executors = _Executors(config.executors, on_crash)
     fault_count = config.faults if config.faults is not None else config.intents // 5
-    spread = max(10.0, config.intents * 0.4 / config.executors)
-    fault_thread = threading.Thread(
-        target=lambda: faults.update(
-            _fault_storm(sandbox, fault_count, random.Random(config.seed + 1), stop, spread)
-        ),
-        daemon=True,
-    )
     switches = config.switches if config.switches is not None else 2 + config.intents // 100
+    storm = _FaultStorm(sandbox, random.Random(config.seed + 1))
+    flips: list[threading.Thread] = []
 
-    def flip_switches() -> None:
-        scopes = [("tenant", tenants["hs"]), ("action_type", "crm.create_task"), ("tenant", tenants["sf"])]
-        for n in range(switches):
-            if stop.wait(rng.uniform(0.5, 2 * spread / max(switches, 1))):
-                return
-            scope, key = scopes[n % len(scopes)]
-            service.set_kill_switch(scope, key, enabled=False, reason="scorecard", actor="scorecard")
-            engaged = time.time()
-            stop.wait(1.5)
-            released = time.time()
-            service.set_kill_switch(scope, key, enabled=True, reason="scorecard", actor="scorecard")
-            switch_windows.append((scope, key, engaged, released))
+    def flip(scope: str, key: str) -> None:
+        service.set_kill_switch(scope, key, enabled=False, reason="scorecard", actor="scorecard")
+        engaged = time.time()
+        stop.wait(1.5)
+        released = time.time()
+        service.set_kill_switch(scope, key, enabled=True, reason="scorecard", actor="scorecard")
+        switch_windows.append((scope, key, engaged, released))
 
-    switch_thread = threading.Thread(target=flip_switches, daemon=True)
+    scopes = [("tenant", tenants["hs"]), ("action_type", "crm.create_task"), ("tenant", tenants["sf"])]
     crashed = lambda: [p for p in planned if p.crashed_at is not None]  # noqa: E731
-    monitor = threading.Thread(
-        target=_watch_settled, args=(crashed, lambda _: stop.is_set(), config.time_limit), daemon=True
-    )
+    monitor = _thread(_watch_settled, crashed, lambda _: stop.is_set(), config.time_limit)
     monitor.start()
-    fault_thread.start()
-    switch_thread.start()
     intake = ApprovalIntake()
     deliveries = 0
     try:
         emit(f"delivering {len(planned)} approvals to {config.executors} executors …")
-        for item in planned:
+        for n, item in enumerate(planned, start=1):
             if time.monotonic() - t0 > config.time_limit:
                 break
+            # Faults and kill switches are spread evenly over the run, at random moments between deliveries.
+            if fault_count and n % max(1, len(planned) // fault_count) == 0:
+                storm.inject_one()
+            if (
+                switches
+                and n % max(1, len(planned) // switches) == 0
+                and not any(f.is_alive() for f in flips)
+            ):
+                flips.append(_thread(flip, *scopes[len(flips) % len(scopes)]))
+                flips[-1].start()
             now = time.time()
             if item.expires_at_epoch < 0:
                 item.expires_at_epoch = int(now + rng.uniform(2, 12))
@@ -654,8 +669,8 @@ def _run(
         executors.kill_all()
         os.killpg(reconciler.pid, signal.SIGKILL)
         reconciler.wait()
-        fault_thread.join(timeout=5)
-        switch_thread.join(timeout=5)
+        for thread in flips:
+            thread.join(timeout=10)
         for scope, key in (
             ("tenant", tenants["hs"]),
             ("tenant", tenants["sf"]),
@@ -674,8 +689,9 @@ def _run(
             tenants,
             log_path,
             switch_windows,
-            faults,
+            storm.injected,
             deliveries,
+            executors.errors,
         )
     finally:
         sandbox.shutdown()
@@ -699,7 +715,7 @@ def _deliver(intake: Any, body: bytes, message_id: str, times: int) -> list[dict
         with lock:
             answers.append({"code": answer.status_code, **answer.body})
 
-    threads = [threading.Thread(target=one) for _ in range(times)]
+    threads = [_thread(one) for _ in range(times)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -805,6 +821,34 @@ def _effects(sandbox: Sandbox, planned: list[Planned]) -> dict[str, list[tuple[s
     return found
 
 
+def _takeover_seconds(crashed: list[Planned]) -> list[float]:
+    """Crash → the reconciler's claim of the execution (its ``EXECUTION_STARTED`` taking the lease over),
+    for the crashed intents that needed one (a crash before the claim needs a plain first run)."""
+    from fulfill.db import get_engine, transaction
+    from fulfill.tables import LedgerEntry
+
+    by_id = {p.intent_id: p for p in crashed}
+    seconds = []
+    with transaction(get_engine()) as session:
+        rows = session.exec(
+            select(LedgerEntry.action_intent_id, LedgerEntry.at, LedgerEntry.details).where(
+                col(LedgerEntry.action_intent_id).in_(list(by_id)),
+                LedgerEntry.event_type == "EXECUTION_STARTED",
+            )
+        ).all()
+    firsts: dict[str, float] = {}
+    for intent_id, at, details in rows:
+        item = by_id[str(intent_id)]
+        when = datetime.fromisoformat(str(at).replace("Z", "+00:00")).timestamp()
+        if item.crashed_at is not None and when >= item.crashed_at and details.get("took_over_expired_lease"):
+            firsts[item.intent_id] = min(firsts.get(item.intent_id, when), when)
+    for intent_id, when in firsts.items():
+        crashed_at = by_id[intent_id].crashed_at
+        assert crashed_at is not None
+        seconds.append(when - crashed_at)
+    return seconds
+
+
 def _verdict(
     config: ScorecardConfig,
     started: datetime,
@@ -818,6 +862,7 @@ def _verdict(
     switch_windows: list[tuple[str, str, float, float]],
     faults: Counter[str],
     deliveries: int,
+    executor_errors: list[str],
 ) -> Scorecard:
     from fulfill.db import get_engine, transaction
     from fulfill.executions import SIGNAL_NAMESPACE
@@ -886,6 +931,7 @@ def _verdict(
 
         chains = ledger.verify_chains(session, list(tenants.values()))
     crashed = [p for p in planned if p.crashed_at is not None]
+    takeovers = _takeover_seconds(crashed)
     recovery = [
         p.settled_at - p.crashed_at for p in crashed if p.settled_at is not None and p.crashed_at is not None
     ]
@@ -937,6 +983,7 @@ def _verdict(
         faults_injected=dict(faults),
         faults_consumed=consumed,
         switch_flips=len(switch_windows),
+        executor_errors=executor_errors,
         flow_runs_per_intent_max=max((len(p.flow_run_ids) for p in planned), default=0),
         provider_duplicates=duplicates,
         succeeded_without_effect=missing,
@@ -951,6 +998,9 @@ def _verdict(
         recovery_p50=statistics.median(recovery) if recovery else None,
         recovery_p99=_percentile(recovery, 0.99) if recovery else None,
         recovery_max=max(recovery) if recovery else None,
+        takeover_p50=statistics.median(takeovers) if takeovers else None,
+        takeover_p99=_percentile(takeovers, 0.99) if takeovers else None,
+        late_commit_seconds=float(os.environ.get("FULFILL_LATE_COMMIT_SECONDS", LATE_COMMIT_SECONDS)),
         recovery_by_mode=by_mode,
         recovery_by_point=by_point,
     )
@@ -1010,6 +1060,12 @@ def rows(card: Scorecard) -> list[tuple[str, str, str]]:
             f"{seconds(card.recovery_p50)} / {seconds(card.recovery_p99)} ({seconds(card.recovery_max)})",
             "p99 < 30 s",
         ),
+        (
+            "… crash → the reconciler took the execution over: p50 / p99",
+            f"{seconds(card.takeover_p50)} / {seconds(card.takeover_p99)}",
+            "",
+        ),
+        ("late-commit window (a lost answer is settled after it)", f"{card.late_commit_seconds:.0f} s", ""),
         *[
             (f"… {mode}: p50 / p99 (n)", f"{v['p50']:.1f} s / {v['p99']:.1f} s ({int(v['n'])})", "")
             for mode, v in card.recovery_by_mode.items()

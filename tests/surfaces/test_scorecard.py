@@ -29,8 +29,15 @@ def scorecard_env(
     monkeypatch.setenv("FULFILL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PREFECT_API_URL", prefect_server)
     monkeypatch.setenv("PREFECT_LOCAL_STORAGE_PATH", str(tmp_path / "results"))
-    for name in ("FULFILL_APPROVAL_KEYS", "FULFILL_WEBHOOK_SECRETS", "FULFILL_ALLOW_LOOPBACK_PROVIDERS"):
+    for name in (
+        "FULFILL_APPROVAL_KEYS",
+        "FULFILL_WEBHOOK_SECRETS",
+        "FULFILL_ALLOW_LOOPBACK_PROVIDERS",
+        "FULFILL_SCORECARD_LOG",
+        "FULFILL_SCORECARD_PROVIDERS",
+    ):
         monkeypatch.setenv(name, "placeholder")
+    monkeypatch.setenv("FULFILL_LATE_COMMIT_SECONDS", "5")
     monkeypatch.delenv("FULFILL_EMERGENCY_STOP", raising=False)
     return tmp_path / "data"
 
@@ -53,7 +60,10 @@ def test_a_small_scorecard_finds_nothing_duplicated_lost_or_late(scorecard_env: 
     assert card.outcome_signal_mismatches == []
     assert card.flow_runs_per_intent_max == 1
     assert card.ledger_ok and card.ledger_chains >= 2
-    assert card.recovery_p99 is not None and card.recovery_p99 < 30, card.recovery_by_mode
+    # Not a speed goal (those are the scorecard's own output, docs/reliability.md): a bound far above the
+    # 15 s lease that only a return to minutes-long leases or a stalled reconciler would cross.
+    assert card.recovery_max is not None and card.recovery_max < 120, card.recovery_by_point
+    assert card.takeover_p99 is not None and card.takeover_p99 < 120
     assert card.ok
     assert card.statuses.get("SUCCEEDED", 0) >= len(KINDS), card.statuses
 
