@@ -74,7 +74,7 @@ def main() -> None:
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": Webhook(SECRET).sign(msg, now, body),
         }
-        answer = httpx.post(f"{api_url}/webhooks/approvals", content=body, headers=headers, timeout=60)
+        answer = httpx.post(f"{api_url}/webhooks/approvals", content=body, headers=headers, timeout=300)
         assert answer.status_code == 202, answer.text
         return str(intent["action_intent_id"])
 
@@ -108,11 +108,16 @@ def main() -> None:
             wait_succeeded(service, intent_id, t0)
         burst = time.perf_counter() - t0
 
+    prefect_db = (
+        "PostgreSQL"
+        if os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL", "").startswith("postgres")
+        else "SQLite"
+    )
     lines = [
         f"## P2 — approval webhook → SUCCEEDED through `fulfill up` ({datetime.now(tz=UTC):%Y-%m-%d})",
         "",
         f"Machine: {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
-        f"{platform.python_version()}; SQLite ledger, Prefect's own server on SQLite, process workers polling "
+        f"{platform.python_version()}; SQLite ledger, Prefect's own server on {prefect_db}, process workers polling "
         f"every {os.environ['PREFECT_WORKER_QUERY_SECONDS']} s, internal intents. Stack start: {up_seconds:.0f} s.",
         "",
         "| measure | value |",
