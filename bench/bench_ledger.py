@@ -44,7 +44,6 @@ import argparse
 import contextlib
 import math
 import os
-import platform
 import shlex
 import sqlite3
 import statistics
@@ -52,11 +51,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from common import load_note, machine, percentile
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -76,42 +77,6 @@ FILL_CHUNK = 2_000
 
 
 # --- small helpers (pure) ------------------------------------------------------------------------
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..1) of a non-empty sequence."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def machine() -> str:
-    """One line describing this machine and interpreter (and how busy it is)."""
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        total_kb = int(Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1])
-        memory = f", {total_kb // 1024:,} MiB of memory"
-    import sqlalchemy
-
-    return (
-        f"{os.cpu_count()} cores ({model}){memory}, {platform.system()} {platform.release()}; "
-        f"{platform.python_implementation()} {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}"
-    )
-
-
-def load_note(start: float, end: float) -> str:
-    """The load average around the run, and a warning when the machine was not quiet."""
-    cores = os.cpu_count() or 1
-    note = f"Load average (1 min) {start:.2f} at the start, {end:.2f} at the end"
-    if start > 0.3 * cores:
-        return note + ": **the machine was busy; replace these figures by a run on a quiet one.**"
-    return note + "."
-
-
 def command_line() -> str:
     """The command that produced this run, passwords hidden."""
     from sqlalchemy.engine import make_url
@@ -613,12 +578,14 @@ def met(measure: Measure, goal: float) -> str:
 
 
 def report(results: list[Results], args: argparse.Namespace, loads: tuple[float, float]) -> list[str]:
+    import sqlalchemy
+
     lines = [
         f"## P5 — ledger append and chain verification ({datetime.now(tz=UTC):%Y-%m-%d})",
         "",
         f"`{command_line()}`",
         "",
-        f"Machine: {machine()}. {load_note(*loads)}",
+        f"Machine: {machine(f', SQLAlchemy {sqlalchemy.__version__}')}. {load_note(*loads)}",
         "",
         *(f"- {r.label}: {r.facts}." for r in results),
         "",

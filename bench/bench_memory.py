@@ -37,9 +37,7 @@ import argparse
 import contextlib
 import importlib
 import json
-import math
 import os
-import platform
 import shlex
 import socket
 import statistics
@@ -48,12 +46,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from common import load_note, machine, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -75,40 +75,6 @@ class Kind(StrEnum):
 
 
 # --- small helpers (pure) ------------------------------------------------------------------------
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..1) of a non-empty sequence."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def machine() -> str:
-    """One line describing this machine and interpreter."""
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        total_kb = int(Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1])
-        memory = f", {total_kb // 1024:,} MiB of memory"
-    return (
-        f"{os.cpu_count()} cores ({model}){memory}, {platform.system()} {platform.release()}; "
-        f"{platform.python_implementation()} {platform.python_version()}"
-    )
-
-
-def load_note(start: float, end: float) -> str:
-    """The load average around the run, and a warning when the machine was not quiet."""
-    cores = os.cpu_count() or 1
-    note = f"Load average (1 min) {start:.2f} at the start, {end:.2f} at the end"
-    if start > 0.3 * cores:
-        return note + ": **the machine was busy; replace these figures by a run on a quiet one.**"
-    return note + "."
-
-
 def versions() -> str:
     """Versions of the packages that make up most of the footprint (read from their metadata)."""
     from importlib.metadata import PackageNotFoundError, version
