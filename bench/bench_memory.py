@@ -39,7 +39,6 @@ import importlib
 import json
 import os
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from common import load_note, machine, percentile
+from common import free_port, load_note, machine, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -254,12 +253,6 @@ def measure_waiting(
         return memory_of(process.pid), facts, children
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class ApiFixture:
     """What the API's requests read: one registered intent and a token per role."""
@@ -313,7 +306,7 @@ def measure_api(env: dict[str, str], log: Path, fixture: ApiFixture, requests: i
     """Serve the app under uvicorn (one process), send ``requests`` requests, read its memory."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable,
         "-m",

@@ -37,7 +37,6 @@ import math
 import os
 import platform
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from typing import Any, LiteralString
 import httpx
 import psycopg
 import sqlalchemy as sa
+from common import free_port
 from psycopg import sql
 from sqlalchemy.engine import URL, Engine, make_url
 
@@ -640,16 +640,10 @@ def _inline(statement: str, parameters: Any) -> str:
 
 
 # --- the server ----------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(url: URL, workers: int, log_dir: Path) -> Iterator[str]:
     """The real app under uvicorn (``workers`` processes) on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.update(
         FULFILL_DATABASE_URL=url.render_as_string(hide_password=False),

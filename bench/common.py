@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import platform
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,3 +43,10 @@ def load_note(start: float, end: float) -> str:
     if start > 0.3 * cores:
         return note + ": **the machine was busy; replace these figures by a run on a quiet one.**"
     return note + "."
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import State, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
@@ -128,8 +128,7 @@ class _Takeovers:
     def __init__(self, *, watching: bool) -> None:
         self.watching = watching
         self.pool = ThreadPoolExecutor(max_workers=TAKEOVERS_AT_ONCE, thread_name_prefix="takeover")
-        self.running: dict[str, Future[ExecutionResult | None]] = {}
-        self.order: list[str] = []
+        self.running: dict[str, Future[ExecutionResult | None]] = {}  # in the order started
 
     def __enter__(self) -> _Takeovers:
         return self
@@ -145,15 +144,12 @@ class _Takeovers:
         """Start ``work`` for an intent not already under way."""
         if not self.busy(action_intent_id):
             self.running[action_intent_id] = self.pool.submit(contextvars.copy_context().run, work)
-            self.order.append(action_intent_id)
 
     def collect(self, *, wait: bool) -> list[ExecutionResult]:
         """Results of what has finished (everything, with ``wait``), in the order it was started."""
         done: list[ExecutionResult] = []
-        for intent_id in list(self.order):
-            future = self.running[intent_id]
+        for intent_id, future in list(self.running.items()):
             if wait or future.done():
-                self.order.remove(intent_id)
                 del self.running[intent_id]
                 if (result := future.result()) is not None:
                     done.append(result)
@@ -262,11 +258,9 @@ def _dead_executors(held: Sequence[tuple[str, str | None, str | None]]) -> list[
         ids = [uuid.UUID(run_id) for run_id in runs]
     except ValueError:
         return []
-    with get_client(sync_client=True) as client:
-        found = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
     dead: list[tuple[str, str | None]] = []
     current = flow_run.get_id()
-    for run in found:
+    for run in _flow_runs(ids).values():
         run_id = str(run.id)
         intent_id, owner = runs[run_id]
         if run_id == current or run.state is None or not run.state.is_final():
@@ -283,6 +277,13 @@ def _dead_executors(held: Sequence[tuple[str, str | None, str | None]]) -> list[
                 )
                 dead.append((intent_id, run_id))
     return dead
+
+
+def _flow_runs(ids: list[uuid.UUID]) -> dict[uuid.UUID, FlowRun]:
+    """The Prefect runs with these ids (those that exist), in one API read."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    return {run.id: run for run in runs}
 
 
 def orphan_state(result: ExecutionResult, by: str | None) -> State[Any]:
@@ -353,13 +354,7 @@ def _orphans(
                 orphans.append((intent_id, run_id))
     if not runs:
         return orphans
-    with get_client(sync_client=True) as client:
-        found = {
-            run.id: run
-            for run in client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs)))
-            )
-        }
+    found = _flow_runs(list(runs))
     for key, intent_id in runs.items():
         run = found.get(key)
         if run is None or run.state is None or run.state.type not in WAITING_STATES:

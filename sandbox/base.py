@@ -198,9 +198,8 @@ class Emulator:
                         self.send_header(key, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                with contextlib.suppress(
-                    OSError
-                ):  # the client may be gone (killed mid-call): still committed
+                # The client may be gone (killed mid-call); what it asked for is committed all the same.
+                with contextlib.suppress(OSError):
                     self.wfile.write(payload)
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _any

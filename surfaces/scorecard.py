@@ -51,7 +51,6 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlmodel import col, select
 
 from connectors.google_calendar import event_id_for
@@ -232,6 +231,18 @@ class Planned:
     crashed_at: float | None = None
     settled_at: float | None = None
 
+    @property
+    def recovery(self) -> float | None:
+        """Seconds from the crash to the intent being settled (``None`` unless both happened)."""
+        if self.crashed_at is None or self.settled_at is None:
+            return None
+        return self.settled_at - self.crashed_at
+
+
+def settled(status: str, owed: bool, flagged: bool) -> bool:
+    """Terminal with no undo owed, or flagged for a person: nothing more happens without one."""
+    return (status in TERMINAL and not owed) or flagged
+
 
 @dataclass
 class Scorecard:
@@ -296,43 +307,28 @@ def _free_port() -> int:
 
 @contextmanager
 def _prefect_server(data: Path, emit: Callable[[str], None]) -> Iterator[str]:
-    """The Prefect API to use: ``PREFECT_API_URL`` if set, else a server of our own on loopback."""
+    """The Prefect API to use: ``PREFECT_API_URL`` if set, else a server of our own on loopback
+    (started, watched and stopped as ``fulfill up`` does it)."""
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
+    from surfaces.up import Stack, answers, wait_until
+
     port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(data / "prefect"), "DO_NOT_TRACK": "1"}
-    log = (data / "prefect-server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(data / "prefect"), "DO_NOT_TRACK": "1"}
+    stack = Stack(prefect_url=url, api_url="", env=env)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"the Prefect server exited; see {data / 'prefect-server.log'}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("the Prefect server did not answer within 180 s")
+        stack.start(
+            "prefect-server",
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            data,
+        )
+        wait_until(answers(f"{url}/health"), "the Prefect server", stack, timeout=180)
         emit(f"Prefect server at {url}")
         yield url
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+        stack.stop()
 
 
 def _signed(planned: Planned, seed: str, key_id: str, now: float) -> dict[str, Any]:
@@ -755,7 +751,7 @@ def _watch_settled(pick: Callable[[], list[Planned]], enough: Callable[[bool], b
                 ).all()
             now = time.time()
             for intent_id, status, owed, flagged in found:
-                if (status in TERMINAL and not owed) or flagged:
+                if settled(status, owed, flagged):
                     by_id[intent_id].settled_at = now
         if enough(all(p.settled_at is not None for p in pick())):
             return
@@ -893,9 +889,8 @@ def _verdict(
         f"{p.intent_id} ({rows[p.intent_id].status if p.intent_id in rows else 'never registered'})"
         for p in planned
         if p.intent_id not in rows
-        or not (
-            (rows[p.intent_id].status in TERMINAL and not rows[p.intent_id].compensation_pending)
-            or rows[p.intent_id].needs_human
+        or not settled(
+            rows[p.intent_id].status, rows[p.intent_id].compensation_pending, rows[p.intent_id].needs_human
         )
     ]
     mismatches = []
@@ -932,16 +927,10 @@ def _verdict(
         chains = ledger.verify_chains(session, list(tenants.values()))
     crashed = [p for p in planned if p.crashed_at is not None]
     takeovers = _takeover_seconds(crashed)
-    recovery = [
-        p.settled_at - p.crashed_at for p in crashed if p.settled_at is not None and p.crashed_at is not None
-    ]
+    recovery = [r for p in crashed if (r := p.recovery) is not None]
     by_mode: dict[str, dict[str, float]] = {}
     for mode, lost_host in (("worker noticed (run Crashed)", False), ("host lost (lease heartbeat)", True)):
-        values = [
-            p.settled_at - p.crashed_at
-            for p in crashed
-            if p.host_lost == lost_host and p.settled_at is not None and p.crashed_at is not None
-        ]
+        values = [r for p in crashed if p.host_lost == lost_host and (r := p.recovery) is not None]
         if values:
             by_mode[mode] = {
                 "n": len(values),
@@ -950,16 +939,11 @@ def _verdict(
             }
     by_point: dict[str, dict[str, float]] = {}
     for point in KillPoint:
-        values = [
-            p.settled_at - p.crashed_at
-            for p in crashed
-            if p.kill_at == point and p.settled_at is not None and p.crashed_at is not None
-        ]
+        values = [r for p in crashed if p.kill_at == point and (r := p.recovery) is not None]
         if values:
             by_point[str(point)] = {"n": len(values), "p50": statistics.median(values), "max": max(values)}
     statuses = Counter(
-        f"{e.status}" + (f" {e.failure_code}" if getattr(e, "failure_code", None) else "")
-        for e in rows.values()
+        f"{e.status}" + (f" {e.failure_code}" if e.failure_code else "") for e in rows.values()
     )
     ambiguous = [e for e in rows.values() if e.failure_code == "AMBIGUOUS_OUTCOME" or e.needs_human]
     reconciled = sum(

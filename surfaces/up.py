@@ -75,7 +75,8 @@ def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(child.pid, signum)
 
 
-def _wait_until(ready: Callable[[], bool], what: str, stack: Stack, timeout: float = 120) -> None:
+def wait_until(ready: Callable[[], bool], what: str, stack: Stack, timeout: float = 120) -> None:
+    """Poll ``ready`` every 0.5 s; fail at once if a child of ``stack`` exited, or after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not ready():
         dead = stack.dead()
@@ -86,7 +87,9 @@ def _wait_until(ready: Callable[[], bool], what: str, stack: Stack, timeout: flo
         time.sleep(0.5)
 
 
-def _answers(url: str, auth: str | None = None) -> Callable[[], bool]:
+def answers(url: str, auth: str | None = None) -> Callable[[], bool]:
+    """A check that ``url`` answers 200 (with HTTP Basic ``auth`` if given)."""
+
     def check() -> bool:
         try:
             headers = {"Authorization": f"Basic {auth}"} if auth else {}
@@ -147,7 +150,7 @@ def running_stack(
             log_dir,
         )
         basic = base64.b64encode(auth.encode()).decode()
-        _wait_until(_answers(f"{prefect_url}/health", basic), "the Prefect server", stack)
+        wait_until(answers(f"{prefect_url}/health", basic), "the Prefect server", stack)
         emit("creating the work pools and deploying prefect.yaml…")
         for pool in (INTENT_POOL, MAINTENANCE_POOL):
             _run([prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"], env)
@@ -157,7 +160,7 @@ def running_stack(
             stack.start(f"worker-{pool}", [prefect, "worker", "start", "--pool", pool], log_dir)
         uvicorn = [sys.executable, "-m", "uvicorn", "surfaces.api:create_app", "--factory"]
         stack.start("api", [*uvicorn, "--host", "127.0.0.1", "--port", str(api_port)], log_dir)
-        _wait_until(_answers(f"{stack.api_url}/healthz"), "the fulfill API", stack)
+        wait_until(answers(f"{stack.api_url}/healthz"), "the fulfill API", stack)
         yield stack
     finally:
         stack.stop()
