@@ -412,7 +412,7 @@ class _Executors:
 
     def _spawn(self) -> tuple[BaseProcess, Connection]:
         ours, theirs = self.context.Pipe()
-        process = self.context.Process(target=serve, args=(theirs,), daemon=True)
+        process = self.context.Process(target=serve, args=(theirs, dict(os.environ)), daemon=True)
         process.start()
         theirs.close()
         with self.lock:

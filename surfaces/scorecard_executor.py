@@ -219,8 +219,16 @@ def _answer(line: dict[str, Any]) -> dict[str, Any]:
         return {"flow_run_id": line["flow_run_id"], "error": f"{type(exc).__name__}: {exc}"}
 
 
-def serve(conn: Connection) -> None:
-    """An executor forked by the scorecard's fork server: one flow run per message on ``conn``."""
+def serve(conn: Connection, env: dict[str, str]) -> None:
+    """An executor forked by the scorecard's fork server: one flow run per message on ``conn``.
+
+    The fork server keeps the environment of the run that started it (one per process), so each
+    executor takes this run's environment (``env``) and re-reads fulfill's settings from it.
+    """
+    from fulfill.settings import reload_settings
+
+    os.environ.update(env)
+    reload_settings()
     with _prepared():
         conn.send({"ready": os.getpid()})
         while (line := conn.recv()) is not None:
