@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
@@ -103,16 +104,37 @@ def reconcile(
         raise ValueError(f"every_seconds: must be more than 0, not {every_seconds}")
     started = orphans_seen = time.monotonic()
     with _Takeovers(watching=watch_seconds > 0) as takeovers:
-        results = _reconcile_pass(limit, tenant_id, pending_grace_seconds, takeovers, orphans=True)
+        results = takeovers.guarded(
+            "pass", partial(_reconcile_pass, limit, tenant_id, pending_grace_seconds, takeovers, orphans=True)
+        )
         while (left := started + watch_seconds - time.monotonic()) > 0:
             time.sleep(min(every_seconds, left))
             orphans = time.monotonic() - orphans_seen >= ORPHANS_EVERY_SECONDS
             if orphans:
                 orphans_seen = time.monotonic()
-            results += _reconcile_pass(limit, tenant_id, pending_grace_seconds, takeovers, orphans=orphans)
+            results += takeovers.guarded(
+                "pass",
+                partial(_reconcile_pass, limit, tenant_id, pending_grace_seconds, takeovers, orphans=orphans),
+            )
         results += takeovers.finish()
     get_run_logger().info("reconciled %d executions", len(results))
+    if takeovers.failing:
+        raise ReconcileIncomplete(takeovers.failing)
     return results
+
+
+class ReconcileIncomplete(Exception):
+    """A reconcile run ended with passes or takeovers that failed and did not succeed when tried again.
+
+    Each was logged when it failed and the run went on (a dropped connection to the database or the
+    Prefect API must not end a watching run for the minute it has left); the run then ends Failed, so
+    it shows in the UI and alerts, and the next scheduled run tries them again.
+    """
+
+    def __init__(self, failing: dict[str, str]) -> None:
+        self.failing = dict(failing)
+        listed = "; ".join(f"{what}: {error}" for what, error in failing.items())
+        super().__init__(f"{len(failing)} still failing at the end of the run ({listed})")
 
 
 class _Takeovers:
@@ -129,6 +151,22 @@ class _Takeovers:
         self.watching = watching
         self.pool = ThreadPoolExecutor(max_workers=TAKEOVERS_AT_ONCE, thread_name_prefix="takeover")
         self.running: dict[str, Future[ExecutionResult | None]] = {}  # in the order started
+        #: What failed (a pass, or an intent's takeover) and has not succeeded since: its last error.
+        self.failing: dict[str, str] = {}
+
+    def guarded(self, what: str, work: Callable[[], list[ExecutionResult]]) -> list[ExecutionResult]:
+        """Run one pass; a failure is logged and remembered, and the run goes on to the next pass."""
+        try:
+            results = work()
+        except Exception as exc:  # noqa: BLE001 — any error: the next pass tries again
+            self._failed(what, exc)
+            return []
+        self.failing.pop(what, None)
+        return results
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.failing[what] = f"{type(exc).__name__}: {exc}"
+        get_run_logger().warning("%s failed (%s); the next pass tries again", what, self.failing[what])
 
     def __enter__(self) -> _Takeovers:
         return self
@@ -151,7 +189,13 @@ class _Takeovers:
         for intent_id, future in list(self.running.items()):
             if wait or future.done():
                 del self.running[intent_id]
-                if (result := future.result()) is not None:
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 — its lease runs out again; the next pass retries it
+                    self._failed(intent_id, exc)
+                    continue
+                self.failing.pop(intent_id, None)
+                if result is not None:
                     done.append(result)
         return done
 
@@ -327,6 +371,16 @@ def _settle_run(flow_run_id: str | None, result: ExecutionResult) -> ExecutionRe
                 return result
             client.set_flow_run_state(run_id, orphan_state(result, current), force=True)
     except (ValueError, ObjectNotFound):
+        return result
+    except httpx.HTTPError as exc:  # the execution is settled; only its old run's display is left behind
+        get_run_logger().warning(
+            "%s is %s, but its orphaned run %s could not be given a final state (%s: %s)",
+            result.action_intent_id,
+            result.status,
+            flow_run_id,
+            type(exc).__name__,
+            exc,
+        )
         return result
     get_run_logger().info("settled the orphaned run %s of %s", flow_run_id, result.action_intent_id)
     return result

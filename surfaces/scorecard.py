@@ -264,6 +264,8 @@ class Scorecard:
     switch_flips: int
     flow_runs_per_intent_max: int
     executor_errors: list[str]
+    #: The reconciler's failed passes and takeovers (it logs them and goes on), and an early exit.
+    reconciler_problems: list[str]
     provider_duplicates: list[str]
     succeeded_without_effect: list[str]
     lost_intents: list[str]
@@ -663,6 +665,7 @@ def _run(
     finally:
         stop.set()
         executors.kill_all()
+        exited = reconciler.poll()
         os.killpg(reconciler.pid, signal.SIGKILL)
         reconciler.wait()
         for thread in flips:
@@ -688,6 +691,7 @@ def _run(
             storm.injected,
             deliveries,
             executors.errors,
+            _reconciler_problems(data / "reconciler.log", exited),
         )
     finally:
         sandbox.shutdown()
@@ -859,6 +863,7 @@ def _verdict(
     faults: Counter[str],
     deliveries: int,
     executor_errors: list[str],
+    reconciler_problems: list[str],
 ) -> Scorecard:
     from fulfill.db import get_engine, transaction
     from fulfill.executions import SIGNAL_NAMESPACE
@@ -886,7 +891,7 @@ def _verdict(
         if execution.status == "SUCCEEDED" and set(live) != set(kind.creates):
             missing.append(f"{intent_id}: SUCCEEDED, objects {mine}")
     lost = [
-        f"{p.intent_id} ({rows[p.intent_id].status if p.intent_id in rows else 'never registered'})"
+        _lost(p, rows.get(p.intent_id))
         for p in planned
         if p.intent_id not in rows
         or not settled(
@@ -968,6 +973,7 @@ def _verdict(
         faults_consumed=consumed,
         switch_flips=len(switch_windows),
         executor_errors=executor_errors,
+        reconciler_problems=reconciler_problems,
         flow_runs_per_intent_max=max((len(p.flow_run_ids) for p in planned), default=0),
         provider_duplicates=duplicates,
         succeeded_without_effect=missing,
@@ -988,6 +994,33 @@ def _verdict(
         recovery_by_mode=by_mode,
         recovery_by_point=by_point,
     )
+
+
+def _lost(item: Planned, execution: Any) -> str:
+    """A lost intent, with what is needed to find out why: its crash, its lease, its runs."""
+    if execution is None:
+        return f"{item.intent_id} (never registered)"
+    crash = (
+        f"killed {item.kill_at}, {'host lost' if item.host_lost else 'worker noticed'}"
+        if item.crashed_at is not None
+        else "not crashed"
+    )
+    return (
+        f"{item.intent_id} ({execution.status}; {crash}; lease {execution.lease_owner} until"
+        f" {execution.lease_until}; undo owed {execution.compensation_pending}; runs {sorted(item.flow_run_ids)})"
+    )
+
+
+def _reconciler_problems(log: Path, exited: int | None) -> list[str]:
+    """What the reconciler logged as failed, and whether it ended before the run did."""
+    problems = [
+        line.strip()
+        for line in (log.read_text(errors="replace").splitlines() if log.exists() else [])
+        if " failed (" in line or "| ERROR" in line or "Traceback" in line
+    ]
+    if exited is not None:
+        problems.append(f"the reconciler exited with code {exited} before the run ended")
+    return problems
 
 
 def rows(card: Scorecard) -> list[tuple[str, str, str]]:
@@ -1021,6 +1054,8 @@ def rows(card: Scorecard) -> list[tuple[str, str, str]]:
             "",
         ),
         ("kill-switch flips", str(card.switch_flips), ""),
+        ("flow runs an executor reported as errors (not crashes)", count(card.executor_errors), ""),
+        ("reconciler passes or takeovers that failed and were retried", count(card.reconciler_problems), ""),
         (
             "flow runs per intent (max, duplicate deliveries included)",
             str(card.flow_runs_per_intent_max),

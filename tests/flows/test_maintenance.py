@@ -534,3 +534,72 @@ def test_executors_that_died_together_are_taken_over_at_once(
         for intent_id in ids:
             tasks = session.exec(select(InternalTask).where(InternalTask.action_intent_id == intent_id))
             assert len(list(tasks)) == 1
+
+
+def test_a_watching_reconcile_survives_a_failed_pass_and_a_failed_takeover(
+    engine: Any, make_intent: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dropped connection (to the database or the Prefect API) in one pass or one takeover must not end
+    a watching reconciler: the dead executor's intent would then wait for the next scheduled run."""
+    import httpx
+
+    import flows.maintenance as maintenance
+
+    intent = make_intent("internal.create_task", {"title": "Taken over despite a flaky connection"})
+    intent_id = intent["action_intent_id"]
+    assert verify_and_register(intent).admitted
+    with transaction(engine) as session:
+        executions.claim(session, intent_id, owner="dead/1", blocked=None, lease_seconds=-1)
+    real_pass, real_rerun = maintenance._reconcile_pass, maintenance._rerun
+    calls = {"pass": 0, "rerun": 0}
+
+    def flaky_pass(*args: Any, orphans: bool) -> list[Any]:
+        calls["pass"] += 1
+        if calls["pass"] == 1:
+            raise httpx.ConnectError("All connection attempts failed")
+        return real_pass(*args, orphans=orphans)
+
+    def flaky_rerun(action_intent_id: str) -> Any:
+        calls["rerun"] += 1
+        if calls["rerun"] == 1:
+            raise sa.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        return real_rerun(action_intent_id)
+
+    monkeypatch.setattr(maintenance, "_reconcile_pass", flaky_pass)
+    monkeypatch.setattr(maintenance, "_rerun", flaky_rerun)
+
+    results = reconcile(tenant_id=tenant, watch_seconds=4, every_seconds=0.25)
+
+    assert calls["rerun"] == 2, "the failed takeover was tried again by a later pass"
+    assert [(r.action_intent_id, r.status) for r in results] == [(intent_id, "SUCCEEDED")]
+    with transaction(engine) as session:
+        tasks = session.exec(select(InternalTask).where(InternalTask.action_intent_id == intent_id))
+        assert len(list(tasks)) == 1
+
+
+def test_a_reconcile_that_could_not_settle_an_intent_ends_failed_naming_it(
+    engine: Any, make_intent: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.maintenance as maintenance
+
+    intent = make_intent("internal.create_task", {"title": "Its takeover keeps failing"})
+    intent_id = intent["action_intent_id"]
+    assert verify_and_register(intent).admitted
+    with transaction(engine) as session:
+        executions.claim(session, intent_id, owner="dead/1", blocked=None, lease_seconds=-1)
+
+    def broken(action_intent_id: str) -> Any:
+        raise RuntimeError("the database is gone")
+
+    monkeypatch.setattr(maintenance, "_rerun", broken)
+
+    state = reconcile(tenant_id=tenant, return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(
+        maintenance.ReconcileIncomplete, match=f"{intent_id}: RuntimeError: the database is gone"
+    ):
+        state.result()
+    with transaction(engine) as session:
+        row = session.get(Execution, intent_id)
+        assert row is not None and row.status == "EXECUTING", "left for the next run, not guessed at"

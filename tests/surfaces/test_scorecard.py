@@ -44,7 +44,9 @@ def scorecard_env(
 
 def test_a_small_scorecard_finds_nothing_duplicated_lost_or_late(scorecard_env: Path) -> None:
     card = run_scorecard(
-        ScorecardConfig(intents=len(KINDS) * 2, crashes=10, executors=2, seed=7, time_limit=600),
+        ScorecardConfig(
+            intents=len(KINDS) * 2, crashes=10, executors=2, seed=7, time_limit=600, data_dir=scorecard_env
+        ),
         emit=lambda _: None,
     )
     crashes = sum(card.crashes.values())
@@ -54,7 +56,7 @@ def test_a_small_scorecard_finds_nothing_duplicated_lost_or_late(scorecard_env: 
     assert set(card.crashes) <= {str(p) for p in KillPoint}
     assert card.provider_duplicates == []
     assert card.succeeded_without_effect == []
-    assert card.lost_intents == []
+    assert card.lost_intents == [], (card.reconciler_problems, card.executor_errors)
     assert card.calls_after_expiry == []
     assert card.calls_after_kill_switch == []
     assert card.outcome_signal_mismatches == []
