@@ -281,7 +281,7 @@ def _fulfil(lease: Lease, raw: dict[str, Any]) -> ExecutionResult:
         except Halted as halt:
             return _halted(lease, step, halt, completed)
         except ConnectorError as error:
-            record_step_failed(lease, step, error.as_dict())
+            record_step_failed(lease, step, error.as_dict(), _failure_of(error))
             return _failed(lease, error)
         # Recorded even if a cancellation raced the call: the write happened and must be undone.
         record_step_succeeded(lease, step, result, step not in the_plan.self_ledgered_steps)
@@ -356,19 +356,25 @@ def _compensation_so_far(lease: Lease) -> Compensation:
     return Compensation.COMPENSATED if StepStatus.COMPENSATED in statuses else Compensation.NONE
 
 
+def _failure_of(error: ConnectorError) -> Failure:
+    """How an attempt ends when a step fails with ``error``, before its earlier steps are undone."""
+    ambiguous = error.code == FailureCode.AMBIGUOUS_OUTCOME  # OutcomeUnknown, OutcomeUnsettled
+    return Failure(FailureCode(error.code), error.seller_message, needs_human=ambiguous)
+
+
 def _failed(lease: Lease, error: ConnectorError) -> ExecutionResult:
     compensation, halted = undo_steps(lease)
-    ambiguous = error.code == FailureCode.AMBIGUOUS_OUTCOME  # OutcomeUnknown, OutcomeUnsettled
-    message = error.seller_message
+    failed = _failure_of(error)
+    message = failed.message
     if halted:
         message += UNDO_PAUSED
         compensation = Compensation.NONE
     elif compensation != Compensation.NONE:
         message += UNDO_DONE[compensation]
     failure = Failure(
-        FailureCode(error.code),
+        failed.code,
         message,
-        needs_human=ambiguous or bool(halted) or compensation == Compensation.COMPENSATION_FAILED,
+        needs_human=failed.needs_human or bool(halted) or compensation == Compensation.COMPENSATION_FAILED,
         compensation=compensation,
     )
     return _end(

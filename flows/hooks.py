@@ -58,6 +58,10 @@ def record_flow_end(flow: Any, flow_run: Any, state: Any) -> None:
                 return
             if execution.status != ExecutionStatus.EXECUTING:
                 return
+            if execution.failure_code is not None:
+                # It died undoing a failed attempt: that failure stands; the reconciler finishes the undo.
+                executions.fail_mid_undo(session, execution)
+                return
             steps = executions.steps_of(session, intent_id, execution.generation)
             unknown = [s.step for s in steps if s.status == StepStatus.CALL_STARTED]
             kind = "cancelled" if state.is_cancelled() else "crashed" if state.is_crashed() else "failed"

@@ -52,6 +52,9 @@ UNDO_DONE: dict[Compensation, str] = {
     Compensation.COMPENSATED: " Everything done before the failure was undone.",
     Compensation.COMPENSATION_FAILED: " Undoing the earlier steps failed too; a person will check.",
 }
+#: Appended to a seller message while a failed execution's earlier steps are still being undone (its
+#: executor died part-way through the undo; the reconciler finishes it), and replaced once done.
+UNDO_UNDER_WAY = " The steps already done are being undone."
 EXPIRED_BEFORE_START = "The approval expired before the action could start; nothing was done."
 SIGNAL_NAMESPACE = uuid.UUID("6f1c8f5e-3d0a-4c55-9a51-0c7e4c1f2a10")
 #: How long a lease lasts without renewal. A live executor renews it every :data:`HEARTBEAT_SECONDS`
@@ -311,7 +314,14 @@ def claim(
         and execution.lease_until
         and execution.lease_until > now
     ):
+        if execution.lease_owner == owner:  # this executor's claim again (its first commit went unanswered)
+            return Lease(
+                action_intent_id, execution.tenant_id, owner, execution.attempt, execution.generation
+            )
         return Refusal(RefusalReason.BUSY, execution)
+    if execution.status == ExecutionStatus.EXECUTING and execution.failure_code is not None:
+        fail_mid_undo(session, execution)  # its executor died undoing a failed attempt: never re-run it
+        return Refusal(RefusalReason.COMPENSATING, execution)
     if now.timestamp() >= execution.expires_at_epoch:
         if execution.status == ExecutionStatus.FAILED:
             return Refusal(RefusalReason.EXPIRED, execution)  # its failure stands; nothing runs again
@@ -415,6 +425,30 @@ def _expire_mid_run(session: Session, execution: Execution) -> None:
         failure=None,
         refs=[],
         attempt=execution.attempt,  # the dead attempt's outcome: it recorded none
+    )
+    execution.compensation_pending = True
+
+
+def fail_mid_undo(session: Session, execution: Execution) -> None:
+    """FAILED for an execution whose executor died while undoing a failed attempt (:func:`step_failed`).
+
+    The attempt's failure, recorded when its step failed, becomes the outcome (of that attempt: it
+    recorded none), the ``ACTION_FAILED`` signal is written, and the undo stays owed
+    (``compensation_pending``) with the lease free, so the reconciler finishes it — a step already
+    undone is undone again harmlessly — and records how it ended (``finish_undo``). The failed step is
+    never sent again.
+    """
+    assert execution.failure_code is not None
+    code = FailureCode(execution.failure_code)
+    message = (execution.failure_message or "").removesuffix(UNDO_UNDER_WAY) + UNDO_UNDER_WAY
+    _terminal(
+        session,
+        execution,
+        status=ExecutionStatus.FAILED,
+        explanation=message,
+        failure=Failure(code, message, needs_human=code == FailureCode.AMBIGUOUS_OUTCOME),
+        refs=[],
+        attempt=execution.attempt,
     )
     execution.compensation_pending = True
 
@@ -577,11 +611,27 @@ def append_step_succeeded(
     )
 
 
-def step_failed(session: Session, lease: Lease, step: str, error: dict[str, Any]) -> None:
-    """Mark a step FAILED (the error dict is already secret-free)."""
+def step_failed(session: Session, lease: Lease, step: str, error: dict[str, Any], failure: Failure) -> None:
+    """Mark a step FAILED (the error dict is already secret-free) and the execution as failing with ``failure``.
+
+    From here the attempt only undoes its earlier steps and ends FAILED with ``failure``. The failure is
+    kept on the execution (still EXECUTING) in this same transaction, so an executor that dies while
+    undoing leaves a record of how the attempt ended: its takeover finishes the undo and that failure
+    (:func:`fail_mid_undo`) instead of running the plan again, which would re-send the failed step
+    after earlier steps may already have been undone.
+
+    Raises:
+        LeaseLost: finished or taken over meanwhile (a cancelled execution still records its step).
+    """
+    execution = fence(session, lease, settling=True)
     record = _step(session, lease, step)
     if record is None:
         return
+    if execution.status == ExecutionStatus.EXECUTING:
+        execution.failure_code = failure.code
+        execution.failure_message = failure.message
+        execution.explanation = failure.message + UNDO_UNDER_WAY
+        session.add(execution)
     record.status = StepStatus.FAILED
     record.error_json = error
     record.finished_at = db_now(session)
@@ -633,7 +683,10 @@ def step_compensated(
     """Record the outcome of undoing one step."""
     record = session.get(StepRecord, record_id)
     assert record is not None and record.tenant_id == tenant_id
-    record.status = StepStatus.COMPENSATED if ok else StepStatus.COMPENSATION_FAILED
+    status = StepStatus.COMPENSATED if ok else StepStatus.COMPENSATION_FAILED
+    if record.status == status:
+        return  # recorded already (a repeated commit): one ledger fact per undo
+    record.status = status
     record.error_json = error if not ok else record.error_json
     session.add(record)
     ledger.append(
@@ -747,10 +800,11 @@ def finish_undo(
     if not halted:
         execution.compensation = compensation
         execution.compensation_pending = False
-        if execution.failure_message and execution.failure_message.endswith(UNDO_PAUSED):
-            execution.failure_message = (
-                execution.failure_message.removesuffix(UNDO_PAUSED) + (UNDO_DONE[compensation])
-            )
+        for pending in (UNDO_PAUSED, UNDO_UNDER_WAY):
+            if execution.failure_message and execution.failure_message.endswith(pending):
+                execution.failure_message = (
+                    execution.failure_message.removesuffix(pending) + UNDO_DONE[compensation]
+                )
         if compensation != Compensation.NONE:
             execution.generation += 1  # a rerun must not find the objects it deliberately undid
     execution.explanation = explanation

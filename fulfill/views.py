@@ -212,7 +212,7 @@ def status_view(execution: Execution, steps: list[StepRecord]) -> StatusBody:
     live = [s for s in steps if s.generation == execution.generation and s.status == StepStatus.SUCCEEDED]
     refs = [ExternalRefPublic(**s.result_json["ref"]) for s in live if s.result_json]
     failure = None
-    if execution.failure_code:
+    if execution.failure_code and execution.status in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
         failure = FailurePublic(
             code=execution.failure_code,
             message=seller_text(execution.failure_message, explain_failure(execution.failure_code)),

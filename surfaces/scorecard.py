@@ -84,6 +84,10 @@ class Kind:
     creates: tuple[str, ...]  # steps that create one object each (duplicates are counted for them)
     provider: str | None  # the provider the steps write to; None for internal records
     fails: bool = False  # ends FAILED after a completed step (so its undo runs)
+    #: A step the provider refuses (400) the first time only: sent again it would be accepted, so an
+    #: executor that took over a failed execution by running its plan again would end it SUCCEEDED
+    #: with the earlier step's object already undone (counted as "SUCCEEDED without its object").
+    refused_once: str | None = None
 
     def points(self) -> tuple[KillPoint, ...]:
         """The recovery points this kind of execution passes."""
@@ -148,6 +152,16 @@ KINDS: tuple[Kind, ...] = (
         ("create_opportunity", "create_follow_up_task"),
         "salesforce",
         fails=True,
+    ),
+    Kind(
+        "Salesforce opportunity, follow-up refused once (undone)",
+        "sf",
+        "crm.create_opportunity",
+        _OPPORTUNITY,
+        ("create_opportunity", "create_follow_up_task"),
+        "salesforce",
+        fails=True,
+        refused_once="create_follow_up_task",
     ),
     Kind(
         "Salesforce stage update",
@@ -653,6 +667,9 @@ def _run(
                     item.flow_run_ids.add(str(answer["flow_run_id"]))
             if item.kill_at == KillPoint.DURING_CALL:
                 _hold_write(sandbox, item)
+            if item.kind.refused_once is not None:
+                _refuse_once(sandbox, item, item.kind.refused_once)
+                storm.injected["400 the first time only"] += 1
             if len(item.flow_run_ids) == 1 and answers[0].get("status") == "PENDING":
                 executors.queue.put((item, next(iter(item.flow_run_ids))))
             while executors.queue.qsize() > config.executors * 2:
@@ -728,6 +745,15 @@ def _hold_write(sandbox: Sandbox, item: Planned) -> None:
     assert item.kind.provider is not None
     pattern = "|".join(re.escape(m) for m in _markers(item))
     sandbox.emulators()[item.kind.provider].inject(Fault("latency", contains=pattern, delay=1.5))
+
+
+def _refuse_once(sandbox: Sandbox, item: Planned, step: str) -> None:
+    """Make Salesforce refuse this intent's ``step`` write (400, a validation rule) the first time only."""
+    marker = external_id_for(idempotency_key(item.intent_id, step, 0))
+    refusal = [{"message": "Not now.", "errorCode": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "fields": []}]
+    sandbox.salesforce.inject(
+        Fault("status", method="PATCH", contains=re.escape(marker), status=400, body=refusal)
+    )
 
 
 def _watch_settled(pick: Callable[[], list[Planned]], enough: Callable[[bool], bool], budget: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
 from pydantic import BaseModel
 
 from fulfill import executions
@@ -12,6 +11,7 @@ from fulfill.controls import blocked_reason
 from fulfill.db import get_engine, transaction
 from fulfill.executions import Lease, Refusal
 from fulfill.states import ExecutionStatus, RefusalReason
+from tasks.record import recording
 
 
 class ClaimRefused(BaseModel):
@@ -23,7 +23,7 @@ class ClaimRefused(BaseModel):
     external_refs: list[dict[str, Any]] = []
 
 
-@task(name="claim")
+@recording("claim")
 def claim(
     action_intent_id: str, tenant_id: str, action_type: str, owner: str, flow_run_id: str | None
 ) -> Lease | ClaimRefused:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import task
+import sqlalchemy as sa
+from prefect import Task, task
+from prefect.client.schemas.objects import State, TaskRun
 
 from connectors.base import StepCall, StepResult
 from fulfill import executions
@@ -12,15 +15,42 @@ from fulfill.db import get_engine, transaction
 from fulfill.executions import Failure, Lease, LeaseLost
 from fulfill.states import Compensation, ExecutionStatus
 
+P = ParamSpec("P")
+R = TypeVar("R")
+#: How often a record whose database connection dropped is written again.
+DROPPED_CONNECTION_RETRIES = 2
 
-@task(name="checkpoint")
+
+def dropped_connection(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """The ``retry_condition_fn`` of the recording tasks: retry only when the database connection dropped.
+
+    A connection that drops inside the transaction rolls it back, so writing it again writes it once.
+    A commit whose acknowledgement was lost is safe to repeat too: every record is fenced and idempotent
+    (the same claim returns the same lease, a step already SUCCEEDED or COMPENSATED is left as it is,
+    a second finish finds the execution terminal). Every other error stands.
+    """
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, sa.exc.DBAPIError) and bool(error.connection_invalidated)
+
+
+def recording(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """``@task`` for a fenced record: its own transaction, written again after a dropped connection."""
+    return task(
+        name=name,
+        retries=DROPPED_CONNECTION_RETRIES,
+        retry_delay_seconds=0.2,
+        retry_condition_fn=dropped_connection,
+    )
+
+
+@recording("checkpoint")
 def checkpoint(lease: Lease, seq: int, system: str, call: StepCall) -> None:
     """CALL_STARTED with the deterministic key, before the step's first external call."""
     with transaction(get_engine()) as session:
         executions.checkpoint(session, lease, seq=seq, system=system, call=call)
 
 
-@task(name="record-step-succeeded")
+@recording("record-step-succeeded")
 def record_step_succeeded(lease: Lease, step: str, result: StepResult, write_ledger: bool) -> int:
     """Mark the step SUCCEEDED (the ledger row is skipped when the connector already wrote it).
 
@@ -33,28 +63,28 @@ def record_step_succeeded(lease: Lease, step: str, result: StepResult, write_led
         return record.id
 
 
-@task(name="record-step-failed")
-def record_step_failed(lease: Lease, step: str, error: dict[str, Any]) -> None:
-    """Mark the step FAILED."""
+@recording("record-step-failed")
+def record_step_failed(lease: Lease, step: str, error: dict[str, Any], failure: Failure) -> None:
+    """Mark the step FAILED and the attempt as failing with ``failure`` (its undo follows)."""
     with transaction(get_engine()) as session:
-        executions.step_failed(session, lease, step, error)
+        executions.step_failed(session, lease, step, error, failure)
 
 
-@task(name="record-compensation")
+@recording("record-compensation")
 def record_compensation(tenant_id: str, record_id: int, ok: bool, error: dict[str, Any] | None) -> None:
     """Ledger COMPENSATED / COMPENSATION_FAILED for one step."""
     with transaction(get_engine()) as session:
         executions.step_compensated(session, tenant_id, record_id, ok=ok, error=error)
 
 
-@task(name="halt")
+@recording("halt")
 def record_halt(lease: Lease, step: str, reason: str) -> None:
     """Ledger EXECUTION_HALTED: an operator control stopped the run before ``step``."""
     with transaction(get_engine()) as session:
         executions.halted(session, lease.tenant_id, lease.action_intent_id, reason=reason, before_step=step)
 
 
-@task(name="finish")
+@recording("finish")
 def finish(
     lease: Lease,
     status: ExecutionStatus,
@@ -86,7 +116,7 @@ def finish(
         return execution.status
 
 
-@task(name="finish-undo")
+@recording("finish-undo")
 def finish_undo(lease: Lease, compensation: Compensation, explanation: str, halted: bool) -> ExecutionStatus:
     """Record how undoing a terminal execution's steps ended; returns the execution's status."""
     with transaction(get_engine()) as session:

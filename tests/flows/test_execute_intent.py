@@ -6,9 +6,11 @@ import copy
 import json
 import pickle
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import select
 
 from connectors.base import StepCall, StepResult
@@ -19,7 +21,16 @@ from fulfill import controls, ledger
 from fulfill.db import transaction
 from fulfill.states import ExecutionStatus, FailureCode, RefusalReason
 from fulfill.storage import LocalObjectStore
-from fulfill.tables import Execution, InternalAttachment, InternalTask, LedgerEntry, SecurityEvent, StepRecord
+from fulfill.tables import (
+    Execution,
+    InternalAttachment,
+    InternalTask,
+    LedgerEntry,
+    Outcome,
+    SecurityEvent,
+    Signal,
+    StepRecord,
+)
 from surfaces.service import ExecutionService
 from tasks import resolve
 
@@ -298,3 +309,85 @@ def test_the_flow_returns_one_result_model_on_every_path(engine: Any, make_inten
     assert pickle.loads(pickle.dumps(again)) == again
     assert ExecutionResult.model_validate_json(again.model_dump_json()) == again
     assert json.loads(again.model_dump_json())["reason"] == "ALREADY_FINISHED"
+
+
+class _DiedUndoing(Exception):
+    """Stands for the executor's death part-way through an undo (the undo itself reached the store)."""
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["run-ended-hook-ran", "host-lost-no-hook"])
+def test_an_executor_that_died_undoing_a_failure_is_finished_with_that_failure_never_re_sent(
+    engine: Any,
+    make_intent: Any,
+    tenant: str,
+    scripted: Any,
+    tmp_path: Any,
+    noticed: bool,
+) -> None:
+    """The step failed (VALIDATION_FAILED), the executor undid the earlier step and died before recording
+    it. Whoever takes over must end the execution FAILED with that failure and finish the undo — not
+    run the plan again, which would re-send the failed step (and could end SUCCEEDED with the earlier
+    step's object already undone)."""
+    import flows.hooks as hooks
+    from flows.maintenance import reconcile
+
+    connector = scripted(
+        {"create_attachment": [ValidationRejected("parameters.title: rejected by provider")]}
+    )
+    real_compensate = connector.compensate
+    intent = make_intent("internal.attach_brief", BRIEF)
+    intent_id = intent["action_intent_id"]
+    with pytest.MonkeyPatch.context() as dying:
+
+        def undo_then_die(call: StepCall, result: StepResult) -> None:
+            real_compensate(call, result)
+            if not noticed:  # nothing records the end of the run: the host is gone
+                dying.setattr(hooks, "executions", SimpleNamespace(get=_gone, ExecutionNotFound=LookupError))
+            raise _DiedUndoing
+
+        dying.setattr(connector, "compensate", undo_then_die)
+        with pytest.raises(_DiedUndoing):
+            execute_intent(intent)
+    assert connector.calls == ["store_brief", "create_attachment"]
+    connector.calls.clear()
+    connector.compensated.clear()
+    with transaction(engine) as session:
+        row = session.get(Execution, intent_id)
+        assert row is not None
+        if noticed:  # the run's hook recorded the failure and left the undo owed
+            assert (row.status, row.compensation_pending, row.lease_owner) == ("FAILED", True, None)
+        else:
+            assert row.status == "EXECUTING" and row.failure_code == "VALIDATION_FAILED"
+    if not noticed:
+        status = ExecutionService(engine).get_execution_status(intent_id, tenant)
+        assert status.status == "EXECUTING" and status.failure is None, "failure shows only once FAILED"
+        assert status.explanation.endswith("The steps already done are being undone.")
+        with engine.begin() as conn:  # its heartbeat stopped: the lease runs out
+            conn.execute(
+                sa.text("UPDATE executions SET lease_until = :t WHERE action_intent_id = :i"),
+                {"t": "2000-01-01 00:00:00", "i": intent_id},
+            )
+
+    reconcile(tenant_id=tenant)
+
+    assert connector.calls == [], "the failed step was not sent again"
+    assert connector.compensated == ["store_brief"], "the undo was finished (undoing twice is harmless)"
+    status = ExecutionService(engine).get_execution_status(intent_id, tenant)
+    assert status.status == "FAILED" and status.failure is not None
+    assert status.failure.code == "VALIDATION_FAILED"
+    assert status.failure.compensation == "COMPENSATED" and not status.failure.needs_human
+    assert status.failure.message.endswith("Everything done before the failure was undone.")
+    assert not list((tmp_path / "objects").rglob("*.md")), "the stored brief is gone"
+    with transaction(engine) as session:
+        signals = list(session.exec(select(Signal).where(Signal.action_intent_id == intent_id)))
+        outcomes = list(session.exec(select(Outcome).where(Outcome.action_intent_id == intent_id)))
+    assert [(s.kind, s.payload["reason"]) for s in signals] == [("ACTION_FAILED", "VALIDATION_FAILED")]
+    assert [(o.failure_json or {}).get("compensation") for o in outcomes] == ["COMPENSATED"]
+    assert _chain_ok(engine, tenant)
+    # A rerun later starts a new generation: fresh keys, nothing reused from the undone attempt.
+    assert execute_intent(intent).status == "SUCCEEDED"
+    assert _count(engine, InternalAttachment, intent_id) == 1
+
+
+def _gone(*args: Any, **kwargs: Any) -> Any:
+    raise LookupError("the host is gone")
