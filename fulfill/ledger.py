@@ -220,12 +220,17 @@ def append(
         raise ValueError(f"unknown ledger event type {event_type!r}")
     key = key or ledger_key()
     clean = redact(dict(details or {}))
-    insert_ignore(session, LedgerHead, {"tenant_id": tenant_id, "seq": 0, "row_hash": GENESIS})
-    query = select(LedgerHead).where(LedgerHead.tenant_id == tenant_id)
+    # The head row, locked, read afresh (populate_existing: not an earlier append's copy in this session);
+    # a tenant's first fact creates it (insert-or-ignore: two first facts at once make one head).
+    query = (
+        select(LedgerHead).where(LedgerHead.tenant_id == tenant_id).execution_options(populate_existing=True)
+    )
     if lock_clause(session):
         query = query.with_for_update()
-    head = session.exec(query).one()
-    session.refresh(head)
+    head = session.exec(query).one_or_none()
+    if head is None:
+        insert_ignore(session, LedgerHead, {"tenant_id": tenant_id, "seq": 0, "row_hash": GENESIS})
+        head = session.exec(query).one()
     entry = LedgerEntry(
         tenant_id=tenant_id,
         seq=head.seq + 1,

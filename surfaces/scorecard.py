@@ -59,7 +59,7 @@ from fulfill.approval import sign_intent
 from fulfill.steps import idempotency_key
 from sandbox.base import Fault
 from sandbox.local import Sandbox, start_sandbox
-from surfaces.scorecard_executor import PRELOAD, KillPoint, serve
+from surfaces.scorecard_executor import PRELOAD, DropIn, KillPoint, serve
 
 WEBHOOK_SECRET = "whsec_" + "c2NvcmVjYXJkLXNjb3JlY2FyZC1zZWNyZXQ="
 SF_ACCOUNT, HS_COMPANY = "001Hs00002abcDEIAY", "1001"
@@ -224,6 +224,8 @@ class ScorecardConfig:
     faults: int | None = None  # provider faults injected (default: intents // 5)
     switches: int | None = None  # kill-switch flips (default: 2 + intents // 100)
     duplicates: int | None = None  # intents delivered 5 times at once (default: intents // 20 + 1)
+    drops: int | None = None  # database connections dropped inside a transaction (default: intents // 10)
+    races: int | None = None  # intents run by two executors at once, two flow runs (default: intents // 20)
     expiring: float = 0.08  # share of approvals that expire 2–12 s after delivery
     seed: int = 0
     time_limit: float = 1800.0
@@ -240,6 +242,9 @@ class Planned:
     expires_at_epoch: int
     kill_at: KillPoint | None = None
     host_lost: bool = False  # nobody reports the crash to Prefect (only the lease heartbeat tells)
+    drop_in: DropIn | None = None  # its executor's database connection drops inside this transaction
+    dropped: list[str] = field(default_factory=list)  # where it did (the executor's answer)
+    races: bool = False  # a second flow run of it (not the intake's) is given to another executor at once
     deliveries: int = 1
     flow_run_ids: set[str] = field(default_factory=set)
     crashed_at: float | None = None
@@ -275,6 +280,11 @@ class Scorecard:
     crashes_worker_noticed: int
     faults_injected: dict[str, int]
     faults_consumed: int
+    races: int  # intents given to two executors at once (two flow runs)
+    races_started_twice: list[str]  # a raced intent with two attempts started: the claim let both in
+    #: Database connections dropped inside a transaction, by transaction, and how those intents ended.
+    connection_drops: dict[str, int]
+    connection_drop_statuses: dict[str, int]
     switch_flips: int
     flow_runs_per_intent_max: int
     executor_errors: list[str]
@@ -309,6 +319,7 @@ class Scorecard:
             and not self.calls_after_expiry
             and not self.calls_after_kill_switch
             and not self.outcome_signal_mismatches
+            and not self.races_started_twice
             and self.flow_runs_per_intent_max <= 1
             and self.ledger_ok
         )
@@ -389,6 +400,13 @@ def _plan(config: ScorecardConfig, run: str, tenants: dict[str, str]) -> list[Pl
         counters[point] += 1
         item.kill_at = point
         item.host_lost = index % 2 == 1
+    drops = config.drops if config.drops is not None else config.intents // 10
+    races = config.races if config.races is not None else config.intents // 20
+    calm = [p for p in crash_candidates if p.kill_at is None]
+    for index, item in enumerate(calm[:drops]):
+        item.drop_in = list(DropIn)[index % len(DropIn)]
+    for item in calm[drops : drops + races]:
+        item.races = True
     duplicates = config.duplicates if config.duplicates is not None else config.intents // 20 + 1
     for item in rng.sample(planned, min(len(planned), duplicates)):
         item.deliveries = 5
@@ -447,6 +465,7 @@ class _Executors:
                 "flow_run_id": flow_run_id,
                 "action_intent_id": planned.intent_id,
                 "kill_at": planned.kill_at,
+                "drop_in": planned.drop_in,
             }
             try:
                 conn.send(line)
@@ -455,6 +474,8 @@ class _Executors:
                 answer = None
             if answer is not None and "error" in answer:
                 self.errors.append(f"{planned.intent_id}: {answer['error']}")
+            if answer is not None:
+                planned.dropped += answer.get("dropped", [])
             if answer is None:
                 process.join()
                 if process.exitcode == -signal.SIGKILL:
@@ -568,6 +589,7 @@ def run_scorecard(config: ScorecardConfig, emit: Callable[[str], None] = print) 
 def _run(
     config: ScorecardConfig, data: Path, api_url: str, key_id: str, seed: str, emit: Callable[[str], None]
 ) -> Scorecard:
+    from deployments.launch import launch_deployment_run
     from flows.execute_intent import execute_intent
     from surfaces.intake import ApprovalIntake
     from surfaces.service import ExecutionService
@@ -671,7 +693,18 @@ def _run(
                 _refuse_once(sandbox, item, item.kind.refused_once)
                 storm.injected["400 the first time only"] += 1
             if len(item.flow_run_ids) == 1 and answers[0].get("status") == "PENDING":
-                executors.queue.put((item, next(iter(item.flow_run_ids))))
+                runs = [next(iter(item.flow_run_ids))]
+                if item.races:  # e.g. an operator's run of it while the intake's runs: both at once
+                    runs.append(
+                        launch_deployment_run(
+                            item.intent_id,
+                            tenant_id=item.tenant_id,
+                            action_type=item.kind.action_type,
+                            idempotency_key=f"{item.intent_id}:race",
+                        )
+                    )
+                for run_id in runs:
+                    executors.queue.put((item, run_id))
             while executors.queue.qsize() > config.executors * 2:
                 time.sleep(0.05)
         executors.close()
@@ -891,6 +924,7 @@ def _verdict(
     executor_errors: list[str],
     reconciler_problems: list[str],
 ) -> Scorecard:
+    from fulfill import ledger
     from fulfill.db import get_engine, transaction
     from fulfill.executions import SIGNAL_NAMESPACE
     from fulfill.tables import Execution, Outcome, Signal
@@ -953,8 +987,6 @@ def _verdict(
             if hit and engaged + SWITCH_GRACE_SECONDS < call["t"] < released:
                 after_switch.append(f"{item.intent_id}: {call['method']} {call['path']} during {scope} {key}")
     with transaction(get_engine()) as session:
-        from fulfill import ledger
-
         chains = ledger.verify_chains(session, list(tenants.values()))
     crashed = [p for p in planned if p.crashed_at is not None]
     takeovers = _takeover_seconds(crashed)
@@ -973,9 +1005,25 @@ def _verdict(
         values = [r for p in crashed if p.kill_at == point and (r := p.recovery) is not None]
         if values:
             by_point[str(point)] = {"n": len(values), "p50": statistics.median(values), "max": max(values)}
-    statuses = Counter(
-        f"{e.status}" + (f" {e.failure_code}" if e.failure_code else "") for e in rows.values()
-    )
+
+    def status(execution: Execution) -> str:
+        return f"{execution.status}" + (f" {execution.failure_code}" if execution.failure_code else "")
+
+    statuses = Counter(status(e) for e in rows.values())
+    dropped = [p for p in planned if p.dropped]
+    raced = [p for p in planned if p.races]
+    with transaction(get_engine()) as session:
+        started_twice = [
+            f"{p.intent_id}: {n} attempts started"
+            for p in raced
+            if (
+                n := sum(
+                    e.event_type == "EXECUTION_STARTED"
+                    for e in ledger.entries_for_intent(session, p.tenant_id, p.intent_id)
+                )
+            )
+            > 1
+        ]
     ambiguous = [e for e in rows.values() if e.failure_code == "AMBIGUOUS_OUTCOME" or e.needs_human]
     reconciled = sum(
         1
@@ -997,6 +1045,12 @@ def _verdict(
         crashes_worker_noticed=sum(1 for p in crashed if not p.host_lost),
         faults_injected=dict(faults),
         faults_consumed=consumed,
+        races=len(raced),
+        races_started_twice=started_twice,
+        connection_drops=dict(sorted(Counter(point for p in dropped for point in p.dropped).items())),
+        connection_drop_statuses=dict(
+            sorted(Counter(status(rows[p.intent_id]) for p in dropped if p.intent_id in rows).items())
+        ),
         switch_flips=len(switch_windows),
         executor_errors=executor_errors,
         reconciler_problems=reconciler_problems,
@@ -1080,6 +1134,19 @@ def rows(card: Scorecard) -> list[tuple[str, str, str]]:
             "",
         ),
         ("kill-switch flips", str(card.switch_flips), ""),
+        ("intents run by two executors at once (two flow runs)", str(card.races), ""),
+        ("… of those, two attempts started", count(card.races_started_twice), "0"),
+        (
+            "database connections dropped inside a transaction",
+            f"{sum(card.connection_drops.values())}: "
+            + ", ".join(f"{k} {n}" for k, n in card.connection_drops.items()),
+            "",
+        ),
+        (
+            "… how those intents ended",
+            ", ".join(f"{k}: {n}" for k, n in card.connection_drop_statuses.items()),
+            "",
+        ),
         ("flow runs an executor reported as errors (not crashes)", count(card.executor_errors), ""),
         ("reconciler passes or takeovers that failed and were retried", count(card.reconciler_problems), ""),
         (

@@ -2,11 +2,13 @@
 on purpose at a recovery point.
 
 Started by :mod:`surfaces.scorecard` (``python -m surfaces.scorecard_executor``). It reads one JSON
-line per flow run on stdin — ``{"flow_run_id", "action_intent_id", "kill_at"}`` — executes the run
+line per flow run on stdin — ``{"flow_run_id", "action_intent_id", "kill_at", "drop_in"}`` — executes the run
 of the ``execute-intent`` deployment that the intake created (the same flow run, in this already
 running interpreter, like a worker that does not start a process per run) and answers one JSON line
 on stdout. When ``kill_at`` names a recovery point, the process SIGKILLs ITSELF when that intent's
 execution reaches it: no hook, no ``finally``, no flush — what a power cut or the OOM killer does.
+When ``drop_in`` names a transaction (:class:`DropIn`), the database connection is closed under it
+once; the answer lists where a connection dropped.
 
 With ``--reconcile SECONDS`` it runs the reconciler instead (``reconcile`` watching for that long),
 as the ``reconcile`` deployment does in production.
@@ -47,7 +49,28 @@ class KillPoint(StrEnum):
     DURING_FINISH = "during_finish"  # inside the outcome's transaction, before it commits
 
 
-CURRENT: dict[str, Any] = {"intent": None, "kill_at": None, "armed": False, "phase": "step"}
+class DropIn(StrEnum):
+    """The transaction (a function of :mod:`fulfill.executions`) inside which the database connection drops.
+
+    The connection is closed under the first statement that function sends — the server went away
+    mid-transaction — so the transaction fails and rolls back; the executor lives on.
+    """
+
+    CLAIM = "claim"
+    CHECKPOINT = "checkpoint"
+    STEP_SUCCEEDED = "step_succeeded"
+    FINISH = "finish"
+
+
+CURRENT: dict[str, Any] = {
+    "intent": None,
+    "kill_at": None,
+    "armed": False,
+    "phase": "step",
+    "drop_in": None,  # a DropIn: where this flow run's database connection drops, once
+    "dropping": None,  # the thread whose next statement meets the dropped connection
+    "dropped": [],  # where it did drop
+}
 _LOG_FD: int | None = None
 _PROVIDER_PORTS: set[int] = set()
 
@@ -86,6 +109,7 @@ def install(log_path: str | None, provider_urls: list[str]) -> None:
     from tasks.admit import Rejected
     from tasks.claim import ClaimRefused
 
+    _drop_connections()
     if log_path:
         _LOG_FD = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     _PROVIDER_PORTS.update(p for url in provider_urls if (p := urlsplit(url).port) is not None)
@@ -180,20 +204,55 @@ def install(log_path: str | None, provider_urls: list[str]) -> None:
     wrap(executions, "finish", finish)
 
 
+def _drop_connections() -> None:
+    """Arm each :class:`DropIn` function to drop the connection under its first statement, when asked."""
+    import sqlalchemy as sa
+
+    from fulfill import executions
+    from fulfill.db import get_engine
+
+    def arming(name: str, inner: Callable[..., Any]) -> Callable[..., Any]:
+        def armed(*args: Any, **kwargs: Any) -> Any:
+            if CURRENT["drop_in"] == name and not CURRENT["dropped"]:
+                CURRENT["dropping"] = threading.get_ident()
+            return inner(*args, **kwargs)
+
+        return armed
+
+    def drop(conn: sa.Connection, *args: Any) -> None:
+        if CURRENT["dropping"] == threading.get_ident():  # not the heartbeat's statements
+            CURRENT["dropping"] = None
+            CURRENT["dropped"].append(CURRENT["drop_in"])
+            assert conn.connection.dbapi_connection is not None
+            conn.connection.dbapi_connection.close()
+
+    for name in DropIn:
+        setattr(executions, name, arming(name, getattr(executions, name)))
+    sa.event.listen(get_engine(), "before_cursor_execute", drop)
+
+
 def _execute(line: dict[str, Any]) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.flow_engine import run_flow
 
     from flows.execute_intent import execute_intent
 
-    CURRENT.update(intent=line["action_intent_id"], kill_at=line.get("kill_at"), armed=False, phase="step")
+    CURRENT.update(
+        intent=line["action_intent_id"],
+        kill_at=line.get("kill_at"),
+        armed=False,
+        phase="step",
+        drop_in=line.get("drop_in"),
+        dropped=[],
+    )
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(line["flow_run_id"])
     state = run_flow(
         execute_intent, flow_run=flow_run, parameters=dict(flow_run.parameters), return_type="state"
     )
-    CURRENT.update(intent=None, kill_at=None, armed=False)
-    return {"flow_run_id": line["flow_run_id"], "state": getattr(state, "type", None)}
+    dropped = CURRENT["dropped"]
+    CURRENT.update(intent=None, kill_at=None, armed=False, drop_in=None, dropped=[])
+    return {"flow_run_id": line["flow_run_id"], "state": getattr(state, "type", None), "dropped": dropped}
 
 
 #: Imported once by the fork server, so a replacement executor starts in milliseconds, not seconds.

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from surfaces.cli import app
 from surfaces.scorecard import KINDS, ScorecardConfig, run_scorecard
-from surfaces.scorecard_executor import KillPoint
+from surfaces.scorecard_executor import DropIn, KillPoint
 
 
 @pytest.fixture
@@ -45,7 +45,14 @@ def scorecard_env(
 def test_a_small_scorecard_finds_nothing_duplicated_lost_or_late(scorecard_env: Path) -> None:
     card = run_scorecard(
         ScorecardConfig(
-            intents=len(KINDS) * 2, crashes=10, executors=2, seed=7, time_limit=600, data_dir=scorecard_env
+            intents=len(KINDS) * 2,
+            crashes=10,
+            drops=4,
+            races=2,
+            executors=2,
+            seed=7,
+            time_limit=600,
+            data_dir=scorecard_env,
         ),
         emit=lambda _: None,
     )
@@ -54,6 +61,9 @@ def test_a_small_scorecard_finds_nothing_duplicated_lost_or_late(scorecard_env: 
     assert len(card.crashes) >= 4, f"crashes spread over the recovery points: {card.crashes}"
     assert card.crashes_host_lost and card.crashes_worker_noticed
     assert set(card.crashes) <= {str(p) for p in KillPoint}
+    assert sum(card.connection_drops.values()) >= 2, card.connection_drops  # inside claim … finish
+    assert set(card.connection_drops) <= {str(p) for p in DropIn}
+    assert card.races == 2 and card.races_started_twice == []
     assert card.provider_duplicates == []
     assert card.succeeded_without_effect == []
     assert card.lost_intents == [], (card.reconciler_problems, card.executor_errors)
