@@ -358,6 +358,9 @@ def claim(
     )
     execution.status = ExecutionStatus.EXECUTING
     execution.attempt += 1
+    # A new attempt has not failed (yet): an earlier attempt's failure must not be taken for its own.
+    execution.failure_code = None
+    execution.failure_message = None
     execution.lease_owner = owner
     execution.lease_until = now + timedelta(seconds=lease_seconds)
     execution.updated_at = now

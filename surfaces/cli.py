@@ -872,6 +872,13 @@ def demo(
 def up(
     prefect_port: Annotated[int, typer.Option("--prefect-port", help="Prefect server (UI and API).")] = 4200,
     api_port: Annotated[int, typer.Option("--api-port", help="The fulfill API (approval webhook).")] = 8080,
+    process_worker: Annotated[
+        bool,
+        typer.Option(
+            "--process-worker",
+            help="Run intents with Prefect's process worker (a new interpreter per run) instead of the warm worker.",
+        ),
+    ] = False,
 ) -> None:
     """Start the whole local stack: Prefect server and UI, work pools, deployments, workers, the API."""
     from fulfill.settings import load_settings
@@ -880,7 +887,11 @@ def up(
     data_dir = load_settings().data_dir
     try:
         with running_stack(
-            data_dir, prefect_port=prefect_port, api_port=api_port, emit=console.print
+            data_dir,
+            prefect_port=prefect_port,
+            api_port=api_port,
+            emit=console.print,
+            warm=not process_worker,
         ) as stack:
             ui = stack.prefect_url.removesuffix("/api")
             console.print(
@@ -891,7 +902,9 @@ def up(
                 f"[bold]fulfill API[/]     {stack.api_url}   POST /webhooks/approvals · /healthz · /docs"
             )
             console.print(
-                "[bold]work pools[/]      fulfill (intents) · fulfill-maintenance (reconcile, expiry, signals)"
+                "[bold]work pools[/]      fulfill (intents, "
+                + ("process worker" if process_worker else "warm worker")
+                + ") · fulfill-maintenance (reconcile, expiry, signals)"
             )
             console.print(f"[bold]logs[/]            {data_dir / 'logs'}")
             console.print("Ctrl-C stops everything.")
@@ -906,6 +919,27 @@ def up(
     except RuntimeError as exc:
         err.print(f"fulfill up: {exc}")
         raise typer.Exit(1) from None
+
+
+@app.command("worker")
+def worker(
+    pool: Annotated[str, typer.Option(help="The work pool whose execute-intent runs it takes.")] = "fulfill",
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Flow runs at a time (default: only the pool's limit holds).")
+    ] = None,
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between two looks at the pool.")] = 0.5,
+) -> None:
+    """Run execute-intent flow runs in warm executor processes (a Prefect worker, type fulfill-warm)."""
+    import anyio
+    from prefect.settings import temporary_settings
+
+    from deployments.worker import WarmWorker
+
+    with temporary_settings(updates={"worker.query_seconds": poll}):
+        try:
+            anyio.run(WarmWorker(work_pool_name=pool, limit=limit).start)
+        except KeyboardInterrupt:
+            console.print("stopped")
 
 
 def main() -> None:

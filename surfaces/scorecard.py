@@ -67,6 +67,7 @@ SF_OPPORTUNITY, HS_DEAL = "006Hs00001xyzABIAY", "2001"
 BLOCKED = "[blocked]"  # a follow-up subject the Salesforce emulator refuses: the opportunity is undone
 GENERATIONS = range(4)
 TERMINAL = {"SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"}
+OUTCOME_FACTS = {"ACTION_EXECUTED", "ACTION_FAILED", "ACTION_EXPIRED", "ACTION_CANCELLED"}
 #: A call this long after a kill switch was engaged cannot have been checked before it (the check runs
 #: just before each call, in the same process); a call in flight when the switch flipped is allowed.
 SWITCH_GRACE_SECONDS = 0.5
@@ -281,7 +282,11 @@ class Scorecard:
     faults_injected: dict[str, int]
     faults_consumed: int
     races: int  # intents given to two executors at once (two flow runs)
-    races_started_twice: list[str]  # a raced intent with two attempts started: the claim let both in
+    #: A raced intent with two attempts under way at once (a second started before the first ended):
+    #: the claim let both in. A second attempt AFTER the first ended FAILED is a rerun, as a second run
+    #: of a failed execution is meant to be (the Prefect UI's retry); those are counted, not faulted.
+    races_overlapping: list[str]
+    races_rerun: int
     #: Database connections dropped inside a transaction, by transaction, and how those intents ended.
     connection_drops: dict[str, int]
     connection_drop_statuses: dict[str, int]
@@ -319,7 +324,7 @@ class Scorecard:
             and not self.calls_after_expiry
             and not self.calls_after_kill_switch
             and not self.outcome_signal_mismatches
-            and not self.races_started_twice
+            and not self.races_overlapping
             and self.flow_runs_per_intent_max <= 1
             and self.ledger_ok
         )
@@ -1012,18 +1017,20 @@ def _verdict(
     statuses = Counter(status(e) for e in rows.values())
     dropped = [p for p in planned if p.dropped]
     raced = [p for p in planned if p.races]
+    overlapping, reruns = [], 0
     with transaction(get_engine()) as session:
-        started_twice = [
-            f"{p.intent_id}: {n} attempts started"
-            for p in raced
-            if (
-                n := sum(
-                    e.event_type == "EXECUTION_STARTED"
-                    for e in ledger.entries_for_intent(session, p.tenant_id, p.intent_id)
-                )
-            )
-            > 1
-        ]
+        for item in raced:
+            open_attempt = False  # in ledger order: an attempt starts, then ends with its outcome fact
+            for entry in ledger.entries_for_intent(session, item.tenant_id, item.intent_id):
+                if entry.event_type == "EXECUTION_STARTED":
+                    if open_attempt and not entry.details.get("took_over_expired_lease"):
+                        overlapping.append(
+                            f"{item.intent_id}: a second attempt started before the first ended"
+                        )
+                    reruns += entry.details.get("attempt", 1) > 1 and not open_attempt
+                    open_attempt = True
+                elif entry.event_type in OUTCOME_FACTS:
+                    open_attempt = False
     ambiguous = [e for e in rows.values() if e.failure_code == "AMBIGUOUS_OUTCOME" or e.needs_human]
     reconciled = sum(
         1
@@ -1046,7 +1053,8 @@ def _verdict(
         faults_injected=dict(faults),
         faults_consumed=consumed,
         races=len(raced),
-        races_started_twice=started_twice,
+        races_overlapping=overlapping,
+        races_rerun=reruns,
         connection_drops=dict(sorted(Counter(point for p in dropped for point in p.dropped).items())),
         connection_drop_statuses=dict(
             sorted(Counter(status(rows[p.intent_id]) for p in dropped if p.intent_id in rows).items())
@@ -1135,7 +1143,8 @@ def rows(card: Scorecard) -> list[tuple[str, str, str]]:
         ),
         ("kill-switch flips", str(card.switch_flips), ""),
         ("intents run by two executors at once (two flow runs)", str(card.races), ""),
-        ("… of those, two attempts started", count(card.races_started_twice), "0"),
+        ("… of those, two attempts at once", count(card.races_overlapping), "0"),
+        ("… of those, rerun by the second run after the first ended FAILED", str(card.races_rerun), ""),
         (
             "database connections dropped inside a transaction",
             f"{sum(card.connection_drops.values())}: "

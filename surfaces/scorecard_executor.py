@@ -80,6 +80,12 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def die_during(intent: str | None) -> None:
+    """SIGKILL this process if it is still executing ``intent``."""
+    if CURRENT["intent"] == intent:
+        die()
+
+
 def _log_request(request: httpx.Request) -> None:
     if _LOG_FD is None or request.url.port not in _PROVIDER_PORTS:
         return
@@ -126,7 +132,9 @@ def install(log_path: str | None, provider_urls: list[str]) -> None:
             and request.url.port in _PROVIDER_PORTS
             and request.method != "GET"
         ):
-            threading.Timer(0.3, die).start()  # the emulator holds this request for longer, then commits
+            # The emulator holds this request for longer, then commits. Only this intent's execution dies:
+            # one that finished meanwhile (the hold went to another request) is not blamed on the next.
+            threading.Timer(0.3, die_during, args=(CURRENT["intent"],)).start()
         return original(self, request)
 
     httpx.HTTPTransport.handle_request = handle_request  # type: ignore[method-assign]

@@ -7,7 +7,8 @@ Starts, in order, each as a child process in its own process group, all bound to
 2. the work pools ``fulfill`` (intents) and ``fulfill-maintenance`` (reconcile, expire-sweeper,
    deliver-signals) and the deployments of ``prefect.yaml`` (``prefect deploy --all``), so pausing the
    intent pool holds intents without stopping signal delivery, reconciliation or expiry;
-3. one process worker per pool;
+3. a worker per pool: the warm worker (``fulfill worker``) for intents, Prefect's process worker for
+   maintenance;
 4. the fulfill API (uvicorn) with the approval webhook, on ``127.0.0.1:8080``.
 
 Ctrl-C (or SIGTERM) stops everything, newest first. Every child gets the same environment: the
@@ -117,8 +118,13 @@ def running_stack(
     prefect_port: int = 4200,
     api_port: int = 8080,
     emit: Callable[[str], None] = print,
+    warm: bool = True,
 ) -> Iterator[Stack]:
-    """Start the stack; yields it running; stops it on exit."""
+    """Start the stack; yields it running; stops it on exit.
+
+    ``warm``: intents run on the warm worker (``fulfill worker``: executors that imported the engine
+    once, the pool polled every 0.5 s); else on Prefect's process worker (an interpreter per run).
+    """
     import base64
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -152,18 +158,39 @@ def running_stack(
         basic = base64.b64encode(auth.encode()).decode()
         wait_until(answers(f"{prefect_url}/health", basic), "the Prefect server", stack)
         emit("creating the work pools and deploying prefect.yaml…")
-        for pool in (INTENT_POOL, MAINTENANCE_POOL):
-            _run([prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"], env)
+        _run([prefect, "work-pool", "create", MAINTENANCE_POOL, "--type", "process", "--overwrite"], env)
+        if warm:
+            _warm_pool(env)
+        else:
+            _run([prefect, "work-pool", "create", INTENT_POOL, "--type", "process", "--overwrite"], env)
         _run([prefect, "--no-prompt", "deploy", "--all"], env)
         emit("starting the workers and the API…")
-        for pool in (INTENT_POOL, MAINTENANCE_POOL):
-            stack.start(f"worker-{pool}", [prefect, "worker", "start", "--pool", pool], log_dir)
+        fulfill = str(Path(sys.executable).with_name("fulfill"))
+        intents = (
+            [fulfill, "worker", "--pool", INTENT_POOL]
+            if warm
+            else [prefect, "worker", "start", "--pool", INTENT_POOL]
+        )
+        stack.start(f"worker-{INTENT_POOL}", intents, log_dir)
+        stack.start(
+            f"worker-{MAINTENANCE_POOL}", [prefect, "worker", "start", "--pool", MAINTENANCE_POOL], log_dir
+        )
         uvicorn = [sys.executable, "-m", "uvicorn", "surfaces.api:create_app", "--factory"]
         stack.start("api", [*uvicorn, "--host", "127.0.0.1", "--port", str(api_port)], log_dir)
         wait_until(answers(f"{stack.api_url}/healthz"), "the fulfill API", stack)
         yield stack
     finally:
         stack.stop()
+
+
+def _warm_pool(env: dict[str, str]) -> None:
+    """The intent pool as the warm worker's type (``prefect work-pool create`` knows only Prefect's types).
+
+    A pool of another type (an earlier ``fulfill up --process-worker``) is replaced; ``prefect deploy``
+    then points the deployments at the new one.
+    """
+    code = "import sys; from deployments.worker import ensure_pool; ensure_pool(sys.argv[1])"
+    _run([sys.executable, "-c", code, INTENT_POOL], env)
 
 
 def _migrate(env: dict[str, str]) -> None:

@@ -391,3 +391,27 @@ def test_an_executor_that_died_undoing_a_failure_is_finished_with_that_failure_n
 
 def _gone(*args: Any, **kwargs: Any) -> Any:
     raise LookupError("the host is gone")
+
+
+def test_a_rerun_whose_executor_died_is_not_taken_for_the_earlier_failure(
+    engine: Any, make_intent: Any, tenant: str, scripted: Any
+) -> None:
+    """The earlier attempt failed; the rerun's executor died before any step. Its takeover must run the
+    plan (the rerun has not failed), not end it with the earlier attempt's failure."""
+    from flows.maintenance import reconcile
+    from fulfill import executions
+
+    scripted({"create_attachment": [ValidationRejected("parameters.title: rejected by provider")]})
+    intent = make_intent("internal.attach_brief", BRIEF)
+    intent_id = intent["action_intent_id"]
+    with pytest.raises(ExecutionFailed, match="VALIDATION_FAILED"):
+        execute_intent(intent)
+    with transaction(engine) as session:  # the rerun's executor claims, then dies
+        lease = executions.claim(session, intent_id, owner="rerun/1", blocked=None, lease_seconds=-1)
+        assert isinstance(lease, executions.Lease)
+
+    reconcile(tenant_id=tenant)
+
+    status = ExecutionService(engine).get_execution_status(intent_id, tenant)
+    assert status.status == "SUCCEEDED", status
+    assert _count(engine, InternalAttachment, intent_id) == 1

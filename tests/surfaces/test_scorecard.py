@@ -63,7 +63,7 @@ def test_a_small_scorecard_finds_nothing_duplicated_lost_or_late(scorecard_env: 
     assert set(card.crashes) <= {str(p) for p in KillPoint}
     assert sum(card.connection_drops.values()) >= 2, card.connection_drops  # inside claim … finish
     assert set(card.connection_drops) <= {str(p) for p in DropIn}
-    assert card.races == 2 and card.races_started_twice == []
+    assert card.races == 2 and card.races_overlapping == []
     assert card.provider_duplicates == []
     assert card.succeeded_without_effect == []
     assert card.lost_intents == [], (card.reconciler_problems, card.executor_errors)

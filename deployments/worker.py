@@ -1,0 +1,248 @@
+"""The warm worker: ``execute-intent`` flow runs in interpreters that have already imported the engine.
+
+Prefect's process worker starts ``python -m prefect.engine`` for every flow run: on 2 cores about 10 s of
+interpreter start and imports before the flow's first line (docs/benchmarks.md, P2). This worker — a
+Prefect worker type of its own, ``fulfill-warm`` — keeps executor processes forked from a fork server
+that imported the engine once. Each executor runs one flow run at a time, in its main thread, through
+Prefect's own ``run_flow``: the run's state changes, its logs in the UI, its state hooks and its SIGTERM
+handling are Prefect's, as under the process worker. After a run the executor waits for the next one.
+
+What it keeps of the process worker:
+
+* it is a Prefect worker: it polls its work pool (``PREFECT_WORKER_QUERY_SECONDS``; ``fulfill up``
+  sets 0.5 s for it), so a paused pool holds runs and the pool's and the worker's concurrency limits
+  (``--limit``) hold as for any worker;
+* one OS process per running flow run: an executor that dies (SIGKILL, OOM) loses only its own run,
+  which the worker reports Crashed (a non-zero exit) and the reconciler takes over;
+* cancelling a run in the UI sends its executor SIGTERM, which Prefect's engine turns into the
+  cancellation (fulfill's hook cancels the execution and undoes its steps), then the executor exits.
+
+Its environment is the flows' environment (database URL, trusted keys, settings), as for every
+worker here: the pool's per-run ``env`` is not applied (an executor is already running when a run
+arrives).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+from uuid import UUID
+
+import anyio
+import anyio.abc
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import InfrastructureNotFound
+from prefect.workers.base import BaseWorker, BaseWorkerResult
+from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, ProcessWorker
+
+#: The worker type (the work pool's type).
+WORKER_TYPE = "fulfill-warm"
+#: Imported once by the fork server, so an executor starts in milliseconds.
+PRELOAD = ["flows.execute_intent", "prefect.flow_engine", "prefect.client.orchestration"]
+#: An executor's exit code when the run is not one of ``execute-intent`` (it does not run it).
+NOT_EXECUTE_INTENT = 3
+
+
+class WarmWorkerResult(BaseWorkerResult):
+    """The executor's pid and how its run ended (0, or the executor's exit code if it died)."""
+
+
+@dataclass
+class _Executor:
+    """One warm executor process and the pipe it takes flow run ids on."""
+
+    process: BaseProcess
+    conn: Connection
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def execute(self, flow_run_id: str) -> int:
+        """Run one flow run; 0 when the executor answered, else its exit code (it died)."""
+        try:
+            self.conn.send(flow_run_id)
+            code = int(self.conn.recv())
+        except (EOFError, OSError):
+            self.process.join(timeout=30)
+            return self.process.exitcode if self.process.exitcode not in (None, 0) else 1
+        return code
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def _api_settings() -> dict[str, Any]:
+    """The worker's Prefect API settings, for its executors (the fork server may predate them)."""
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api
+    auth = api.auth_string.get_secret_value() if api.auth_string is not None else None
+    key = api.key.get_secret_value() if api.key is not None else None
+    return {"api.url": api.url, "api.auth_string": auth, "api.key": key}
+
+
+def _fulfill_environment() -> dict[str, str]:
+    """The worker's ``FULFILL_*`` variables, for its executors (the fork server may predate them)."""
+    return {name: value for name, value in os.environ.items() if name.startswith("FULFILL_")}
+
+
+def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) -> None:
+    """An executor: one flow run id per message, run in this (main) thread; answers 0 per run.
+
+    The fork server is one per worker process and keeps the environment it started with, so each
+    executor takes the worker's current fulfill settings (``environment``) and Prefect API settings
+    (``api``: URL and credentials), passed over the pipe, never on a command line.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.settings import temporary_settings
+
+    from flows.execute_intent import execute_intent
+    from fulfill.settings import reload_settings
+
+    for name in [name for name in os.environ if name.startswith("FULFILL_") and name not in environment]:
+        del os.environ[name]
+    os.environ.update(environment)
+    reload_settings()
+
+    # Prefect's flow heartbeat (≥ 30 s, joined at the end of every run: about 1 s each) adds nothing to
+    # crash detection here: the worker reports a dead executor's run Crashed and fulfill's lease
+    # heartbeat shows a lost host within seconds.
+    with temporary_settings(updates={**api, "flows.heartbeat_frequency": None}):
+        conn.send(os.getpid())
+        while (flow_run_id := _next(conn)) is not None:
+            with get_client(sync_client=True) as client:
+                flow_run = client.read_flow_run(UUID(flow_run_id))
+                flow = client.read_flow(flow_run.flow_id)
+            if flow.name != execute_intent.name:
+                os._exit(NOT_EXECUTE_INTENT)  # the worker reports the run Crashed with this code
+            run_flow(
+                execute_intent, flow_run=flow_run, parameters=dict(flow_run.parameters), return_type="state"
+            )
+            conn.send(0)
+
+
+def _next(conn: Connection) -> str | None:
+    """The next flow run id; ``None`` when told to stop or when the worker is gone (its pipe closed)."""
+    try:
+        flow_run_id: str | None = conn.recv()
+    except (EOFError, OSError):
+        return None
+    return flow_run_id
+
+
+class WarmWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, WarmWorkerResult]):
+    """Runs ``execute-intent`` flow runs in warm executor processes (see the module docstring)."""
+
+    type = WORKER_TYPE
+    job_configuration = ProcessJobConfiguration
+    job_configuration_variables = ProcessVariables
+    _description = "Runs fulfill's execute-intent flow runs in warm executor processes, one run each."
+    _display_name = "fulfill warm worker"
+    _documentation_url = "https://github.com/fulfill/fulfill/blob/main/docs/operations.md"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._idle: queue.SimpleQueue[_Executor] = queue.SimpleQueue()
+        self._all: list[_Executor] = []
+        self._lock = threading.Lock()
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(PRELOAD)
+
+    @classmethod
+    def get_default_base_job_template(cls) -> dict[str, Any]:
+        """The process worker's template: the same job variables, so a process pool can be switched."""
+        return ProcessWorker.get_default_base_job_template()
+
+    def _take(self) -> _Executor:
+        """An idle executor (one that died while idle is dropped), or a new one from the warm fork server."""
+        while True:
+            try:
+                idle = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if idle.process.is_alive():
+                return idle
+            with self._lock:
+                self._all.remove(idle)
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=serve, args=(theirs, _api_settings(), _fulfill_environment()), daemon=True
+        )
+        process.start()
+        theirs.close()
+        ours.recv()  # its pid: it is ready
+        executor = _Executor(process, ours)
+        with self._lock:
+            self._all.append(executor)
+        return executor
+
+    async def run(
+        self,
+        flow_run: FlowRun,
+        configuration: ProcessJobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> WarmWorkerResult:
+        executor = await anyio.to_thread.run_sync(self._take)
+        if task_status is not None:
+            task_status.started(executor.pid)
+        code = await anyio.to_thread.run_sync(executor.execute, str(flow_run.id))
+        if code == 0:
+            self._idle.put(executor)
+        else:
+            with self._lock:
+                self._all.remove(executor)
+        return WarmWorkerResult(identifier=str(executor.pid), status_code=code)
+
+    async def kill_infrastructure(
+        self, infrastructure_pid: str, configuration: ProcessJobConfiguration, grace_seconds: int = 30
+    ) -> None:
+        """Cancel a run: SIGTERM its executor (Prefect's engine cancels the run; the executor exits)."""
+        try:
+            os.kill(int(infrastructure_pid), signal.SIGTERM)
+        except (ProcessLookupError, ValueError) as exc:
+            raise InfrastructureNotFound(f"no executor {infrastructure_pid}") from exc
+
+    async def teardown(self, *exc_info: Any) -> None:
+        await super().teardown(*exc_info)
+        with self._lock:
+            executors, self._all = self._all, []
+        for executor in executors:
+            await anyio.to_thread.run_sync(executor.stop)
+
+
+def ensure_pool(name: str) -> None:
+    """Make work pool ``name`` one of the warm worker's type, replacing a pool of another type.
+
+    ``prefect work-pool create`` knows only Prefect's own worker types, so ``fulfill up`` creates it here.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            if client.read_work_pool(name).type == WORKER_TYPE:
+                return
+            client.delete_work_pool(name)
+        except ObjectNotFound:
+            pass
+        client.create_work_pool(
+            WorkPoolCreate(
+                name=name, type=WORKER_TYPE, base_job_template=WarmWorker.get_default_base_job_template()
+            )
+        )

@@ -1,0 +1,92 @@
+"""The warm worker: execute-intent runs in executor processes that imported the engine once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import anyio
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+
+from deployments.worker import WORKER_TYPE, WarmWorker, ensure_pool
+from flows.execute_intent import execute_intent
+from fulfill.db import transaction
+from fulfill.tables import Execution
+from tasks.admit import verify_and_register
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def _read(run_id: UUID) -> FlowRun:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead_one(
+    engine: Any, make_intent: Any, unique: str
+) -> None:
+    pool = f"warm-{unique}"
+    ensure_pool(pool)
+    ensure_pool(pool)  # idempotent
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool(pool).type == WORKER_TYPE
+    deployment_id = execute_intent.to_deployment(name=f"execute-intent-{unique}", work_pool_name=pool).apply()
+    assert isinstance(deployment_id, UUID)
+
+    def submit(title: str) -> tuple[str, UUID]:
+        intent = make_intent("internal.create_task", {"title": title})
+        assert verify_and_register(intent).admitted
+        with get_client(sync_client=True) as client:
+            run = client.create_flow_run_from_deployment(
+                deployment_id, parameters={"action_intent_id": intent["action_intent_id"]}
+            )
+        return intent["action_intent_id"], run.id
+
+    def finish(run_id: UUID, what: str) -> None:
+        def final() -> bool:
+            run = _read(run_id)
+            return run.state is not None and run.state.is_final()
+
+        _until(final, what)
+
+    def status(intent_id: str) -> str:
+        with transaction(engine) as session:
+            row = session.get(Execution, intent_id)
+            assert row is not None
+            return str(row.status)
+
+    pids: list[int] = []
+    worker = WarmWorker(work_pool_name=pool, limit=1)
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.start)
+            for n in range(3):
+                intent_id, run_id = await anyio.to_thread.run_sync(submit, f"Warm {n}")
+                await anyio.to_thread.run_sync(finish, run_id, f"run {n}")
+                run = await anyio.to_thread.run_sync(_read, run_id)
+                assert run.state is not None and run.state.is_completed(), run.state
+                assert await anyio.to_thread.run_sync(status, intent_id) == "SUCCEEDED"
+                assert run.infrastructure_pid is not None
+                pids.append(int(run.infrastructure_pid))
+                if n == 1:  # the idle executor dies between runs: the next run gets a new one
+                    os.kill(pids[-1], signal.SIGKILL)
+            group.cancel_scope.cancel()
+
+    anyio.run(scenario)
+
+    assert pids[0] == pids[1] != os.getpid(), "the second run reused the first run's executor"
+    assert pids[2] != pids[1], "a dead executor is replaced, not handed a run"
