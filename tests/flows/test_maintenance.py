@@ -438,6 +438,18 @@ def test_a_rerun_held_by_a_kill_switch_keeps_the_flag_for_a_person(
 
 
 # --- recovery in seconds: the watching reconciler ------------------------------------------------
+def _left_by_dead_executor(engine: Any, make_intent: Any, title: str, *, lease_seconds: int = -1) -> str:
+    """A registered intent claimed by an executor that is gone; its lease runs out ``lease_seconds`` from now."""
+    intent = make_intent("internal.create_task", {"title": title})
+    assert verify_and_register(intent).admitted
+    with transaction(engine) as session:
+        lease = executions.claim(
+            session, intent["action_intent_id"], owner="dead/1", blocked=None, lease_seconds=lease_seconds
+        )
+    assert isinstance(lease, executions.Lease)
+    return str(intent["action_intent_id"])
+
+
 def _count_passes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Record every pass ``reconcile`` makes (whether it looked for PENDING orphans in it)."""
     import flows.maintenance as maintenance
@@ -456,12 +468,8 @@ def _count_passes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 def test_a_watching_reconcile_takes_over_a_lease_that_runs_out_while_it_watches(
     engine: Any, make_intent: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    intent = make_intent("internal.create_task", {"title": "Its executor stopped beating"})
-    intent_id = intent["action_intent_id"]
-    assert verify_and_register(intent).admitted
-    with transaction(engine) as session:  # its last heartbeat: the lease runs out 2 s from now
-        lease = executions.claim(session, intent_id, owner="dead-worker/1", blocked=None, lease_seconds=2)
-    assert isinstance(lease, executions.Lease)
+    # Its last heartbeat: the lease runs out 2 s from now.
+    intent_id = _left_by_dead_executor(engine, make_intent, "Its executor stopped beating", lease_seconds=2)
     passes = _count_passes(monkeypatch)
 
     results = reconcile(tenant_id=tenant, watch_seconds=8, every_seconds=0.25)
@@ -545,11 +553,7 @@ def test_a_watching_reconcile_survives_a_failed_pass_and_a_failed_takeover(
 
     import flows.maintenance as maintenance
 
-    intent = make_intent("internal.create_task", {"title": "Taken over despite a flaky connection"})
-    intent_id = intent["action_intent_id"]
-    assert verify_and_register(intent).admitted
-    with transaction(engine) as session:
-        executions.claim(session, intent_id, owner="dead/1", blocked=None, lease_seconds=-1)
+    intent_id = _left_by_dead_executor(engine, make_intent, "Taken over despite a flaky connection")
     real_pass, real_rerun = maintenance._reconcile_pass, maintenance._rerun
     calls = {"pass": 0, "rerun": 0}
 
@@ -582,11 +586,7 @@ def test_a_reconcile_that_could_not_settle_an_intent_ends_failed_naming_it(
 ) -> None:
     import flows.maintenance as maintenance
 
-    intent = make_intent("internal.create_task", {"title": "Its takeover keeps failing"})
-    intent_id = intent["action_intent_id"]
-    assert verify_and_register(intent).admitted
-    with transaction(engine) as session:
-        executions.claim(session, intent_id, owner="dead/1", blocked=None, lease_seconds=-1)
+    intent_id = _left_by_dead_executor(engine, make_intent, "Its takeover keeps failing")
 
     def broken(action_intent_id: str) -> Any:
         raise RuntimeError("the database is gone")
