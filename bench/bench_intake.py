@@ -38,6 +38,41 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
 
 
+def _phases(stack: Any, flow_run_ids: list[str]) -> dict[str, list[float]]:
+    """Seconds between the flow runs' state changes (created → Pending → Running → Completed)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    phases: dict[str, list[float]] = {
+        "intake created the run → the worker took it (Pending)": [],
+        "→ the flow started (Running)": [],
+        "→ the flow ended (Completed)": [],
+    }
+    settings = {
+        PREFECT_API_URL: stack.prefect_url,
+        PREFECT_API_AUTH_STRING: stack.env["PREFECT_API_AUTH_STRING"],
+    }
+    with temporary_settings(settings), get_client(sync_client=True) as client:
+        for run_id in flow_run_ids:
+            run = client.read_flow_run(UUID(run_id))
+            at = {state.type.value: state.timestamp for state in client.read_flow_run_states(UUID(run_id))}
+            created, pending, running, done = (
+                run.created,
+                at.get("PENDING"),
+                at.get("RUNNING"),
+                at.get("COMPLETED"),
+            )
+            if created is None or pending is None or running is None or done is None:
+                continue
+            for values, (start, end) in zip(
+                phases.values(), ((created, pending), (pending, running), (running, done)), strict=True
+            ):
+                values.append((end - start).total_seconds())
+    return phases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sequential", type=int, default=10)
@@ -65,6 +100,7 @@ def main() -> None:
     reload_settings()
     run = uuid.uuid4().hex[:6]
     counter = iter(range(1, 100_000))
+    run_ids: dict[str, str] = {}  # intent → its flow run
 
     def post(api_url: str) -> str:
         n = next(counter)
@@ -81,6 +117,7 @@ def main() -> None:
         }
         answer = httpx.post(f"{api_url}/webhooks/approvals", content=body, headers=headers, timeout=300)
         assert answer.status_code == 202, answer.text
+        run_ids[str(intent["action_intent_id"])] = str(answer.json()["flow_run_id"])
         return str(intent["action_intent_id"])
 
     def wait_succeeded(service: Any, intent_id: str, started: float) -> float:
@@ -98,9 +135,12 @@ def main() -> None:
         service = ExecutionService()
         wait_succeeded(service, post(stack.api_url), time.perf_counter())  # warm-up
         sequential = []
+        sequential_ids = []
         for _ in range(args.sequential):
             t0 = time.perf_counter()
-            sequential.append(wait_succeeded(service, post(stack.api_url), t0))
+            sequential_ids.append(post(stack.api_url))
+            sequential.append(wait_succeeded(service, sequential_ids[-1], t0))
+        phases = _phases(stack, [run_ids[i] for i in sequential_ids])
         burst_seconds: list[float] = []
         for size in bursts:
             t0 = time.perf_counter()
@@ -144,6 +184,13 @@ def main() -> None:
             f"| burst of {size}: all SUCCEEDED after | {took:.2f} s |"
             for size, took in zip(bursts, burst_seconds, strict=True)
         ],
+        "",
+        "Where a sequential approval's time goes (medians, from the flow runs' state timestamps: created by"
+        " the intake → Pending when the worker took it → Running when the flow started → Completed):",
+        "",
+        "| phase | median |",
+        "|---|---|",
+        *[f"| {name} | {statistics.median(values):.2f} s |" for name, values in phases.items()],
         "",
     ]
     print("\n".join(lines))

@@ -925,8 +925,11 @@ def up(
 def worker(
     pool: Annotated[str, typer.Option(help="The work pool whose execute-intent runs it takes.")] = "fulfill",
     limit: Annotated[
-        int | None, typer.Option(min=1, help="Flow runs at a time (default: only the pool's limit holds).")
-    ] = None,
+        int,
+        typer.Option(
+            min=1, help="Flow runs at a time: executor processes, ~150 MB each (and the pool's limit)."
+        ),
+    ] = 4,
     poll: Annotated[float, typer.Option(min=0.1, help="Seconds between two looks at the pool.")] = 0.5,
 ) -> None:
     """Run execute-intent flow runs in warm executor processes (a Prefect worker, type fulfill-warm)."""
