@@ -103,19 +103,20 @@ def reconcile(
     if every_seconds <= 0:
         raise ValueError(f"every_seconds: must be more than 0, not {every_seconds}")
     started = orphans_seen = time.monotonic()
+    orphans = True  # the first pass looks for them; while watching, every ORPHANS_EVERY_SECONDS
+    results: list[ExecutionResult] = []
     with _Takeovers(watching=watch_seconds > 0) as takeovers:
-        results = takeovers.guarded(
-            "pass", partial(_reconcile_pass, limit, tenant_id, pending_grace_seconds, takeovers, orphans=True)
-        )
-        while (left := started + watch_seconds - time.monotonic()) > 0:
-            time.sleep(min(every_seconds, left))
-            orphans = time.monotonic() - orphans_seen >= ORPHANS_EVERY_SECONDS
-            if orphans:
-                orphans_seen = time.monotonic()
+        while True:
             results += takeovers.guarded(
                 "pass",
                 partial(_reconcile_pass, limit, tenant_id, pending_grace_seconds, takeovers, orphans=orphans),
             )
+            if (left := started + watch_seconds - time.monotonic()) <= 0:
+                break
+            time.sleep(min(every_seconds, left))
+            orphans = time.monotonic() - orphans_seen >= ORPHANS_EVERY_SECONDS
+            if orphans:
+                orphans_seen = time.monotonic()
         results += takeovers.finish()
     get_run_logger().info("reconciled %d executions", len(results))
     if takeovers.failing:

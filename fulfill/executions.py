@@ -443,7 +443,7 @@ def fail_mid_undo(session: Session, execution: Execution) -> None:
     """
     assert execution.failure_code is not None
     code = FailureCode(execution.failure_code)
-    message = (execution.failure_message or "").removesuffix(UNDO_UNDER_WAY) + UNDO_UNDER_WAY
+    message = (execution.failure_message or "") + UNDO_UNDER_WAY
     _terminal(
         session,
         execution,

@@ -67,7 +67,6 @@ SF_OPPORTUNITY, HS_DEAL = "006Hs00001xyzABIAY", "2001"
 BLOCKED = "[blocked]"  # a follow-up subject the Salesforce emulator refuses: the opportunity is undone
 GENERATIONS = range(4)
 TERMINAL = {"SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED"}
-OUTCOME_FACTS = {"ACTION_EXECUTED", "ACTION_FAILED", "ACTION_EXPIRED", "ACTION_CANCELLED"}
 #: A call this long after a kill switch was engaged cannot have been checked before it (the check runs
 #: just before each call, in the same process); a call in flight when the switch flipped is allowed.
 SWITCH_GRACE_SECONDS = 0.5
@@ -931,7 +930,7 @@ def _verdict(
 ) -> Scorecard:
     from fulfill import ledger
     from fulfill.db import get_engine, transaction
-    from fulfill.executions import SIGNAL_NAMESPACE
+    from fulfill.executions import FINISH_EVENT, SIGNAL_NAMESPACE
     from fulfill.tables import Execution, Outcome, Signal
 
     ids = list(by_id)
@@ -1029,7 +1028,7 @@ def _verdict(
                         )
                     reruns += entry.details.get("attempt", 1) > 1 and not open_attempt
                     open_attempt = True
-                elif entry.event_type in OUTCOME_FACTS:
+                elif entry.event_type in FINISH_EVENT.values():
                     open_attempt = False
     ambiguous = [e for e in rows.values() if e.failure_code == "AMBIGUOUS_OUTCOME" or e.needs_human]
     reconciled = sum(

@@ -186,11 +186,17 @@ def running_stack(
 def _warm_pool(env: dict[str, str]) -> None:
     """The intent pool as the warm worker's type (``prefect work-pool create`` knows only Prefect's types).
 
-    A pool of another type (an earlier ``fulfill up --process-worker``) is replaced; ``prefect deploy``
-    then points the deployments at the new one.
+    Created here, through the stack's Prefect API, not by starting another interpreter. A pool of
+    another type (an earlier ``fulfill up --process-worker``) is replaced; ``prefect deploy`` then points
+    the deployments at the new one.
     """
-    code = "import sys; from deployments.worker import ensure_pool; ensure_pool(sys.argv[1])"
-    _run([sys.executable, "-c", code, INTENT_POOL], env)
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from deployments.worker import ensure_pool
+
+    api = {PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"]}
+    with temporary_settings(api):
+        ensure_pool(INTENT_POOL)
 
 
 def _migrate(env: dict[str, str]) -> None:

@@ -25,9 +25,11 @@ def dropped_connection(task: Task[..., Any], task_run: TaskRun, state: State[Any
     """The ``retry_condition_fn`` of the recording tasks: retry only when the database connection dropped.
 
     A connection that drops inside the transaction rolls it back, so writing it again writes it once.
-    A commit whose acknowledgement was lost is safe to repeat too: every record is fenced and idempotent
-    (the same claim returns the same lease, a step already SUCCEEDED or COMPENSATED is left as it is,
-    a second finish finds the execution terminal). Every other error stands.
+    A commit whose acknowledgement was lost (rarer: the drop falls exactly on the commit) is repeated
+    harmlessly by most records — the same claim returns the same lease, a step already SUCCEEDED or
+    COMPENSATED is left as it is, a second finish or finish-undo finds the execution settled — but a
+    repeated ``halt`` or ``record-step-failed`` writes its ledger fact a second time. Every other error
+    stands.
     """
     error = state.result(raise_on_failure=False)
     return isinstance(error, sa.exc.DBAPIError) and bool(error.connection_invalidated)
