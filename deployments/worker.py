@@ -9,9 +9,12 @@ handling are Prefect's, as under the process worker. After a run the executor wa
 
 What it keeps of the process worker:
 
-* it is a Prefect worker: it polls its work pool (``PREFECT_WORKER_QUERY_SECONDS``; ``fulfill up``
-  sets 0.5 s for it), so a paused pool holds runs and the pool's and the worker's concurrency limits
-  (``--limit``) hold as for any worker;
+* it is a Prefect worker: it takes runs only through Prefect's poll of its work pool, so a paused pool
+  holds runs and the pool's and the worker's concurrency limits (``--limit``) hold as for any worker;
+  but it does not wait for the next poll (``PREFECT_WORKER_QUERY_SECONDS``) to look: it subscribes to
+  Prefect's ``prefect.flow-run.Scheduled`` events of its pool and polls as soon as one arrives (tens of
+  milliseconds after the run was created), and again whenever an executor becomes free. The timed poll
+  stays, as the fallback when the event stream is down;
 * one OS process per running flow run: an executor that dies (SIGKILL, OOM) loses only its own run,
   which the worker reports Crashed (a non-zero exit) and the reconciler takes over;
 * cancelling a run in the UI sends its executor SIGTERM, which Prefect's engine turns into the
@@ -39,6 +42,9 @@ from uuid import UUID
 import anyio
 import anyio.abc
 from prefect.client.schemas.objects import FlowRun
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.events.schemas.events import Event
 from prefect.exceptions import InfrastructureNotFound
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, ProcessWorker
@@ -49,6 +55,13 @@ WORKER_TYPE = "fulfill-warm"
 PRELOAD = ["flows.execute_intent", "prefect.flow_engine", "prefect.client.orchestration"]
 #: An executor's exit code when the run is not one of ``execute-intent`` (it does not run it).
 NOT_EXECUTE_INTENT = 3
+#: The event Prefect's server emits when a flow run enters Scheduled (a deployment run is created so).
+SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
+#: After a wake-up, polls again at these delays while a run named by an event has not been returned:
+#: the server emits the event before the transaction that creates the run has committed.
+REPOLL_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.4)
+#: Seconds before subscribing again when the event stream failed (the timed poll goes on meanwhile).
+RESUBSCRIBE_SECONDS = 5.0
 
 
 class WarmWorkerResult(BaseWorkerResult):
@@ -155,8 +168,11 @@ class WarmWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, WarmWorke
     _display_name = "fulfill warm worker"
     _documentation_url = "https://github.com/fulfill/fulfill/blob/main/docs/operations.md"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wake_on_events: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._wake_on_events = wake_on_events
+        self._wake = anyio.Event()
+        self._awaited: set[UUID] = set()
         self._idle: queue.SimpleQueue[_Executor] = queue.SimpleQueue()
         self._all: list[_Executor] = []
         self._lock = threading.Lock()
@@ -191,6 +207,67 @@ class WarmWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, WarmWorke
             self._all.append(executor)
         return executor
 
+    async def setup(self) -> None:
+        await super().setup()
+        if self._runs_task_group is not None:
+            self._runs_task_group.start_soon(self._cancellable, self._poll_on_wake)
+            if self._wake_on_events:
+                self._runs_task_group.start_soon(self._cancellable, self._listen)
+
+    async def _cancellable(self, loop: Any) -> None:
+        """Run ``loop`` until the worker's teardown (which cancels these scopes before closing its task group)."""
+        with anyio.CancelScope() as scope:
+            self._scheduled_task_scopes.add(scope)
+            await loop()
+        self._scheduled_task_scopes.discard(scope)
+
+    def _wake_up(self, flow_run_id: UUID | None = None) -> None:
+        """Have the pool polled now (and, for ``flow_run_id``, until that run is returned or tries run out)."""
+        if flow_run_id is not None:
+            self._awaited.add(flow_run_id)
+        self._wake.set()
+
+    async def _poll_on_wake(self) -> None:
+        """Poll the pool through Prefect's own path whenever woken (an event, a free executor)."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            for delay in REPOLL_DELAYS:
+                await anyio.sleep(delay)
+                try:
+                    taken = await self.get_and_submit_flow_runs()
+                except Exception:  # the timed poll is still there; log and wait for the next wake-up
+                    self._logger.exception("Polling the work pool on a wake-up failed")
+                    break
+                self._awaited -= {run.id for run in taken} | self._submitting_flow_run_ids
+                if not self._awaited or self._limiter is not None and self._limiter.available_tokens == 0:
+                    break
+            self._awaited.clear()
+
+    def _scheduled_here(self, event: Event) -> UUID | None:
+        """The flow run an event says was scheduled into this worker's pool, else ``None``."""
+        if event.event != SCHEDULED_EVENT or not event.resource.id.startswith("prefect.flow-run."):
+            return None
+        in_pool = any(
+            related.role == "work-pool" and related.name == self._work_pool_name for related in event.related
+        )
+        return UUID(event.resource.id.removeprefix("prefect.flow-run.")) if in_pool else None
+
+    async def _listen(self) -> None:
+        """Wake the poll for every run scheduled into this pool (Prefect's events stream)."""
+        only_scheduled = EventFilter(event=EventNameFilter(name=[SCHEDULED_EVENT]))
+        while True:
+            try:
+                async with get_events_subscriber(
+                    filter=only_scheduled, reconnect_on_clean_close=True
+                ) as events:
+                    async for event in events:
+                        if (flow_run_id := self._scheduled_here(event)) is not None:
+                            self._wake_up(flow_run_id)
+            except Exception as exc:  # noqa: BLE001 - the timed poll goes on; subscribe again later
+                self._logger.warning("Prefect's event stream failed (%s); polling only, for now", exc)
+            await anyio.sleep(RESUBSCRIBE_SECONDS)
+
     async def run(
         self,
         flow_run: FlowRun,
@@ -206,6 +283,7 @@ class WarmWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, WarmWorke
         else:
             with self._lock:
                 self._all.remove(executor)
+        self._wake_up()  # a free executor: take a waiting run now, not at the next poll
         return WarmWorkerResult(identifier=str(executor.pid), status_code=code)
 
     async def kill_infrastructure(

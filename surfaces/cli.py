@@ -930,7 +930,13 @@ def worker(
             min=1, help="Flow runs at a time: executor processes, ~150 MB each (and the pool's limit)."
         ),
     ] = 4,
-    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between two looks at the pool.")] = 0.5,
+    poll: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds between two timed looks at the pool (a run is also taken on its Prefect event, at once).",
+        ),
+    ] = 2.0,
 ) -> None:
     """Run execute-intent flow runs in warm executor processes (a Prefect worker, type fulfill-warm)."""
     import anyio

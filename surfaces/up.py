@@ -123,7 +123,7 @@ def running_stack(
     """Start the stack; yields it running; stops it on exit.
 
     ``warm``: intents run on the warm worker (``fulfill worker``: executors that imported the engine
-    once, the pool polled every 0.5 s); else on Prefect's process worker (an interpreter per run).
+    once, a run taken on its Prefect event); else on Prefect's process worker (an interpreter per run).
     """
     import base64
 

@@ -90,3 +90,50 @@ def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead
 
     assert pids[0] == pids[1] != os.getpid(), "the second run reused the first run's executor"
     assert pids[2] != pids[1], "a dead executor is replaced, not handed a run"
+
+
+@pytest.mark.parametrize("wake_on_events", [True, False], ids=["events", "polling-only"])
+def test_a_scheduled_run_is_taken_on_its_event_not_at_the_next_poll(
+    engine: Any, make_intent: Any, unique: str, wake_on_events: bool
+) -> None:
+    """With a two-minute poll, only the flow-run event can start a run created after the first poll."""
+    from prefect.settings import temporary_settings
+
+    pool = f"warm-events-{unique}"
+    ensure_pool(pool)
+    deployment_id = execute_intent.to_deployment(name=f"execute-intent-{unique}", work_pool_name=pool).apply()
+    assert isinstance(deployment_id, UUID)
+    intent = make_intent("internal.create_task", {"title": "Taken on its event"})
+    assert verify_and_register(intent).admitted
+    worker = WarmWorker(work_pool_name=pool, limit=1, wake_on_events=wake_on_events)
+    waited: list[float] = []
+
+    def create_and_wait() -> None:
+        with get_client(sync_client=True) as client:
+            run = client.create_flow_run_from_deployment(
+                deployment_id, parameters={"action_intent_id": intent["action_intent_id"]}
+            )
+        started = time.monotonic()
+        deadline = started + 10
+        while time.monotonic() < deadline:
+            state = _read(run.id).state
+            if state is not None and state.is_final():
+                waited.append(time.monotonic() - started)
+                assert state.is_completed(), state
+                return
+            time.sleep(0.1)
+
+    async def scenario() -> None:
+        with temporary_settings(updates={"worker.query_seconds": 120}):
+            async with anyio.create_task_group() as group:
+                group.start_soon(worker.start)
+                await anyio.sleep(4)  # the worker's first poll (at start) and its subscription are done
+                await anyio.to_thread.run_sync(create_and_wait)
+                group.cancel_scope.cancel()
+
+    anyio.run(scenario)
+
+    if wake_on_events:
+        assert waited, "the run was not taken within 10 s of its creation though its event was sent"
+    else:
+        assert not waited, "without events the run waits for the next poll (two minutes away)"
