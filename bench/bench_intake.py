@@ -170,7 +170,7 @@ def main() -> None:
         f"Machine: {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
         f"{platform.python_version()}; SQLite ledger, Prefect's own server on {prefect_db}; intents on "
         + (
-            "the warm worker (`fulfill worker`, polling every 0.5 s)"
+            "the warm worker (`fulfill worker`: a run taken on its Prefect event, the pool also polled every 2 s)"
             if warm
             else f"Prefect's process worker (polling every {os.environ['PREFECT_WORKER_QUERY_SECONDS']} s)"
         )

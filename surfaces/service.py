@@ -111,9 +111,8 @@ class ExecutionService:
         Raises:
             IntentRejected: invalid schema, approval signature, or conflicting content.
         """
-        from prefect.settings import temporary_settings
-
         from flows.execute_intent import AdmissionRejected, ExecutionFailed, execute_intent
+        from flows.heartbeat import without_flow_heartbeat
         from tasks.admit import Rejected, verify_and_register
 
         # Received first (verified, registered, ledgered), then run by reference: the intent (up to
@@ -126,7 +125,7 @@ class ExecutionService:
             # detection) only costs time: a sync flow joins its heartbeat thread at exit (≈1 s per
             # run, measured). Crashes are still settled by the lease and the reconcile flow.
             # Deployment runs on workers keep the heartbeat.
-            with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+            with without_flow_heartbeat():
                 execute_intent(action_intent_id=admission.action_intent_id)
         except AdmissionRejected as rejected:
             raise IntentRejected(rejected.code, None, rejected.message) from None
