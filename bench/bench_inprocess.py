@@ -20,8 +20,9 @@ Two parts, each in this one run:
 2. **Embedded default** (Prefect's ephemeral server, SQLite ledger; a child process of its own): the same
    intents back to back, then isolated (a 2 s pause before each). The goal: back to back no slower.
 
-``--profile DIR`` also profiles ``--runs`` fulfill intents with pyinstrument (statistical, 1 ms) and writes
-``DIR/p1-fulfill.html`` (an interactive flame graph: open it in a browser) and ``DIR/p1-fulfill.txt``.
+``--profile DIR`` also profiles 10 more fulfill intents with pyinstrument (statistical, 1 ms) and writes
+``DIR/p1-fulfill.html`` (an interactive flame graph: open it in a browser; not committed, ~5 MB) and
+``DIR/p1-fulfill.txt`` (the call tree as text, which the section also shows).
 Speed goals live here, never in timed tests.
 """
 
@@ -46,6 +47,8 @@ from common import free_port, load_note, machine, percentile
 from intents import bench_intent
 
 EMBEDDED_FLAG = "--embedded-child"
+#: Intents profiled with ``--profile`` (after the measured runs).
+PROFILED = 10
 
 
 def _prefect_server(database_url: str | None, home: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -155,10 +158,8 @@ def _against_server(args: argparse.Namespace, data: Path) -> dict[str, list[floa
             timings["bare flow"].append(_timed(partial(bare_flow, f"flow-{key}")))
             timings["bare write"].append(_timed(partial(write, f"write-{key}")))
         if args.profile:
-            _profile(
-                args.profile,
-                lambda: [service.execute_action_intent(intent(10_000 + n)) for n in range(args.runs)],
-            )
+            profiled = [intent(10_000 + n) for n in range(PROFILED)]
+            _profile(args.profile, lambda: [service.execute_action_intent(raw) for raw in profiled])
     return timings
 
 
@@ -281,6 +282,18 @@ def main() -> None:
         + ".",
         "",
     ]
+    if args.profile:
+        tree = (args.profile / "p1-fulfill.txt").read_text(encoding="utf-8").strip()
+        lines += [
+            f"Where a fulfill intent's time goes: pyinstrument over {PROFILED} intents after the measured ones"
+            " (Prefect's own frames folded; the interactive flame graph is `docs/profiles/p1-fulfill.html`"
+            " after a run):",
+            "",
+            "```text",
+            tree,
+            "```",
+            "",
+        ]
     print("\n".join(lines))
     if args.write:
         args.write.write_text("\n".join(lines), encoding="utf-8")

@@ -7,7 +7,7 @@ import math
 import os
 import platform
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -50,3 +50,47 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def fresh_prefect_database(data: Path) -> Iterator[None]:
+    """A Prefect database of its own for one stack, so no earlier stack's scheduled runs are waiting in it.
+
+    (A reused database holds every maintenance run scheduled since the last stack stopped; a new worker
+    starts them all at once, one process each, and the machine is saturated for minutes.) With
+    ``PREFECT_API_DATABASE_CONNECTION_URL`` set (PostgreSQL), a new database beside it, dropped after;
+    else ``PREFECT_HOME`` in ``data`` (Prefect's SQLite database lives there).
+    """
+    import uuid
+
+    import sqlalchemy as sa
+
+    url = os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL", "")
+    saved = {name: os.environ.get(name) for name in ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_HOME")}
+    admin = None
+    name = ""
+    if url.startswith("postgresql"):
+        base = sa.make_url(url)
+        name = f"{base.database}_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine(
+            base.set(drivername="postgresql+psycopg", database="postgres"), isolation_level="AUTOCOMMIT"
+        )
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = base.set(database=name).render_as_string(
+            hide_password=False
+        )
+    else:
+        os.environ["PREFECT_HOME"] = str(data / "prefect-home")
+    try:
+        yield
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()

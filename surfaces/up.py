@@ -119,11 +119,13 @@ def running_stack(
     api_port: int = 8080,
     emit: Callable[[str], None] = print,
     warm: bool = True,
+    worker_limit: int = 4,
 ) -> Iterator[Stack]:
     """Start the stack; yields it running; stops it on exit.
 
     ``warm``: intents run on the warm worker (``fulfill worker``: executors that imported the engine
-    once, a run taken on its Prefect event); else on Prefect's process worker (an interpreter per run).
+    once, a run taken on its Prefect event; ``worker_limit`` flow runs at a time); else on Prefect's process
+    worker (an interpreter per run).
     """
     import base64
 
@@ -167,7 +169,7 @@ def running_stack(
         emit("starting the workers and the API…")
         fulfill = str(Path(sys.executable).with_name("fulfill"))
         intents = (
-            [fulfill, "worker", "--pool", INTENT_POOL]
+            [fulfill, "worker", "--pool", INTENT_POOL, "--limit", str(worker_limit)]
             if warm
             else [prefect, "worker", "start", "--pool", INTENT_POOL]
         )

@@ -1,0 +1,148 @@
+"""P3 — sustained intents per second on one host, through the running stack, with 1, 2 and 4 executors.
+
+    .venv/bin/python bench/bench_throughput.py --intents 40 --repeats 3 --limits 1,2,4 \
+        [--postgres-url postgresql://postgres@127.0.0.1:5432/bench_p3_ledger] [--write section.md]
+    # PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://… for a PostgreSQL-backed Prefect server
+
+For each ledger database (SQLite; PostgreSQL too with ``--postgres-url``, created if missing) and each
+limit, starts the whole stack (``fulfill up``'s ``running_stack``: Prefect server, pools, deployments,
+the warm worker with ``--limit`` executors — one flow run each at a time — and the API), warms it with
+one approval, then ``--repeats`` times: posts ``--intents`` signed approvals from 8 concurrent clients
+and waits until every execution is SUCCEEDED. A repetition's rate is its intents divided by the time
+from its first post to its last SUCCEEDED. Reports the median and the p95 (slow side) rate, and the
+baseline measured in the same run: one executor's rate (the goal is ≥ 20 intents/s, rising with
+executors). Speed goals live here, never in timed tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench_intake import SECRET, Deliveries, wait_succeeded
+from common import fresh_prefect_database, load_note, machine, percentile
+
+CLIENTS = 8
+
+
+def _ensure_database(url: str) -> str:
+    """Create ``url``'s database if missing; returns the SQLAlchemy URL (psycopg) of it."""
+    import sqlalchemy as sa
+
+    target = sa.make_url(url).set(drivername="postgresql+psycopg")
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database})
+        if exists.first() is None:
+            conn.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+    return target.render_as_string(hide_password=False)
+
+
+def _measure(ledger_url: str, limit: int, intents: int, repeats: int) -> list[float]:
+    """Rates (intents/s) of ``repeats`` batches through a fresh stack with ``limit`` executors."""
+    data = Path(tempfile.mkdtemp(prefix="fulfill-bench-p3-"))
+    os.environ["FULFILL_DATA_DIR"] = str(data)
+    os.environ["FULFILL_DATABASE_URL"] = ledger_url.replace("{data}", str(data))
+    os.environ["FULFILL_WEBHOOK_SECRETS"] = SECRET
+    os.environ.pop("PREFECT_API_URL", None)
+
+    from fulfill.settings import reload_settings
+    from surfaces.demo import demo_keys
+    from surfaces.service import ExecutionService
+    from surfaces.up import running_stack
+
+    keys, seed = demo_keys(data)
+    os.environ["FULFILL_APPROVAL_KEYS"] = str(keys)
+    reload_settings()
+    deliveries = Deliveries(seed)
+    rates: list[float] = []
+    with (
+        fresh_prefect_database(data),
+        running_stack(
+            data, prefect_port=4291, api_port=8098, emit=lambda _: None, worker_limit=limit
+        ) as stack,
+    ):
+        service = ExecutionService()
+        wait_succeeded(service, deliveries.post(stack.api_url), time.perf_counter())  # warm-up
+        for _ in range(repeats):
+            started = time.perf_counter()
+            with ThreadPoolExecutor(CLIENTS) as clients:
+                ids = list(clients.map(lambda _: deliveries.post(stack.api_url), range(intents)))
+            for intent_id in ids:
+                wait_succeeded(service, intent_id, started)
+            rates.append(intents / (time.perf_counter() - started))
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--intents", type=int, default=40, help="approvals per repetition")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limits", default="1,2,4", help="executor counts, comma-separated")
+    parser.add_argument("--postgres-url", default=None, help="also measure with the ledger on this database")
+    parser.add_argument("--write", type=Path, default=None, help="write the Markdown section to this file")
+    args = parser.parse_args()
+    limits = [int(limit) for limit in args.limits.split(",")]
+    ledgers = {"SQLite": "sqlite:///{data}/fulfill.db"}
+    if args.postgres_url:
+        ledgers["PostgreSQL"] = _ensure_database(args.postgres_url)
+
+    load_start = os.getloadavg()[0]
+    results: dict[tuple[str, int], list[float]] = {}
+    for name, url in ledgers.items():
+        for limit in limits:
+            results[name, limit] = _measure(url, limit, args.intents, args.repeats)
+            print(
+                f"{name}, {limit} executors: {[round(rate, 2) for rate in results[name, limit]]}", flush=True
+            )
+    load_end = os.getloadavg()[0]
+
+    prefect_db = (
+        "PostgreSQL"
+        if os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL", "").startswith("postgres")
+        else "SQLite"
+    )
+    rows = []
+    for (name, limit), rates in results.items():
+        baseline = statistics.median(results[name, limits[0]])
+        median = statistics.median(rates)
+        slow = percentile([-rate for rate in rates], 0.95) * -1  # the p95 of the slow side: a low rate
+        rows.append(
+            f"| {name} | {limit} | {median:.2f} | {slow:.2f} | {median / baseline:.2f} | "
+            + ("met" if slow >= 20 else "**not met**")
+            + " |"
+        )
+    lines = [
+        f"## P3 — sustained intents/s on one host through the stack ({datetime.now(tz=UTC):%Y-%m-%d})",
+        "",
+        f"`bench/bench_throughput.py --intents {args.intents} --repeats {args.repeats} --limits {args.limits}"
+        + (" --postgres-url postgresql://…" if args.postgres_url else "")
+        + "`",
+        "",
+        f"Machine: {machine()}. {load_note(load_start, load_end)}",
+        "",
+        f"Prefect's own server on {prefect_db}; intents on the warm worker with the given number of executors"
+        f" (flow runs at a time); {args.intents} internal intents per repetition from {CLIENTS} concurrent"
+        " clients, timed from the first post to the last SUCCEEDED.",
+        "",
+        f"| ledger | executors | intents/s median | p95 (slow side) | ÷ {limits[0]} executor(s) | goal ≥ 20/s |",
+        "|---|---:|---:|---:|---:|---|",
+        *rows,
+        "",
+    ]
+    print("\n".join(lines))
+    if args.write:
+        args.write.write_text("\n".join(lines), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
