@@ -1,9 +1,12 @@
-"""The warm worker: ``execute-intent`` flow runs in interpreters that have already imported the engine.
+"""The warm worker: fulfill's flow runs in interpreters that have already imported the engine.
 
 Prefect's process worker starts ``python -m prefect.engine`` for every flow run: on 2 cores about 10 s of
 interpreter start and imports before the flow's first line (docs/benchmarks.md, P2). This worker — a
 Prefect worker type of its own, ``fulfill-warm`` — keeps executor processes forked from a fork server
-that imported the engine once. Each executor runs one flow run at a time, in its main thread, through
+that imported the engine once. It runs fulfill's own flows — ``execute-intent`` and the maintenance
+flows (``reconcile``, ``expire-sweeper``, ``deliver-signals``, ``connector-health``), whose runs every
+30–300 s would otherwise cost an interpreter start each (about 0.4 of a core on 2 cores, measured) — and
+refuses any other flow. Each executor runs one flow run at a time, in its main thread, through
 Prefect's own ``run_flow``: the run's state changes, its logs in the UI, its state hooks and its SIGTERM
 handling are Prefect's, as under the process worker. After a run the executor waits for the next one.
 
@@ -41,6 +44,7 @@ from uuid import UUID
 
 import anyio
 import anyio.abc
+from prefect import Flow
 from prefect.client.schemas.objects import FlowRun
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
@@ -52,9 +56,15 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, P
 #: The worker type (the work pool's type).
 WORKER_TYPE = "fulfill-warm"
 #: Imported once by the fork server, so an executor starts in milliseconds.
-PRELOAD = ["flows.execute_intent", "prefect.flow_engine", "prefect.client.orchestration"]
-#: An executor's exit code when the run is not one of ``execute-intent`` (it does not run it).
-NOT_EXECUTE_INTENT = 3
+PRELOAD = [
+    "flows.execute_intent",
+    "flows.maintenance",
+    "flows.health",
+    "prefect.flow_engine",
+    "prefect.client.orchestration",
+]
+#: An executor's exit code when the run is not one of fulfill's flows (it does not run it).
+NOT_A_FULFILL_FLOW = 3
 #: The event Prefect's server emits when a flow run enters Scheduled (a deployment run is created so).
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 #: After a wake-up, polls again at these delays while a run named by an event has not been returned:
@@ -125,7 +135,14 @@ def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) ->
     from prefect.settings import temporary_settings
 
     from flows.execute_intent import execute_intent
+    from flows.health import connector_health
+    from flows.maintenance import deliver_signals, expire_sweeper, reconcile
     from fulfill.settings import reload_settings
+
+    flows: dict[str, Flow[..., Any]] = {
+        flow.name: flow
+        for flow in (execute_intent, reconcile, expire_sweeper, deliver_signals, connector_health)
+    }
 
     for name in [name for name in os.environ if name.startswith("FULFILL_") and name not in environment]:
         del os.environ[name]
@@ -141,10 +158,10 @@ def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) ->
             with get_client(sync_client=True) as client:
                 flow_run = client.read_flow_run(UUID(flow_run_id))
                 flow = client.read_flow(flow_run.flow_id)
-            if flow.name != execute_intent.name:
-                os._exit(NOT_EXECUTE_INTENT)  # the worker reports the run Crashed with this code
+            if flow.name not in flows:
+                os._exit(NOT_A_FULFILL_FLOW)  # the worker reports the run Crashed with this code
             run_flow(
-                execute_intent, flow_run=flow_run, parameters=dict(flow_run.parameters), return_type="state"
+                flows[flow.name], flow_run=flow_run, parameters=dict(flow_run.parameters), return_type="state"
             )
             conn.send(0)
 
@@ -159,12 +176,12 @@ def _next(conn: Connection) -> str | None:
 
 
 class WarmWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, WarmWorkerResult]):
-    """Runs ``execute-intent`` flow runs in warm executor processes (see the module docstring)."""
+    """Runs fulfill's flow runs in warm executor processes (see the module docstring)."""
 
     type = WORKER_TYPE
     job_configuration = ProcessJobConfiguration
     job_configuration_variables = ProcessVariables
-    _description = "Runs fulfill's execute-intent flow runs in warm executor processes, one run each."
+    _description = "Runs fulfill's flow runs in warm executor processes, one run each at a time."
     _display_name = "fulfill warm worker"
     _documentation_url = "https://github.com/fulfill/fulfill/blob/main/docs/operations.md"
 

@@ -876,7 +876,7 @@ def up(
         bool,
         typer.Option(
             "--process-worker",
-            help="Run intents with Prefect's process worker (a new interpreter per run) instead of the warm worker.",
+            help="Run both pools with Prefect's process worker (a new interpreter per run) instead of the warm worker.",
         ),
     ] = False,
 ) -> None:
@@ -902,9 +902,8 @@ def up(
                 f"[bold]fulfill API[/]     {stack.api_url}   POST /webhooks/approvals · /healthz · /docs"
             )
             console.print(
-                "[bold]work pools[/]      fulfill (intents, "
-                + ("process worker" if process_worker else "warm worker")
-                + ") · fulfill-maintenance (reconcile, expiry, signals)"
+                "[bold]work pools[/]      fulfill (intents) · fulfill-maintenance (reconcile, expiry, signals); "
+                + ("process workers" if process_worker else "warm workers")
             )
             console.print(f"[bold]logs[/]            {data_dir / 'logs'}")
             console.print("Ctrl-C stops everything.")
@@ -923,7 +922,9 @@ def up(
 
 @app.command("worker")
 def worker(
-    pool: Annotated[str, typer.Option(help="The work pool whose execute-intent runs it takes.")] = "fulfill",
+    pool: Annotated[
+        str, typer.Option(help="The work pool whose runs it takes (of fulfill's flows only).")
+    ] = "fulfill",
     limit: Annotated[
         int,
         typer.Option(
@@ -938,7 +939,7 @@ def worker(
         ),
     ] = 2.0,
 ) -> None:
-    """Run execute-intent flow runs in warm executor processes (a Prefect worker, type fulfill-warm)."""
+    """Run fulfill's flow runs in warm executor processes (a Prefect worker, type fulfill-warm)."""
     import anyio
     from prefect.settings import temporary_settings
 

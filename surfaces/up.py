@@ -7,8 +7,8 @@ Starts, in order, each as a child process in its own process group, all bound to
 2. the work pools ``fulfill`` (intents) and ``fulfill-maintenance`` (reconcile, expire-sweeper,
    deliver-signals) and the deployments of ``prefect.yaml`` (``prefect deploy --all``), so pausing the
    intent pool holds intents without stopping signal delivery, reconciliation or expiry;
-3. a worker per pool: the warm worker (``fulfill worker``) for intents, Prefect's process worker for
-   maintenance;
+3. a worker per pool, both the warm worker (``fulfill worker``: runs in processes forked from one that
+   imported the engine once), or Prefect's process worker for both with ``--process-worker``;
 4. the fulfill API (uvicorn) with the approval webhook, on ``127.0.0.1:8080``.
 
 Ctrl-C (or SIGTERM) stops everything, newest first. Every child gets the same environment: the
@@ -34,6 +34,9 @@ import httpx
 PROJECT = Path(__file__).resolve().parents[1]
 INTENT_POOL = "fulfill"
 MAINTENANCE_POOL = "fulfill-maintenance"
+#: Maintenance runs at a time: a watching reconcile (a minute each, sometimes two overlapping), signal
+#: delivery, the expiry sweep and the health check; a backlog after downtime waits its turn.
+MAINTENANCE_LIMIT = 4
 
 
 @dataclass
@@ -160,23 +163,21 @@ def running_stack(
         basic = base64.b64encode(auth.encode()).decode()
         wait_until(answers(f"{prefect_url}/health", basic), "the Prefect server", stack)
         emit("creating the work pools and deploying prefect.yaml…")
-        _run([prefect, "work-pool", "create", MAINTENANCE_POOL, "--type", "process", "--overwrite"], env)
         if warm:
-            _warm_pool(env)
+            _warm_pools(env)
         else:
-            _run([prefect, "work-pool", "create", INTENT_POOL, "--type", "process", "--overwrite"], env)
+            for pool in (INTENT_POOL, MAINTENANCE_POOL):
+                _run([prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"], env)
         _run([prefect, "--no-prompt", "deploy", "--all"], env)
         emit("starting the workers and the API…")
         fulfill = str(Path(sys.executable).with_name("fulfill"))
-        intents = (
-            [fulfill, "worker", "--pool", INTENT_POOL, "--limit", str(worker_limit)]
-            if warm
-            else [prefect, "worker", "start", "--pool", INTENT_POOL]
-        )
-        stack.start(f"worker-{INTENT_POOL}", intents, log_dir)
-        stack.start(
-            f"worker-{MAINTENANCE_POOL}", [prefect, "worker", "start", "--pool", MAINTENANCE_POOL], log_dir
-        )
+        for pool, limit in ((INTENT_POOL, worker_limit), (MAINTENANCE_POOL, MAINTENANCE_LIMIT)):
+            worker = (
+                [fulfill, "worker", "--pool", pool, "--limit", str(limit)]
+                if warm
+                else [prefect, "worker", "start", "--pool", pool]
+            )
+            stack.start(f"worker-{pool}", worker, log_dir)
         uvicorn = [sys.executable, "-m", "uvicorn", "surfaces.api:create_app", "--factory"]
         stack.start("api", [*uvicorn, "--host", "127.0.0.1", "--port", str(api_port)], log_dir)
         wait_until(answers(f"{stack.api_url}/healthz"), "the fulfill API", stack)
@@ -185,8 +186,8 @@ def running_stack(
         stack.stop()
 
 
-def _warm_pool(env: dict[str, str]) -> None:
-    """The intent pool as the warm worker's type (``prefect work-pool create`` knows only Prefect's types).
+def _warm_pools(env: dict[str, str]) -> None:
+    """Both pools of the warm worker's type (``prefect work-pool create`` knows only Prefect's types).
 
     Created here, through the stack's Prefect API, not by starting another interpreter. A pool of
     another type (an earlier ``fulfill up --process-worker``) is replaced; ``prefect deploy`` then points
@@ -199,6 +200,7 @@ def _warm_pool(env: dict[str, str]) -> None:
     api = {PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"]}
     with temporary_settings(api):
         ensure_pool(INTENT_POOL)
+        ensure_pool(MAINTENANCE_POOL)
 
 
 def _migrate(env: dict[str, str]) -> None:

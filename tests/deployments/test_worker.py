@@ -11,10 +11,11 @@ from uuid import UUID
 
 import anyio
 import pytest
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 
-from deployments.worker import WORKER_TYPE, WarmWorker, ensure_pool
+from deployments.worker import NOT_A_FULFILL_FLOW, WORKER_TYPE, WarmWorker, ensure_pool
 from flows.execute_intent import execute_intent
 from fulfill.db import transaction
 from fulfill.tables import Execution
@@ -137,3 +138,43 @@ def test_a_scheduled_run_is_taken_on_its_event_not_at_the_next_poll(
         assert waited, "the run was not taken within 10 s of its creation though its event was sent"
     else:
         assert not waited, "without events the run waits for the next poll (two minutes away)"
+
+
+@flow(name="not-fulfill")
+def _foreign() -> None:
+    """A flow that is none of fulfill's: the warm worker must not run it."""
+
+
+def test_maintenance_flows_run_warm_and_any_other_flow_is_refused(engine: Any, unique: str) -> None:
+    from flows.maintenance import expire_sweeper
+
+    pool = f"warm-maint-{unique}"
+    ensure_pool(pool)
+    sweeper = expire_sweeper.to_deployment(name=f"expire-sweeper-{unique}", work_pool_name=pool).apply()
+    foreign = _foreign.to_deployment(name=f"foreign-{unique}", work_pool_name=pool).apply()
+    assert isinstance(sweeper, UUID) and isinstance(foreign, UUID)
+    finals: dict[str, FlowRun] = {}
+
+    def run_both() -> None:
+        with get_client(sync_client=True) as client:
+            runs = {
+                "sweeper": client.create_flow_run_from_deployment(sweeper).id,
+                "foreign": client.create_flow_run_from_deployment(foreign).id,
+            }
+        for name, run_id in runs.items():
+            _until(lambda run_id=run_id: bool((state := _read(run_id).state) and state.is_final()), name)
+            finals[name] = _read(run_id)
+
+    async def scenario() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(WarmWorker(work_pool_name=pool, limit=2).start)
+            await anyio.to_thread.run_sync(run_both)
+            group.cancel_scope.cancel()
+
+    anyio.run(scenario)
+
+    sweeper_state, foreign_state = finals["sweeper"].state, finals["foreign"].state
+    assert sweeper_state is not None and sweeper_state.is_completed(), sweeper_state
+    assert finals["sweeper"].infrastructure_pid not in (None, str(os.getpid())), "ran in an executor"
+    assert foreign_state is not None and foreign_state.is_crashed(), foreign_state
+    assert str(NOT_A_FULFILL_FLOW) in (foreign_state.message or "")
