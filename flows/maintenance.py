@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -87,9 +87,11 @@ def reconcile(
       whose kill switches are released: finish undoing it.
 
     Args:
-        watch_seconds: Keep watching this long, a pass every ``every_seconds``, so a dead executor is
-            taken over seconds after its lease runs out (the deployment: a minute per run, one run
-            after another). ``0``: one pass.
+        watch_seconds: Keep watching this long from the run's scheduled start, a pass every
+            ``every_seconds``, so a dead executor is taken over seconds after its lease runs out (the
+            deployment: a minute per run, one run after another). A run that starts late watches only
+            what is left of its window, and one whose window has passed makes one pass: a backlog of
+            scheduled runs after downtime is worked off in seconds, not a minute each. ``0``: one pass.
         every_seconds: Pause between two passes while watching.
 
     Two reconcilers at once (a watching run overlapping the next, an operator's ``fulfill reconcile``)
@@ -102,6 +104,7 @@ def reconcile(
         raise ValueError(f"watch_seconds: must be 0 (one pass) or more, not {watch_seconds}")
     if every_seconds <= 0:
         raise ValueError(f"every_seconds: must be more than 0, not {every_seconds}")
+    watch_seconds = _window_left(watch_seconds)
     started = orphans_seen = time.monotonic()
     orphans = True  # the first pass looks for them; while watching, every ORPHANS_EVERY_SECONDS
     results: list[ExecutionResult] = []
@@ -122,6 +125,15 @@ def reconcile(
     if takeovers.failing:
         raise ReconcileIncomplete(takeovers.failing)
     return results
+
+
+def _window_left(watch_seconds: float) -> float:
+    """Seconds left of a watch window that began at this run's scheduled start (if it has one)."""
+    scheduled: datetime | None = flow_run.scheduled_start_time
+    if scheduled is None:
+        return watch_seconds
+    late = (datetime.now(tz=UTC) - scheduled).total_seconds()
+    return max(0.0, watch_seconds - max(0.0, late))
 
 
 class ReconcileIncomplete(Exception):

@@ -507,6 +507,26 @@ def test_reconcile_makes_one_pass_unless_it_watches(
     assert passes == [True], "refused before any pass"
 
 
+def test_a_reconcile_run_whose_window_has_passed_makes_one_pass(
+    engine: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog after downtime: a run scheduled ten minutes ago does not watch its minute again."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.runtime import flow_run
+
+    passes = _count_passes(monkeypatch)
+    late = datetime.now(tz=UTC) - timedelta(minutes=10)
+    monkeypatch.setattr(flow_run, "scheduled_start_time", late, raising=False)
+    reconcile(tenant_id=tenant, watch_seconds=60, every_seconds=0.1)
+    assert passes == [True], "one pass, not a minute of them"
+
+    almost = datetime.now(tz=UTC) - timedelta(seconds=57)
+    monkeypatch.setattr(flow_run, "scheduled_start_time", almost, raising=False)
+    reconcile(tenant_id=tenant, watch_seconds=60, every_seconds=0.1)
+    assert 2 <= len(passes) - 1 <= 100, f"the seconds of its window left: {len(passes) - 1} passes"
+
+
 def test_executors_that_died_together_are_taken_over_at_once(
     engine: Any, make_intent: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
