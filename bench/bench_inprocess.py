@@ -43,7 +43,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from common import free_port, load_note, machine, percentile
+from common import free_port, load_note, machine, percentile, publish
 from intents import bench_intent
 
 EMBEDDED_FLAG = "--embedded-child"
@@ -294,9 +294,7 @@ def main() -> None:
             "```",
             "",
         ]
-    print("\n".join(lines))
-    if args.write:
-        args.write.write_text("\n".join(lines), encoding="utf-8")
+    publish(lines, args.write)
 
 
 if __name__ == "__main__":

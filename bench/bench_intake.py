@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import fresh_prefect_database, load_note, machine, percentile
+from common import fresh_prefect_database, load_note, machine, percentile, publish
 from intents import bench_intent
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, action="append", help="a burst of this many (repeatable)")
     parser.add_argument("--repeats", type=int, default=1, help="run each burst this many times")
     parser.add_argument("--worker", choices=["warm", "process"], default="warm")
-    parser.add_argument("--write", type=Path, default=None, help="append the results to this Markdown file")
+    parser.add_argument("--write", type=Path, default=None, help="write the Markdown section to this file")
     args = parser.parse_args()
     bursts: list[int] = args.burst or [10]
     data = Path(tempfile.mkdtemp(prefix="fulfill-bench-intake-"))
@@ -209,10 +209,7 @@ def main() -> None:
         *[f"| {name} | {statistics.median(values):.2f} s |" for name, values in phases.items()],
         "",
     ]
-    print("\n".join(lines))
-    if args.write:
-        with args.write.open("a", encoding="utf-8") as out:
-            out.write("\n".join(lines) + "\n")
+    publish(lines, args.write)
 
 
 if __name__ == "__main__":

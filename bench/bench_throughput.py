@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench_intake import SECRET, Deliveries, wait_succeeded
-from common import fresh_prefect_database, load_note, machine, percentile
+from common import fresh_prefect_database, load_note, machine, percentile, publish
 
 CLIENTS = 8
 
@@ -139,9 +139,7 @@ def main() -> None:
         *rows,
         "",
     ]
-    print("\n".join(lines))
-    if args.write:
-        args.write.write_text("\n".join(lines), encoding="utf-8")
+    publish(lines, args.write)
 
 
 if __name__ == "__main__":

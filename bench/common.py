@@ -94,3 +94,11 @@ def fresh_prefect_database(data: Path) -> Iterator[None]:
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
+
+
+def publish(lines: list[str], write: Path | None) -> None:
+    """Print a Markdown section, and write it to ``write`` when given (``bench/run_all.py`` collects it)."""
+    text = "\n".join(lines)
+    print(text)
+    if write is not None:
+        write.write_text(text + "\n", encoding="utf-8")
