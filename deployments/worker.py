@@ -68,7 +68,7 @@ NOT_A_FULFILL_FLOW = 3
 #: The event Prefect's server emits when a flow run enters Scheduled (a deployment run is created so).
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 #: After a wake-up, polls again at these delays while a run named by an event has not been returned:
-#: the server emits the event before the transaction that creates the run has committed.
+#: the server emits the event inside the transaction that creates the run, which may not have committed.
 REPOLL_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.4)
 #: Seconds before subscribing again when the event stream failed (the timed poll goes on meanwhile).
 RESUBSCRIBE_SECONDS = 5.0
