@@ -26,23 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench_intake import SECRET, Deliveries, wait_succeeded
-from common import fresh_prefect_database, load_note, machine, percentile, publish
+from common import ensure_database, fresh_prefect_database, load_note, machine, percentile, publish
 
 CLIENTS = 8
-
-
-def _ensure_database(url: str) -> str:
-    """Create ``url``'s database if missing; returns the SQLAlchemy URL (psycopg) of it."""
-    import sqlalchemy as sa
-
-    target = sa.make_url(url).set(drivername="postgresql+psycopg")
-    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database})
-        if exists.first() is None:
-            conn.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
-    admin.dispose()
-    return target.render_as_string(hide_password=False)
 
 
 def _measure(ledger_url: str, limit: int, intents: int, repeats: int) -> list[float]:
@@ -94,7 +80,7 @@ def main() -> None:
     limits = [int(limit) for limit in args.limits.split(",")]
     ledgers = {"SQLite": "sqlite:///{data}/fulfill.db"}
     if args.postgres_url:
-        ledgers["PostgreSQL"] = _ensure_database(args.postgres_url)
+        ledgers["PostgreSQL"] = ensure_database(args.postgres_url)
 
     load_start = os.getloadavg()[0]
     results: dict[tuple[str, int], list[float]] = {}

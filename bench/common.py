@@ -9,6 +9,10 @@ import platform
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -52,6 +56,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _admin(url: str) -> Engine:
+    """An AUTOCOMMIT engine on the ``postgres`` database of ``url``'s server (to create and drop databases)."""
+    import sqlalchemy as sa
+
+    server = sa.make_url(url).set(drivername="postgresql+psycopg", database="postgres")
+    return sa.create_engine(server, isolation_level="AUTOCOMMIT")
+
+
+def ensure_database(url: str) -> str:
+    """Create ``url``'s PostgreSQL database if it is missing; returns its URL with the psycopg driver."""
+    import sqlalchemy as sa
+
+    target = sa.make_url(url).set(drivername="postgresql+psycopg")
+    admin = _admin(url)
+    with admin.connect() as conn:
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database})
+        if exists.first() is None:
+            conn.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+    return target.render_as_string(hide_password=False)
+
+
 @contextlib.contextmanager
 def fresh_prefect_database(data: Path) -> Iterator[None]:
     """A Prefect database of its own for one stack, so no earlier stack's scheduled runs are waiting in it.
@@ -72,9 +98,7 @@ def fresh_prefect_database(data: Path) -> Iterator[None]:
     if url.startswith("postgresql"):
         base = sa.make_url(url)
         name = f"{base.database}_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine(
-            base.set(drivername="postgresql+psycopg", database="postgres"), isolation_level="AUTOCOMMIT"
-        )
+        admin = _admin(url)
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = base.set(database=name).render_as_string(

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import ensure_database
+
 HERE = Path(__file__).resolve().parent
 MARKER = "<!-- Everything below is written by bench/run_all.py; edit the scripts, not this part. -->"
 
@@ -86,18 +88,6 @@ def _sections(postgres: str, quick: bool) -> list[tuple[str, list[str]]]:
     ]
 
 
-def _ensure_database(postgres: str, name: str) -> None:
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(
-        sa.make_url(f"{postgres}/postgres").set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-    )
-    with admin.connect() as conn:
-        if conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -121,7 +111,7 @@ def main() -> None:
         )
     postgres = args.postgres.rstrip("/")
     for name in ("bench_prefect", "bench_p1_prefect"):
-        _ensure_database(postgres, name)
+        ensure_database(f"{postgres}/{name}")
     environment = {
         **os.environ,
         "PREFECT_API_DATABASE_CONNECTION_URL": f"{postgres.replace('postgresql://', 'postgresql+asyncpg://')}/bench_prefect",
