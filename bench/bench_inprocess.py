@@ -37,7 +37,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -51,37 +52,34 @@ EMBEDDED_FLAG = "--embedded-child"
 PROFILED = 10
 
 
-def _prefect_server(database_url: str | None, home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A Prefect server on a free loopback port (its own PREFECT_HOME); returns it and its API URL."""
-    import httpx
+@contextmanager
+def _prefect_server(database_url: str | None, home: Path) -> Iterator[str]:
+    """A Prefect server on a free loopback port (its own PREFECT_HOME), started, watched and stopped as
+    ``fulfill up`` does it; yields its API URL."""
+    from surfaces.up import Stack, answers, wait_until
 
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "DO_NOT_TRACK": "1"}
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
-    prefect = str(Path(sys.executable).with_name("prefect"))
     home.mkdir(parents=True, exist_ok=True)
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen(
-        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=log,
-    )
-    api = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the Prefect server exited; see {home / 'server.log'}")
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                return server, api
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.kill()
-    raise SystemExit("the Prefect server did not answer within 180 s")
+    stack = Stack(prefect_url=api, api_url="", env=env)
+    try:
+        stack.start(
+            "prefect-server",
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            home,
+        )
+        wait_until(answers(f"{api}/health"), "the Prefect server", stack, timeout=180)
+        yield api
+    finally:
+        stack.stop()
 
 
 def _prepare(data: Path, database_url: str | None) -> tuple[Any, Callable[[int], dict[str, Any]]]:
@@ -222,13 +220,9 @@ def main() -> None:
 
     load_start = os.getloadavg()[0]
     data = Path(tempfile.mkdtemp(prefix="fulfill-bench-p1-"))
-    server, api = _prefect_server(args.prefect_database_url, data / "prefect")
-    try:
+    with _prefect_server(args.prefect_database_url, data / "prefect") as api:
         os.environ["PREFECT_API_URL"] = api
         timings = _against_server(args, data)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     child_env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     child_env.pop("FULFILL_DATABASE_URL", None)
     embedded: dict[str, list[float]] = json.loads(
