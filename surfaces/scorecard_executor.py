@@ -267,8 +267,8 @@ def _execute(line: dict[str, Any]) -> dict[str, Any]:
 PRELOAD = ["surfaces.scorecard_executor", "flows.execute_intent", "flows.maintenance", "prefect.flow_engine"]
 
 
-def _prepared() -> AbstractContextManager[Any]:
-    from prefect.settings import temporary_settings
+def _prepared() -> AbstractContextManager[None]:
+    from flows.heartbeat import without_flow_heartbeat
 
     install(
         os.environ.get("FULFILL_SCORECARD_LOG"),
@@ -276,7 +276,7 @@ def _prepared() -> AbstractContextManager[Any]:
     )
     # Crash detection is the point here, and it is fulfill's own (lease heartbeat, the run's state); Prefect's
     # flow heartbeat (≥ 30 s) would only add a second per run, joined at exit.
-    return temporary_settings(updates={"flows.heartbeat_frequency": None})
+    return without_flow_heartbeat()
 
 
 def _answer(line: dict[str, Any]) -> dict[str, Any]:
