@@ -1,11 +1,10 @@
-"""The warm worker: execute-intent runs in executor processes that imported the engine once."""
+"""The warm worker: fulfill's flow runs in executor processes that imported the engine once."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -29,11 +28,13 @@ def _read(run_id: UUID) -> FlowRun:
         return client.read_flow_run(run_id)
 
 
-def _until(check: Callable[[], bool], what: str, timeout: float = 90) -> None:
+def _finished(run_id: UUID, what: str, timeout: float = 90) -> FlowRun:
+    """The flow run once its state is final (fails the test after ``timeout``)."""
     deadline = time.monotonic() + timeout
-    while not check():
+    while (run := _read(run_id)).state is None or not run.state.is_final():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+    return run
 
 
 def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead_one(
@@ -56,13 +57,6 @@ def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead
             )
         return intent["action_intent_id"], run.id
 
-    def finish(run_id: UUID, what: str) -> None:
-        def final() -> bool:
-            run = _read(run_id)
-            return run.state is not None and run.state.is_final()
-
-        _until(final, what)
-
     def status(intent_id: str) -> str:
         with transaction(engine) as session:
             row = session.get(Execution, intent_id)
@@ -77,8 +71,7 @@ def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead
             group.start_soon(worker.start)
             for n in range(3):
                 intent_id, run_id = await anyio.to_thread.run_sync(submit, f"Warm {n}")
-                await anyio.to_thread.run_sync(finish, run_id, f"run {n}")
-                run = await anyio.to_thread.run_sync(_read, run_id)
+                run = await anyio.to_thread.run_sync(_finished, run_id, f"run {n}")
                 assert run.state is not None and run.state.is_completed(), run.state
                 assert await anyio.to_thread.run_sync(status, intent_id) == "SUCCEEDED"
                 assert run.infrastructure_pid is not None
@@ -162,8 +155,7 @@ def test_maintenance_flows_run_warm_and_any_other_flow_is_refused(engine: Any, u
                 "foreign": client.create_flow_run_from_deployment(foreign).id,
             }
         for name, run_id in runs.items():
-            _until(lambda run_id=run_id: bool((state := _read(run_id).state) and state.is_final()), name)
-            finals[name] = _read(run_id)
+            finals[name] = _finished(run_id, name)
 
     async def scenario() -> None:
         async with anyio.create_task_group() as group:
