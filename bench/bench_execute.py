@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
+from common import percentile
 from intents import bench_intent
 
 
@@ -54,8 +55,7 @@ def main() -> None:
         t0 = time.perf_counter()
         assert service.execute_action_intent(intent(n)).status == "SUCCEEDED"
         timings.append(time.perf_counter() - t0)
-    timings.sort()
-    p95 = timings[max(0, int(len(timings) * 0.95) - 1)]
+    p95 = percentile(timings, 0.95)
     print(
         f"{args.runs} intents: median {statistics.median(timings) * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
         f"{args.runs / sum(timings):.2f} intents/s sequential"

@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import math
 import os
 import platform
 import random
@@ -51,7 +50,7 @@ from typing import Any, LiteralString
 import httpx
 import psycopg
 import sqlalchemy as sa
-from common import free_port
+from common import free_port, percentile
 from psycopg import sql
 from sqlalchemy.engine import URL, Engine, make_url
 
@@ -105,13 +104,6 @@ def intent_id(i: int) -> str:
 def tenant_of(i: int, tenants: int) -> str:
     """The tenant of the ``i``-th generated execution (same formula as the fill SQL)."""
     return f"bench-t{i % tenants:03d}"
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..1) of a non-empty sequence."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def libpq_url(url: URL) -> str:
