@@ -17,7 +17,6 @@ import logging
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, overload
 
-from prefect import task
 from pydantic import BaseModel, Field
 
 from fulfill import executions, security_log
@@ -204,7 +203,6 @@ def _rejected(raw: Any, code: FailureCode, field: str | None, reason: str) -> Re
     )
 
 
-@task(name="admit")
 def admit(raw: dict[str, Any], flow_run_id: str | None = None) -> Admission:
-    """Prefect task wrapper of :func:`verify_and_register`."""
+    """The flow's admission (a plain call: :func:`verify_and_register` for the run ``flow_run_id``)."""
     return verify_and_register(raw, flow_run_id=flow_run_id)

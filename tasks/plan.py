@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
 from pydantic import BaseModel
 
 from connectors.errors import ConnectorError
@@ -24,9 +23,8 @@ class Plan(BaseModel):
     fingerprint: str
 
 
-@task(name="plan")
 def plan(lease: Lease, action_type: str, params: dict[str, Any]) -> Plan | Failure:
-    """Resolve the tenant's connector, validate the parameters for it, and list the steps."""
+    """Resolve the tenant's connector, validate the parameters for it, and list the steps (one read)."""
     try:
         connector = resolve_connector(lease.tenant_id, action_type)
         connector.validate(action_type, params)

@@ -1,13 +1,20 @@
-"""Recording tasks: checkpoints, step outcomes and the fenced finish (each its own transaction)."""
+"""Recording steps: checkpoints, step outcomes and the fenced finish (each its own transaction).
+
+They run inside the ``execute-intent`` flow as plain calls, not Prefect tasks: each is one short
+database transaction, and a Prefect task run around it cost more than the write itself (its states,
+events and the server's records of them: issue 13, ``docs/benchmarks.md``). The external calls stay
+Prefect tasks (``tasks.connector_step``). A record whose database connection dropped is written
+again (:func:`recording`), as Prefect's task retries did before.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
-from prefect import Task, task
-from prefect.client.schemas.objects import State, TaskRun
+from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt, wait_fixed
 
 from connectors.base import StepCall, StepResult
 from fulfill import executions
@@ -19,10 +26,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 #: How often a record whose database connection dropped is written again.
 DROPPED_CONNECTION_RETRIES = 2
+log = logging.getLogger("fulfill.records")
 
 
-def dropped_connection(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """The ``retry_condition_fn`` of the recording tasks: retry only when the database connection dropped.
+def dropped_connection(error: BaseException) -> bool:
+    """Whether a record is written again after ``error``: only when the database connection dropped.
 
     A connection that drops inside the transaction rolls it back, so writing it again writes it once.
     A commit whose acknowledgement was lost (rarer: the drop falls exactly on the commit) is repeated
@@ -31,17 +39,23 @@ def dropped_connection(task: Task[..., Any], task_run: TaskRun, state: State[Any
     repeated ``halt`` or ``record-step-failed`` writes its ledger fact a second time. Every other error
     stands.
     """
-    error = state.result(raise_on_failure=False)
     return isinstance(error, sa.exc.DBAPIError) and bool(error.connection_invalidated)
 
 
-def recording(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
-    """``@task`` for a fenced record: its own transaction, written again after a dropped connection."""
-    return task(
-        name=name,
-        retries=DROPPED_CONNECTION_RETRIES,
-        retry_delay_seconds=0.2,
-        retry_condition_fn=dropped_connection,
+def recording(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A fenced record ``name``: its own transaction, written again after a dropped connection."""
+
+    def warn(state: RetryCallState) -> None:
+        # The class only: a driver's message quotes the statement and its parameters.
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning("%s: the database connection dropped (%s); writing it again", name, type(error).__name__)
+
+    return retry(
+        retry=retry_if_exception(dropped_connection),
+        stop=stop_after_attempt(1 + DROPPED_CONNECTION_RETRIES),
+        wait=wait_fixed(0.2),
+        before_sleep=warn,
+        reraise=True,
     )
 
 

@@ -209,14 +209,14 @@ def work_until_death(
 ) -> None:
     """What ``execute-intent`` does after its claim (plan, checkpoint, guarded call, record), up to ``point``.
 
-    The same domain calls as the flow (the task functions themselves, without Prefect's retries):
+    The same domain calls as the flow (the step functions themselves; the provider call without Prefect's retries):
     the guard before the provider call (kill switches, TTL, lease) is the flow's own. Anything that
     would have stopped the flow (a refused guard, a provider error, a lost lease) kills the worker
     there instead. ``inject`` queues a fault at the intent's emulator (``None`` for internal actions).
     """
     intent = parse_intent(raw)
     params = intent.normalized_parameters()
-    the_plan: Plan | Failure = plan.fn(lease, intent.action_type, params)
+    the_plan: Plan | Failure = plan(lease, intent.action_type, params)
     if isinstance(the_plan, Failure) or point == "claimed":
         return
     recorded = {r["step"]: r for r in step_records(lease.action_intent_id, lease.generation)}
@@ -237,7 +237,7 @@ def work_until_death(
             if record is not None and record["status"] == StepStatus.SUCCEEDED:
                 prior[step] = StepResult.model_validate(record["result_json"]).ref
                 continue
-            checkpoint.fn(lease, seq, the_plan.system, call)
+            checkpoint(lease, seq, the_plan.system, call)
             if point == "checkpointed":
                 return
             if point == "answer_lost" and inject is not None:
@@ -245,7 +245,7 @@ def work_until_death(
             result = run_step.fn(call, lease, cache_key=f"dead-worker:{uuid.uuid4().hex}")
             if point in ("provider_committed", "answer_lost"):
                 return
-            record_step_succeeded.fn(lease, step, result, step not in the_plan.self_ledgered_steps)
+            record_step_succeeded(lease, step, result, step not in the_plan.self_ledgered_steps)
             prior[step] = result.ref
             if point == "step_recorded":
                 return
