@@ -110,8 +110,7 @@ def main() -> None:
             f"the machine is busy (load {os.getloadavg()[0]:.1f} on {cores} cores); wait, or pass --anyway"
         )
     postgres = args.postgres.rstrip("/")
-    for name in ("bench_prefect", "bench_p1_prefect"):
-        ensure_database(f"{postgres}/{name}")
+    ensure_database(f"{postgres}/bench_prefect")
     environment = {
         **os.environ,
         "PREFECT_API_DATABASE_CONNECTION_URL": f"{postgres.replace('postgresql://', 'postgresql+asyncpg://')}/bench_prefect",
