@@ -228,7 +228,9 @@ def main() -> None:
     child_env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     child_env.pop("FULFILL_DATABASE_URL", None)
     child_env["PREFECT_HOME"] = str(data / "embedded-home")  # a new ephemeral database, nobody else's
-    child_env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"  # it migrates the new database first
+    child_env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = (
+        "180"  # it migrates the new database first
+    )
     child = subprocess.run(
         [sys.executable, __file__, "--runs", str(args.runs), EMBEDDED_FLAG],
         env=child_env,
