@@ -130,7 +130,7 @@ def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) ->
     executor takes the worker's current fulfill settings (``environment``) and Prefect API settings
     (``api``: URL and credentials), passed over the pipe, never on a command line.
     """
-    from prefect.client.orchestration import get_client
+    from prefect.context import SyncClientContext
     from prefect.flow_engine import run_flow
     from prefect.settings import temporary_settings
 
@@ -152,17 +152,22 @@ def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) ->
     # Prefect's flow heartbeat (≥ 30 s, joined at the end of every run: about 1 s each) adds nothing to
     # crash detection here: the worker reports a dead executor's run Crashed and fulfill's lease
     # heartbeat shows a lost host within seconds.
-    with temporary_settings(updates={**api, "flows.heartbeat_frequency": None}):
+    # One Prefect client for every run of this executor (the engine takes the open one): its connections
+    # stay open between runs instead of a new client, and new connections, per run.
+    with (
+        temporary_settings(updates={**api, "flows.heartbeat_frequency": None}),
+        SyncClientContext.get_or_create() as prefect,
+    ):
         conn.send(os.getpid())
+        names: dict[UUID, str] = {}  # flow id → name: a flow's name never changes
         while (flow_run_id := _next(conn)) is not None:
-            with get_client(sync_client=True) as client:
-                flow_run = client.read_flow_run(UUID(flow_run_id))
-                flow = client.read_flow(flow_run.flow_id)
-            if flow.name not in flows:
+            flow_run = prefect.client.read_flow_run(UUID(flow_run_id))
+            if flow_run.flow_id not in names:
+                names[flow_run.flow_id] = prefect.client.read_flow(flow_run.flow_id).name
+            flow = flows.get(names[flow_run.flow_id])
+            if flow is None:
                 os._exit(NOT_A_FULFILL_FLOW)  # the worker reports the run Crashed with this code
-            run_flow(
-                flows[flow.name], flow_run=flow_run, parameters=dict(flow_run.parameters), return_type="state"
-            )
+            run_flow(flow, flow_run=flow_run, parameters=dict(flow_run.parameters), return_type="state")
             conn.send(0)
 
 
