@@ -8,7 +8,12 @@ each rerun.
 
 from __future__ import annotations
 
-from typing import Protocol
+import threading
+from typing import TYPE_CHECKING, Protocol
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 DEPLOYMENT = "execute-intent/execute-intent"
 
@@ -35,16 +40,51 @@ def launch_deployment_run(
 
     Prefect returns the existing run for the same idempotency key, so concurrent deliveries of one
     approval share one run (fulfill itself compares content: a different intent never gets here).
+    The process keeps one open Prefect client per API and the deployment's id (:func:`_prefect`): an
+    approval costs one request to Prefect, not a new client, a connection and a lookup by name. A
+    deployment created again (a new id) is looked up again.
+    """
+    from httpx import HTTPStatusError
+
+    client, deployments = _prefect()
+    for cached in (True, False):
+        deployment_id = deployments.get(DEPLOYMENT) if cached else None
+        if deployment_id is None:
+            deployment_id = deployments[DEPLOYMENT] = client.read_deployment_by_name(DEPLOYMENT).id
+        try:
+            run = client.create_flow_run_from_deployment(
+                deployment_id,
+                parameters={"action_intent_id": action_intent_id},
+                idempotency_key=idempotency_key or action_intent_id,
+                name=action_intent_id,
+                tags=["fulfill", f"tenant:{tenant_id}", f"action:{action_type}"],
+            )
+        except HTTPStatusError as error:
+            if not cached or error.response.status_code != 404:
+                raise
+            deployments.pop(DEPLOYMENT, None)  # deleted, or deployed again under a new id
+            continue
+        return str(run.id)
+    raise AssertionError("unreachable: the second pass returns or raises")
+
+
+_clients: dict[str, tuple[SyncPrefectClient, dict[str, UUID]]] = {}
+_clients_lock = threading.Lock()
+
+
+def _prefect() -> tuple[SyncPrefectClient, dict[str, UUID]]:
+    """This process's open Prefect client for the current API, and the deployment ids it has read.
+
+    Opened on first use and kept (httpx's client is thread-safe: the API's worker threads share it).
+    Keyed by the API URL, so a process whose settings point elsewhere (tests) gets its own.
     """
     from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
 
-    with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(DEPLOYMENT)
-        run = client.create_flow_run_from_deployment(
-            deployment.id,
-            parameters={"action_intent_id": action_intent_id},
-            idempotency_key=idempotency_key or action_intent_id,
-            name=action_intent_id,
-            tags=["fulfill", f"tenant:{tenant_id}", f"action:{action_type}"],
-        )
-    return str(run.id)
+    api = get_current_settings().api.url or "ephemeral"
+    with _clients_lock:
+        if api not in _clients:
+            client = get_client(sync_client=True)
+            client.__enter__()
+            _clients[api] = (client, {})
+        return _clients[api]
