@@ -26,13 +26,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench_intake import SECRET, Deliveries, wait_succeeded
-from common import ensure_database, fresh_prefect_database, load_note, machine, percentile, publish
+from common import (
+    cpu_seconds_by_group,
+    ensure_database,
+    fresh_prefect_database,
+    load_note,
+    machine,
+    percentile,
+    publish,
+)
 
 CLIENTS = 8
 
 
-def _measure(ledger_url: str, limit: int, intents: int, repeats: int) -> list[float]:
-    """Rates (intents/s) of ``repeats`` batches through a fresh stack with ``limit`` executors."""
+def _measure(
+    ledger_url: str, limit: int, intents: int, repeats: int
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Rates (intents/s) of ``repeats`` batches through a fresh stack with ``limit`` executors, and the
+    CPU seconds per intent each process group (and PostgreSQL) used in each batch."""
     data = Path(tempfile.mkdtemp(prefix="fulfill-bench-p3-"))
     os.environ["FULFILL_DATA_DIR"] = str(data)
     os.environ["FULFILL_DATABASE_URL"] = ledger_url.replace("{data}", str(data))
@@ -49,6 +60,7 @@ def _measure(ledger_url: str, limit: int, intents: int, repeats: int) -> list[fl
     reload_settings()
     deliveries = Deliveries(seed)
     rates: list[float] = []
+    cpu: dict[str, list[float]] = {}
     with (
         fresh_prefect_database(data),
         running_stack(
@@ -57,14 +69,18 @@ def _measure(ledger_url: str, limit: int, intents: int, repeats: int) -> list[fl
     ):
         service = ExecutionService()
         wait_succeeded(service, deliveries.post(stack.api_url), time.perf_counter())  # warm-up
+        groups = {name: child.pid for name, child in stack.children}
         for _ in range(repeats):
+            before = cpu_seconds_by_group(groups)
             started = time.perf_counter()
             with ThreadPoolExecutor(CLIENTS) as clients:
                 ids = list(clients.map(lambda _: deliveries.post(stack.api_url), range(intents)))
             for intent_id in ids:
                 wait_succeeded(service, intent_id, started)
             rates.append(intents / (time.perf_counter() - started))
-    return rates
+            for name, seconds in cpu_seconds_by_group(groups).items():
+                cpu.setdefault(name, []).append((seconds - before[name]) / intents)
+    return rates, cpu
 
 
 def main() -> None:
@@ -84,9 +100,10 @@ def main() -> None:
 
     load_start = os.getloadavg()[0]
     results: dict[tuple[str, int], list[float]] = {}
+    cpu: dict[tuple[str, int], dict[str, list[float]]] = {}
     for name, url in ledgers.items():
         for limit in limits:
-            results[name, limit] = _measure(url, limit, args.intents, args.repeats)
+            results[name, limit], cpu[name, limit] = _measure(url, limit, args.intents, args.repeats)
             print(
                 f"{name}, {limit} executors: {[round(rate, 2) for rate in results[name, limit]]}", flush=True
             )
@@ -124,8 +141,27 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---|",
         *rows,
         "",
+        "CPU seconds per intent by process during the repetitions (median; the load generator — this"
+        " script's 8 posting clients and its status polling — is not counted):",
+        "",
+        _cpu_table(cpu),
+        "",
     ]
     publish(lines, args.write)
+
+
+def _cpu_table(cpu: dict[tuple[str, int], dict[str, list[float]]]) -> str:
+    processes = sorted({process for used in cpu.values() for process in used})
+    lines = [
+        "| ledger | executors | " + " | ".join(processes) + " | total |",
+        "|---|---:|" + "---:|" * (len(processes) + 1),
+    ]
+    for (name, limit), used in cpu.items():
+        medians = [statistics.median(used[process]) if process in used else 0.0 for process in processes]
+        lines.append(
+            f"| {name} | {limit} | " + " | ".join(f"{m:.3f}" for m in medians) + f" | {sum(medians):.3f} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -126,3 +126,28 @@ def publish(lines: list[str], write: Path | None) -> None:
     print(text)
     if write is not None:
         write.write_text(text + "\n", encoding="utf-8")
+
+
+def cpu_seconds_by_group(groups: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each named process group, and by PostgreSQL's processes.
+
+    ``groups`` maps a name to a process-group id (``fulfill up`` starts each child in its own group, so a
+    worker's fork server and executors count with it). Read from ``/proc``: a process that has exited
+    no longer counts, so take the difference of two readings around work done by long-lived processes.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {pgid: name for name, pgid in groups.items()}
+    used = dict.fromkeys([*groups, "PostgreSQL"], 0.0)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited meanwhile
+            continue
+        command, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        name = names.get(int(fields[2]))  # pgrp
+        if name is None and command.startswith("postgres"):
+            name = "PostgreSQL"
+        if name is not None:
+            used[name] += seconds
+    return used
