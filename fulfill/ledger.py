@@ -24,6 +24,7 @@ import stat
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import rfc8785
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from fulfill.db import db_now, insert_ignore, lock_clause
+from fulfill.db import insert_ignore
 from fulfill.redaction import redact
 from fulfill.settings import Settings, load_settings
 from fulfill.tables import LedgerBase, LedgerEntry, LedgerHead
@@ -338,6 +339,34 @@ def chain_hash(prev_hash: str, canonical: bytes, key: LedgerKey | None = None) -
     return hmac.new(key.chain, prev_hash.encode("ascii") + canonical, hashlib.sha256).hexdigest()
 
 
+# The statements of an append (Core: one round trip each, no ORM unit of work) and of verify.
+_ENTRIES: sa.Table = LedgerEntry.__table__  # type: ignore[attr-defined]
+_HEADS: sa.Table = LedgerHead.__table__  # type: ignore[attr-defined]
+_LOCKED_HEAD = (
+    sa.select(_HEADS.c.seq, _HEADS.c.row_hash)
+    .where(_HEADS.c.tenant_id == sa.bindparam("tenant_id"))
+    .with_for_update()
+    .cte("head")
+)
+#: PostgreSQL: the head row locked (``FOR UPDATE``), then ``clock_timestamp()`` — evaluated above the
+#: locking CTE, so after the lock is granted (what ``db_now`` after the locking ``SELECT`` gave).
+_HEAD_FOR_UPDATE = sa.select(
+    _LOCKED_HEAD.c.seq, _LOCKED_HEAD.c.row_hash, sa.func.clock_timestamp(type_=sa.DateTime(timezone=True))
+)
+#: SQLite: the transaction already holds the write lock (``BEGIN IMMEDIATE``); the clock as ``db_now``.
+_HEAD_AND_CLOCK = sa.select(
+    _HEADS.c.seq, _HEADS.c.row_hash, sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", type_=sa.String)
+).where(_HEADS.c.tenant_id == sa.bindparam("tenant_id"))
+_INSERT_ENTRY = sa.insert(_ENTRIES).returning(_ENTRIES.c.id)
+_ADVANCE_HEAD = (
+    sa.update(_HEADS)
+    .where(_HEADS.c.tenant_id == sa.bindparam("head_tenant"))
+    .values(seq=sa.bindparam("head_seq"), row_hash=sa.bindparam("head_hash"))
+)
+#: The head as it is, unlocked (verification).
+_HEAD = sa.select(_HEADS.c.seq, _HEADS.c.row_hash).where(_HEADS.c.tenant_id == sa.bindparam("tenant_id"))
+
+
 def append(
     session: Session,
     *,
@@ -360,40 +389,41 @@ def append(
         key: The ledger key (default: :func:`ledger_key`).
 
     Returns:
-        The new row.
+        The new row, with its id (written by Core statements: not in the session's identity map).
     """
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown ledger event type {event_type!r}")
     key = key or ledger_key()
     clean = redact(dict(details or {}))
-    # The head row, locked, read afresh (populate_existing: not an earlier append's copy in this session);
-    # a tenant's first fact creates it (insert-or-ignore: two first facts at once make one head).
-    query = (
-        select(LedgerHead).where(LedgerHead.tenant_id == tenant_id).execution_options(populate_existing=True)
-    )
-    if lock_clause(session):
-        query = query.with_for_update()
-    head = session.exec(query).one_or_none()
+    session.flush()  # the caller's pending writes go first (as the ORM's autoflush did)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    conn = session.connection()
+    # The head row, locked, and the database clock read once the lock is held: one round trip.
+    # A tenant's first fact creates the head (insert-or-ignore: two first facts at once make one head).
+    head_query = _HEAD_FOR_UPDATE if postgres else _HEAD_AND_CLOCK
+    head = conn.execute(head_query, {"tenant_id": tenant_id}).one_or_none()
     if head is None:
         insert_ignore(session, LedgerHead, {"tenant_id": tenant_id, "seq": 0, "row_hash": GENESIS})
-        head = session.exec(query).one()
+        head = conn.execute(head_query, {"tenant_id": tenant_id}).one()
+    prev_seq, prev_hash, clock = head
+    now = clock.astimezone(UTC) if postgres else datetime.fromisoformat(clock).replace(tzinfo=UTC)
     entry = LedgerEntry(
         tenant_id=tenant_id,
-        seq=head.seq + 1,
+        seq=prev_seq + 1,
         action_intent_id=action_intent_id,
         event_type=event_type,
-        at=db_now(session).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        at=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         actor=actor,
         details=clean,
-        prev_hash=head.row_hash,
+        prev_hash=prev_hash,
         row_hash="",
     )
-    entry.row_hash = chain_hash(head.row_hash, canonical_row(entry), key)
-    session.add(entry)
-    head.seq = entry.seq
-    head.row_hash = entry.row_hash
-    session.add(head)
-    session.flush()
+    entry.row_hash = chain_hash(prev_hash, canonical_row(entry), key)
+    row = {name: getattr(entry, name) for name in (*HASHED_FIELDS, "prev_hash", "row_hash")}
+    entry.id = conn.execute(_INSERT_ENTRY, row).scalar_one()
+    conn.execute(
+        _ADVANCE_HEAD, {"head_tenant": tenant_id, "head_seq": entry.seq, "head_hash": entry.row_hash}
+    )
     return entry
 
 
@@ -555,7 +585,7 @@ def _verify_one(session: Session, tenant_id: str, mac: hmac.HMAC, anchor: Anchor
                 f"row seq {anchor.seq} differs from the checkpoint of {anchor.anchored_at} "
                 "(the chain was rewritten up to it since)",
             )
-    head = session.get(LedgerHead, tenant_id)
+    head = session.connection().execute(_HEAD, {"tenant_id": tenant_id}).one_or_none()
     if head is not None and head.seq > count:
         return broken(
             count,

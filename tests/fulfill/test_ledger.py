@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -100,3 +102,60 @@ def test_concurrent_appends_never_fork_the_chain(engine: Any, tenant: str) -> No
     assert not errors
     report = _report(engine, tenant)
     assert (report.ok, report.rows) == (True, 20)
+
+
+def test_an_append_waits_for_the_chain_head_and_reads_the_clock_once_it_holds_it(
+    engine: Any, tenant: str
+) -> None:
+    """A second append to a chain waits for the first one's commit, chains on it, and is timed after it."""
+    _append(engine, tenant, 1)
+    first_appended = threading.Event()
+    second: list[Any] = []
+    errors: list[BaseException] = []
+
+    def append_second() -> None:
+        try:
+            first_appended.wait(10)
+            with transaction(engine) as session:
+                second.append(ledger.append(session, tenant_id=tenant, event_type="STEP_SUCCEEDED"))
+        except BaseException as exc:  # pragma: no cover - surfaced by the assert below
+            errors.append(exc)
+
+    thread = threading.Thread(target=append_second)
+    thread.start()
+    with transaction(engine) as session:
+        first = ledger.append(session, tenant_id=tenant, event_type="STEP_STARTED")
+        first_appended.set()
+        time.sleep(0.5)  # the second append is waiting for the chain head meanwhile
+        assert not second, "an append went past a chain head another transaction holds"
+    thread.join(30)
+    assert not errors
+    assert (first.seq, second[0].seq) == (2, 3)
+    assert second[0].prev_hash == first.row_hash
+    waited = datetime.fromisoformat(second[0].at) - datetime.fromisoformat(first.at)
+    assert waited >= timedelta(seconds=0.45), "the clock was read before the head lock was held"
+    assert _report(engine, tenant).ok
+
+
+def test_concurrent_first_facts_and_appends_on_many_chains_never_fork(engine: Any, unique: str) -> None:
+    """Eight writers, two on each of four new chains (their first facts race too): every chain verifies."""
+    tenants = [f"t-{unique}-{n}" for n in range(4)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def worker(tenant: str) -> None:
+        try:
+            start.wait(10)
+            _append(engine, tenant, 5)
+        except BaseException as exc:  # pragma: no cover - surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(tenants[n % 4],)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with transaction(engine) as session:
+        reports = ledger.verify_chains(session, tenants)
+    assert [(r.ok, r.rows) for r in reports] == [(True, 10)] * 4
