@@ -22,7 +22,7 @@ import re
 import secrets
 import stat
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -498,22 +498,34 @@ def verify_chains(
     return [_verify_one(session, tenant_id, mac, anchors.get(tenant_id)) for tenant_id in tenant_ids]
 
 
-#: Rows fetched per round trip while verifying (a server-side cursor on PostgreSQL).
-VERIFY_BATCH = 2_000
+#: Rows read per statement while verifying: a chain is read in pages of this many (memory stays bounded).
+VERIFY_PAGE = 5_000
 
 
-def _stored_rows(session: Session, tenant_id: str) -> sa.CursorResult[*tuple[Any, ...]]:
-    """A chain's hashed columns as plain tuples, oldest first, streamed; details as the stored JSON text.
+def _stored_rows(session: Session, tenant_id: str) -> Iterator[sa.Row[*tuple[Any, ...]]]:
+    """A chain's hashed columns as plain tuples, oldest first; details as the stored JSON text.
 
     Columns: id, tenant_id, seq, action_intent_id, event_type, at, actor, details, prev_hash, row_hash.
+    Read in pages of :data:`VERIFY_PAGE` rows by ``seq`` (``seq`` is unique per tenant): the first
+    page without a lower bound, so that every row is read whatever its ``seq``; each next one after
+    the last ``seq`` read. (A client-side result per page: on PostgreSQL, a server-side cursor cost
+    a third of the read.)
     """
-    table: sa.Table = LedgerEntry.__table__  # type: ignore[attr-defined]
-    c = table.c
-    if session.get_bind().dialect.name == "postgresql":
-        details: Any = sa.cast(c.details, sa.Text)  # jsonb's text, exactly what psycopg would parse
-    else:
-        details = sa.type_coerce(c.details, sa.Text)  # the stored text, not parsed
-    query = (
+    conn = session.connection()
+    text = _CHAIN_PAGE_TEXT_PG if session.get_bind().dialect.name == "postgresql" else _CHAIN_PAGE_TEXT
+    page = conn.execute(text[0], {"tenant_id": tenant_id, "page": VERIFY_PAGE}).all()
+    while True:
+        yield from page
+        if len(page) < VERIFY_PAGE:
+            return
+        after = {"tenant_id": tenant_id, "page": VERIFY_PAGE, "after": page[-1][2]}
+        page = conn.execute(text[1], after).all()
+
+
+def _chain_pages(details: Any) -> tuple[sa.Select[*tuple[Any, ...]], sa.Select[*tuple[Any, ...]]]:
+    """The first page of a chain and the page after ``:after`` (see :func:`_stored_rows`)."""
+    c = _ENTRIES.c
+    first = (
         sa.select(
             c.id,
             c.tenant_id,
@@ -526,11 +538,16 @@ def _stored_rows(session: Session, tenant_id: str) -> sa.CursorResult[*tuple[Any
             c.prev_hash,
             c.row_hash,
         )
-        .where(c.tenant_id == tenant_id)
+        .where(c.tenant_id == sa.bindparam("tenant_id"))
         .order_by(c.seq)
-        .execution_options(yield_per=VERIFY_BATCH)
+        .limit(sa.bindparam("page"))
     )
-    return session.connection().execute(query)
+    return first, first.where(c.seq > sa.bindparam("after"))
+
+
+#: jsonb's text on PostgreSQL (exactly what psycopg parses for the ORM); elsewhere the stored text.
+_CHAIN_PAGE_TEXT_PG = _chain_pages(sa.cast(_ENTRIES.c.details, sa.Text))
+_CHAIN_PAGE_TEXT = _chain_pages(sa.type_coerce(_ENTRIES.c.details, sa.Text))
 
 
 def _verify_one(session: Session, tenant_id: str, mac: hmac.HMAC, anchor: Anchor | None) -> ChainReport:
@@ -542,29 +559,29 @@ def _verify_one(session: Session, tenant_id: str, mac: hmac.HMAC, anchor: Anchor
     prev = GENESIS
     count = 0
     hash_at_anchor: str | None = None
-    with _stored_rows(session, tenant_id) as rows:  # closed on an early return (a server-side cursor)
-        for count, row in enumerate(rows, start=1):
-            row_id, row_tenant, seq, intent, event_type, at, actor, details, prev_hash, row_hash = row
-            if seq != count:
-                return broken(
-                    count - 1, count, None, f"row seq {count} is missing (the next row found is seq {seq})"
-                )
-            if prev_hash != prev:
-                return broken(count, seq, row_id, "prev_hash does not match the previous row's hash")
-            digest = mac.copy()  # = chain_hash(prev, canonical_row(row), key)
-            digest.update(prev.encode("ascii"))
-            digest.update(_stored_canonical(row_tenant, seq, intent, event_type, at, actor, details))
-            if not hmac.compare_digest(digest.hexdigest(), row_hash):
-                return broken(
-                    count,
-                    seq,
-                    row_id,
-                    "row content does not match its keyed hash (edited or forged after it was written, "
-                    "or written with another ledger key)",
-                )
-            prev = row_hash
-            if seq == anchored:
-                hash_at_anchor = row_hash
+    for count, row in enumerate(_stored_rows(session, tenant_id), start=1):
+        row_id, row_tenant, seq, intent, event_type, at, actor, details, prev_hash, row_hash = row
+        if seq != count:
+            return broken(
+                count - 1, count, None, f"row seq {count} is missing (the next row found is seq {seq})"
+            )
+        if prev_hash != prev:
+            return broken(count, seq, row_id, "prev_hash does not match the previous row's hash")
+        digest = mac.copy()  # = chain_hash(prev, canonical_row(row), key)
+        digest.update(
+            prev.encode("ascii") + _stored_canonical(row_tenant, seq, intent, event_type, at, actor, details)
+        )
+        if not hmac.compare_digest(digest.hexdigest(), row_hash):
+            return broken(
+                count,
+                seq,
+                row_id,
+                "row content does not match its keyed hash (edited or forged after it was written, "
+                "or written with another ledger key)",
+            )
+        prev = row_hash
+        if seq == anchored:
+            hash_at_anchor = row_hash
     if anchor is not None:
         if count < anchor.seq:
             missing = (

@@ -52,7 +52,12 @@ def test_ledger_refuses_update_and_delete(engine: Any, tenant: str) -> None:
     assert _report(engine, tenant).ok
 
 
-def test_tampering_is_reported_at_the_first_broken_row(engine: Any, tenant: str) -> None:
+@pytest.mark.parametrize("page", [None, 2], ids=["one page", "pages of 2"])
+def test_tampering_is_reported_at_the_first_broken_row(
+    engine: Any, tenant: str, page: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if page is not None:
+        monkeypatch.setattr(ledger, "VERIFY_PAGE", page)
     _append(engine, tenant, 4)
     # A database owner can bypass the trigger; the hash chain still catches the edit.
     with engine.begin() as conn:
@@ -159,3 +164,22 @@ def test_concurrent_first_facts_and_appends_on_many_chains_never_fork(engine: An
     with transaction(engine) as session:
         reports = ledger.verify_chains(session, tenants)
     assert [(r.ok, r.rows) for r in reports] == [(True, 10)] * 4
+
+
+def test_a_chain_is_read_in_pages_and_a_row_before_seq_1_is_seen(
+    engine: Any, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger, "VERIFY_PAGE", 2)
+    _append(engine, tenant, 5)
+    assert (_report(engine, tenant).ok, _report(engine, tenant).rows) == (True, 5)
+    with engine.begin() as conn:  # a forged row below seq 1: inserting is allowed, the chain shows it
+        conn.execute(
+            sa.text(
+                "INSERT INTO ledger (tenant_id, seq, event_type, at, actor, details, prev_hash, row_hash) "
+                "VALUES (:t, -7, 'STEP_SUCCEEDED', 'x', 'mallory', '{}', :h, :h)"
+            ),
+            {"t": tenant, "h": ledger.GENESIS},
+        )
+    report = _report(engine, tenant)
+    assert (report.ok, report.rows, report.broken_seq) == (False, 0, 1)
+    assert "next row found is seq -7" in (report.reason or "")
