@@ -492,6 +492,7 @@ def verify_chains(
     """
     key = key or ledger_key()
     anchors = anchors or {}
+    session.flush()  # rows are read with Core statements: the session's pending writes first (autoflush)
     if tenant_ids is None:
         tenant_ids = sorted(chain_tenants(session) | set(anchors))
     mac = hmac.new(key.chain, digestmod=hashlib.sha256)  # keyed once; each row hashes a copy
@@ -508,8 +509,9 @@ def _stored_rows(session: Session, tenant_id: str) -> Iterator[sa.Row[*tuple[Any
     Columns: id, tenant_id, seq, action_intent_id, event_type, at, actor, details, prev_hash, row_hash.
     Read in pages of :data:`VERIFY_PAGE` rows by ``seq`` (``seq`` is unique per tenant): the first
     page without a lower bound, so that every row is read whatever its ``seq``; each next one after
-    the last ``seq`` read. (A client-side result per page: on PostgreSQL, a server-side cursor cost
-    a third of the read.)
+    the last ``seq`` read. Each page is one plain statement (no server-side cursor to declare, fetch
+    from and close); on PostgreSQL each sees the chain as committed when it runs, as the final read of
+    the head always did.
     """
     conn = session.connection()
     text = _CHAIN_PAGE_TEXT_PG if session.get_bind().dialect.name == "postgresql" else _CHAIN_PAGE_TEXT
