@@ -88,6 +88,18 @@ def _sections(postgres: str, quick: bool) -> list[tuple[str, list[str]]]:
     ]
 
 
+#: Before a section: wait (at most this long) for the previous one's load to fade, so that each section
+#: starts on a machine as quiet as it can be and its "busy" note means someone else was busy.
+SETTLE_SECONDS = 150
+
+
+def _settle(cores: int) -> None:
+    """Wait until the 1-minute load average is below 0.3 per core (as ``common.load_note`` expects)."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while os.getloadavg()[0] > 0.3 * cores and time.monotonic() < deadline:
+        time.sleep(5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,6 +132,7 @@ def main() -> None:
     for name, arguments in _sections(postgres, args.quick):
         if args.only and name not in args.only:
             continue
+        _settle(cores)
         output = scratch / f"{name}.md"
         command = [sys.executable, str(HERE / arguments[0]), *arguments[1:], "--write", str(output)]
         print(f"{name}: {' '.join(arguments)}", flush=True)
