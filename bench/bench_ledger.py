@@ -71,6 +71,7 @@ from common import load_note, machine, percentile
 if TYPE_CHECKING:
     import sqlalchemy as sa
     from sqlalchemy.engine import Engine
+    from sqlmodel import Session
 
     from fulfill.ledger import LedgerKey
 
@@ -243,9 +244,23 @@ class Measure:
         return statistics.median(r.cpu_seconds / r.rows for r in self.runs) * 1000
 
 
+def append_event(session: Session, key: LedgerKey, e: Event) -> None:
+    """One fact through ``fulfill.ledger.append``, in the caller's transaction."""
+    from fulfill import ledger
+
+    ledger.append(
+        session,
+        tenant_id=e.tenant_id,
+        event_type=e.event_type,
+        action_intent_id=e.action_intent_id,
+        actor=e.actor,
+        details=e.details,
+        key=key,
+    )
+
+
 def append_chained(engine: Engine, key: LedgerKey, txns: list[list[Event]]) -> Run:
     """Append every fact through ``fulfill.ledger.append``, one ``transaction`` per group."""
-    from fulfill import ledger
     from fulfill.db import transaction
 
     latencies = []
@@ -254,15 +269,7 @@ def append_chained(engine: Engine, key: LedgerKey, txns: list[list[Event]]) -> R
         t0 = time.perf_counter()
         with transaction(engine) as session:
             for e in txn:
-                ledger.append(
-                    session,
-                    tenant_id=e.tenant_id,
-                    event_type=e.event_type,
-                    action_intent_id=e.action_intent_id,
-                    actor=e.actor,
-                    details=e.details,
-                    key=key,
-                )
+                append_event(session, key, e)
         latencies.append(time.perf_counter() - t0)
     return Run(sum(len(t) for t in txns), time.perf_counter() - started, latencies)
 
@@ -315,7 +322,6 @@ def append_concurrently(engines: list[Engine], key: LedgerKey, streams: list[lis
 
     Timed from the moment every writer is ready to the last commit.
     """
-    from fulfill import ledger
     from fulfill.db import transaction
 
     ready = threading.Barrier(len(streams) + 1)
@@ -328,15 +334,7 @@ def append_concurrently(engines: list[Engine], key: LedgerKey, streams: list[lis
             for e in events:
                 t0 = time.perf_counter()
                 with transaction(engine) as session:
-                    ledger.append(
-                        session,
-                        tenant_id=e.tenant_id,
-                        event_type=e.event_type,
-                        action_intent_id=e.action_intent_id,
-                        actor=e.actor,
-                        details=e.details,
-                        key=key,
-                    )
+                    append_event(session, key, e)
                 out.append(time.perf_counter() - t0)
         except BaseException as exc:  # surfaced after the join
             errors.append(exc)
