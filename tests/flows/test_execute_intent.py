@@ -415,3 +415,31 @@ def test_a_rerun_whose_executor_died_is_not_taken_for_the_earlier_failure(
     status = ExecutionService(engine).get_execution_status(intent_id, tenant)
     assert status.status == "SUCCEEDED", status
     assert _count(engine, InternalAttachment, intent_id) == 1
+
+
+def test_the_only_prefect_task_runs_of_an_intent_are_its_connector_steps(
+    engine: Any, make_intent: Any
+) -> None:
+    """Admission, claim, plan and the fenced records are plain calls (issue 13): an intent of one step is
+    one task run on Prefect's server, not seven."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    state = execute_intent(make_intent("internal.create_task", {"title": "One task run"}), return_state=True)
+    assert state.is_completed(), state
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
+    only_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    names: list[str] = []
+    seen_at, deadline = time.monotonic(), time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        # The server records task runs from their events, a little after the run: wait until the
+        # list has stood still for 2 s.
+        while time.monotonic() < deadline and (not names or time.monotonic() - seen_at < 2):
+            now = sorted(task_run.name for task_run in client.read_task_runs(flow_run_filter=only_this_run))
+            if now != names:
+                names, seen_at = now, time.monotonic()
+            time.sleep(0.2)
+    assert [name.rsplit("-", 1)[0] for name in names] == ["connector-step"], names
