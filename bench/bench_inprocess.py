@@ -56,7 +56,7 @@ PROFILED = 10
 def _prefect_server(database_url: str | None, home: Path) -> Iterator[str]:
     """A Prefect server on a free loopback port (its own PREFECT_HOME), started, watched and stopped as
     ``fulfill up`` does it; yields its API URL."""
-    from surfaces.up import Stack, answers, wait_until
+    from surfaces.up import Stack
 
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
@@ -71,12 +71,7 @@ def _prefect_server(database_url: str | None, home: Path) -> Iterator[str]:
     home.mkdir(parents=True, exist_ok=True)
     stack = Stack(prefect_url=api, api_url="", env=env)
     try:
-        stack.start(
-            "prefect-server",
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            home,
-        )
-        wait_until(answers(f"{api}/health"), "the Prefect server", stack, timeout=180)
+        stack.start_prefect_server(port, home, timeout=180)
         yield api
     finally:
         stack.stop()

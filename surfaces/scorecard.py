@@ -343,19 +343,14 @@ def _prefect_server(data: Path, emit: Callable[[str], None]) -> Iterator[str]:
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
-    from surfaces.up import Stack, answers, wait_until
+    from surfaces.up import Stack
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(data / "prefect"), "DO_NOT_TRACK": "1"}
     stack = Stack(prefect_url=url, api_url="", env=env)
     try:
-        stack.start(
-            "prefect-server",
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            data,
-        )
-        wait_until(answers(f"{url}/health"), "the Prefect server", stack, timeout=180)
+        stack.start_prefect_server(port, data, timeout=180)
         emit(f"Prefect server at {url}")
         yield url
     finally:

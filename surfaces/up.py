@@ -18,6 +18,7 @@ auth string, and ``FULFILL_HOME`` (the project directory, which the deployments'
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import signal
@@ -55,6 +56,20 @@ class Stack:
             argv, cwd=PROJECT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.children.append((name, child))
+
+    def start_prefect_server(
+        self, port: int, log_dir: Path, *, auth: str | None = None, timeout: float = 120
+    ) -> None:
+        """Start Prefect's server on loopback ``port`` as the child ``prefect-server``; return once it
+        answers ``/health`` (with ``auth``, its ``user:password``, when it requires one)."""
+        self.start(
+            "prefect-server",
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            log_dir,
+        )
+        basic = base64.b64encode(auth.encode()).decode() if auth else None
+        health = f"http://127.0.0.1:{port}/api/health"
+        wait_until(answers(health, basic), "the Prefect server", self, timeout=timeout)
 
     def stop(self) -> None:
         """SIGTERM every child's process group, newest first; SIGKILL what is left after 20 s."""
@@ -130,8 +145,6 @@ def running_stack(
     once, a run taken on its Prefect event; ``worker_limit`` flow runs at a time); else on Prefect's process
     worker (an interpreter per run).
     """
-    import base64
-
     data_dir.mkdir(parents=True, exist_ok=True)
     log_dir = data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
@@ -155,13 +168,7 @@ def running_stack(
     _migrate(env)
     try:
         emit("starting the Prefect server…")
-        stack.start(
-            "prefect-server",
-            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-            log_dir,
-        )
-        basic = base64.b64encode(auth.encode()).decode()
-        wait_until(answers(f"{prefect_url}/health", basic), "the Prefect server", stack)
+        stack.start_prefect_server(prefect_port, log_dir, auth=auth)
         emit("creating the work pools and deploying prefect.yaml…")
         if warm:
             _warm_pools(env)
