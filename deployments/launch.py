@@ -47,25 +47,27 @@ def launch_deployment_run(
     from httpx import HTTPStatusError
 
     client, deployments = _prefect()
-    for cached in (True, False):
-        deployment_id = deployments.get(DEPLOYMENT) if cached else None
-        if deployment_id is None:
-            deployment_id = deployments[DEPLOYMENT] = client.read_deployment_by_name(DEPLOYMENT).id
-        try:
-            run = client.create_flow_run_from_deployment(
+
+    def create(deployment_id: UUID) -> str:
+        return str(
+            client.create_flow_run_from_deployment(
                 deployment_id,
                 parameters={"action_intent_id": action_intent_id},
                 idempotency_key=idempotency_key or action_intent_id,
                 name=action_intent_id,
                 tags=["fulfill", f"tenant:{tenant_id}", f"action:{action_type}"],
-            )
+            ).id
+        )
+
+    if (known := deployments.get(DEPLOYMENT)) is not None:
+        try:
+            return create(known)
         except HTTPStatusError as error:
-            if not cached or error.response.status_code != 404:
+            if error.response.status_code != 404:
                 raise
-            deployments.pop(DEPLOYMENT, None)  # deleted, or deployed again under a new id
-            continue
-        return str(run.id)
-    raise AssertionError("unreachable: the second pass returns or raises")
+            # deleted, or deployed again under a new id: look it up below
+    deployments[DEPLOYMENT] = client.read_deployment_by_name(DEPLOYMENT).id
+    return create(deployments[DEPLOYMENT])
 
 
 _clients: dict[str, tuple[SyncPrefectClient, dict[str, UUID]]] = {}
