@@ -20,6 +20,9 @@ What it keeps of the process worker:
   stays, as the fallback when the event stream is down;
 * one OS process per running flow run: an executor that dies (SIGKILL, OOM) loses only its own run,
   which the worker reports Crashed (a non-zero exit) and the reconciler takes over;
+* a run's job configuration is the process worker's, built without reading the run's flow and
+  deployment again for every run (``WarmJobConfiguration``: a flow is read once, a deployment at most
+  once a minute; the read that checks the deployment still exists before a run is submitted stays);
 * cancelling a run in the UI sends its executor SIGTERM, which Prefect's engine turns into the
   cancellation (fulfill's hook cancels the execution and undoes its steps), then the executor exits.
 
@@ -36,16 +39,20 @@ import os
 import queue
 import signal
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import anyio
 import anyio.abc
 from prefect import Flow
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import Flow as APIFlow
+from prefect.client.schemas.objects import FlowRun, WorkPool
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.events.schemas.events import Event
@@ -72,6 +79,74 @@ SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 REPOLL_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.4)
 #: Seconds before subscribing again when the event stream failed (the timed poll goes on meanwhile).
 RESUBSCRIBE_SECONDS = 5.0
+#: How long a deployment read for a run's job configuration serves the next runs of that deployment.
+DEPLOYMENT_READ_SECONDS = 60.0
+
+
+@dataclass
+class _KnownObjects:
+    """The flows and deployments a worker has read, for the job configuration of its next runs."""
+
+    flows: dict[UUID, APIFlow] = field(default_factory=dict)
+    deployments: dict[UUID, tuple[float, DeploymentResponse]] = field(default_factory=dict)
+
+
+class _ReadsOnce:
+    """A Prefect client that reads each flow once and each deployment at most once a minute.
+
+    Prefect's worker builds every run's job configuration from the deployment and the flow, read
+    again for each run (two API calls per run, on top of the deployment read that checks the
+    deployment still exists, which stays). For warm executors that configuration feeds only the
+    labels and the related resources of the worker's own events: a flow's name never changes, and a
+    deployment's name or tags a minute old are as good. Everything else goes to the real client.
+    """
+
+    def __init__(self, client: PrefectClient, known: _KnownObjects) -> None:
+        self._client = client
+        self._known = known
+
+    async def read_flow(self, flow_id: UUID) -> APIFlow:
+        if (flow := self._known.flows.get(flow_id)) is None:
+            flow = self._known.flows[flow_id] = await self._client.read_flow(flow_id)
+        return flow
+
+    async def read_deployment(self, deployment_id: UUID) -> DeploymentResponse:
+        read_at, deployment = self._known.deployments.get(deployment_id, (-DEPLOYMENT_READ_SECONDS, None))
+        if deployment is None or time.monotonic() - read_at >= DEPLOYMENT_READ_SECONDS:
+            deployment = await self._client.read_deployment(deployment_id)
+            self._known.deployments[deployment_id] = (time.monotonic(), deployment)
+        return deployment
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+#: What this process's warm workers have read (flow and deployment ids are unique to a Prefect server).
+_KNOWN = _KnownObjects()
+
+
+class WarmJobConfiguration(ProcessJobConfiguration):
+    """The process worker's job configuration, built without reading a run's flow and deployment each time."""
+
+    @classmethod
+    async def resolve_for_flow_run(
+        cls,
+        flow_run: FlowRun,
+        *,
+        client: PrefectClient,
+        work_pool: WorkPool,
+        worker_name: str,
+        worker_id: UUID | None = None,
+        deployment: DeploymentResponse | None = None,
+    ) -> WarmJobConfiguration:
+        return await super().resolve_for_flow_run(
+            flow_run,
+            client=cast(PrefectClient, _ReadsOnce(client, _KNOWN)),
+            work_pool=work_pool,
+            worker_name=worker_name,
+            worker_id=worker_id,
+            deployment=deployment,
+        )
 
 
 class WarmWorkerResult(BaseWorkerResult):
@@ -180,11 +255,11 @@ def _next(conn: Connection) -> str | None:
     return flow_run_id
 
 
-class WarmWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, WarmWorkerResult]):
+class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerResult]):
     """Runs fulfill's flow runs in warm executor processes (see the module docstring)."""
 
     type = WORKER_TYPE
-    job_configuration = ProcessJobConfiguration
+    job_configuration = WarmJobConfiguration
     job_configuration_variables = ProcessVariables
     _description = "Runs fulfill's flow runs in warm executor processes, one run each at a time."
     _display_name = "fulfill warm worker"
@@ -293,7 +368,7 @@ class WarmWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, WarmWorke
     async def run(
         self,
         flow_run: FlowRun,
-        configuration: ProcessJobConfiguration,
+        configuration: WarmJobConfiguration,
         task_status: anyio.abc.TaskStatus[int] | None = None,
     ) -> WarmWorkerResult:
         executor = await anyio.to_thread.run_sync(self._take)
@@ -309,7 +384,7 @@ class WarmWorker(BaseWorker[ProcessJobConfiguration, ProcessVariables, WarmWorke
         return WarmWorkerResult(identifier=str(executor.pid), status_code=code)
 
     async def kill_infrastructure(
-        self, infrastructure_pid: str, configuration: ProcessJobConfiguration, grace_seconds: int = 30
+        self, infrastructure_pid: str, configuration: WarmJobConfiguration, grace_seconds: int = 30
     ) -> None:
         """Cancel a run: SIGTERM its executor (Prefect's engine cancels the run; the executor exits)."""
         try:

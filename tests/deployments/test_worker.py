@@ -170,3 +170,60 @@ def test_maintenance_flows_run_warm_and_any_other_flow_is_refused(engine: Any, u
     assert finals["sweeper"].infrastructure_pid not in (None, str(os.getpid())), "ran in an executor"
     assert foreign_state is not None and foreign_state.is_crashed(), foreign_state
     assert str(NOT_A_FULFILL_FLOW) in (foreign_state.message or "")
+
+
+def test_a_runs_job_configuration_reads_its_flow_once_and_its_deployment_once_a_minute(
+    unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same labels as the process worker's configuration, without two reads per run."""
+    from unittest import mock
+
+    from prefect.workers.process import ProcessJobConfiguration
+
+    from deployments.worker import WarmJobConfiguration, _KnownObjects
+
+    monkeypatch.setattr("deployments.worker._KNOWN", _KnownObjects())  # nothing read by earlier tests
+
+    pool = f"warm-config-{unique}"
+    ensure_pool(pool)
+    deployment_id = execute_intent.to_deployment(name=f"execute-intent-{unique}", work_pool_name=pool).apply()
+    assert isinstance(deployment_id, UUID)
+
+    async def scenario() -> None:
+        async with get_client() as client:
+            work_pool = await client.read_work_pool(pool)
+            runs = [
+                await client.create_flow_run_from_deployment(
+                    deployment_id, parameters={"action_intent_id": str(n)}
+                )
+                for n in range(3)
+            ]
+            expected = await ProcessJobConfiguration.resolve_for_flow_run(
+                runs[0], client=client, work_pool=work_pool, worker_name="w"
+            )
+            with (
+                mock.patch.object(client, "read_flow", side_effect=client.read_flow) as read_flow,
+                mock.patch.object(
+                    client, "read_deployment", side_effect=client.read_deployment
+                ) as read_deployment,
+            ):
+                configurations = [
+                    await WarmJobConfiguration.resolve_for_flow_run(
+                        run, client=client, work_pool=work_pool, worker_name="w"
+                    )
+                    for run in runs
+                ]
+                assert read_flow.await_count == 1
+                assert read_deployment.await_count == 1
+                with mock.patch("deployments.worker.time.monotonic", return_value=time.monotonic() + 61):
+                    await WarmJobConfiguration.resolve_for_flow_run(
+                        runs[0], client=client, work_pool=work_pool, worker_name="w"
+                    )
+                assert read_deployment.await_count == 2, "a deployment read a minute ago is read again"
+                assert read_flow.await_count == 1
+        assert configurations[0].labels == expected.labels
+        assert configurations[0].labels["prefect.io/deployment-name"] == f"execute-intent-{unique}"
+        assert configurations[0].labels["prefect.io/flow-name"] == "execute-intent"
+        assert [c.labels["prefect.io/flow-run-id"] for c in configurations] == [str(run.id) for run in runs]
+
+    anyio.run(scenario)
