@@ -23,6 +23,9 @@ What it keeps of the process worker:
 * a run's job configuration is the process worker's, built without reading the run's flow and
   deployment again for every run (``WarmJobConfiguration``: a flow is read once, a deployment at most
   once a minute; the read that checks the deployment still exists before a run is submitted stays);
+* Prefect's engine watches every deployment run for a suspension from outside (a thread, a client
+  and an events subscription per run, ready before the run starts); executors skip that watch
+  (``_no_suspension_watch``): fulfill's runs are stopped by cancelling them, never suspended;
 * cancelling a run in the UI sends its executor SIGTERM, which Prefect's engine turns into the
   cancellation (fulfill's hook cancels the execution and undoes its steps), then the executor exits.
 
@@ -40,6 +43,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -198,6 +202,22 @@ def _fulfill_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name.startswith("FULFILL_")}
 
 
+@contextlib.contextmanager
+def _no_suspension_watch(
+    flow_run_id: UUID, suspension_request: Any, polling_interval: float = 10
+) -> Iterator[None]:
+    """Stands in for Prefect's ``observe_flow_run_suspension`` in warm executors: watches nothing.
+
+    For every run of a deployment, Prefect's engine starts a thread with its own event loop, a new
+    API client (a connection and a CSRF-token request), an events subscription and a read of the run,
+    waits until they are ready before the run starts, and at the end waits up to 0.2 s for the thread
+    to notice it should stop — all to notice a run suspended from outside while it runs. fulfill's
+    flows are never suspended: an execution is stopped by cancelling its run (the worker's own
+    cancellation observer, then SIGTERM: unchanged) or by the kill switch.
+    """
+    yield
+
+
 def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) -> None:
     """An executor: one flow run id per message, run in this (main) thread; answers 0 per run.
 
@@ -205,6 +225,7 @@ def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) ->
     executor takes the worker's current fulfill settings (``environment``) and Prefect API settings
     (``api``: URL and credentials), passed over the pipe, never on a command line.
     """
+    from prefect import flow_engine
     from prefect.context import SyncClientContext
     from prefect.flow_engine import run_flow
     from prefect.settings import temporary_settings
@@ -229,6 +250,7 @@ def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) ->
     # heartbeat shows a lost host within seconds.
     # One Prefect client for every run of this executor (the engine takes the open one): its connections
     # stay open between runs instead of a new client, and new connections, per run.
+    setattr(flow_engine, "observe_flow_run_suspension", _no_suspension_watch)  # noqa: B010 - not exported
     with (
         temporary_settings(updates={**api, "flows.heartbeat_frequency": None}),
         SyncClientContext.get_or_create() as prefect,

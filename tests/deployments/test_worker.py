@@ -227,3 +227,69 @@ def test_a_runs_job_configuration_reads_its_flow_once_and_its_deployment_once_a_
         assert [c.labels["prefect.io/flow-run-id"] for c in configurations] == [str(run.id) for run in runs]
 
     anyio.run(scenario)
+
+
+def test_an_executor_runs_a_deployment_run_without_prefects_suspension_watch(
+    engine: Any, make_intent: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefect's engine watches every deployment run for a suspension (a thread, a client, an events
+    subscription, before the run starts); a warm executor runs fulfill's runs without it."""
+    import multiprocessing
+    import threading
+    from unittest import mock
+
+    from prefect import flow_engine
+    from prefect._internal.observers import FlowRunSuspendingObserver
+
+    from deployments.worker import _api_settings, _fulfill_environment, serve
+
+    # serve() replaces the engine's watch for its process: undone after this test, which runs it here.
+    monkeypatch.setattr(flow_engine, "observe_flow_run_suspension", flow_engine.observe_flow_run_suspension)
+    pool = f"warm-suspend-{unique}"
+    ensure_pool(pool)
+    deployment_id = execute_intent.to_deployment(name=f"execute-intent-{unique}", work_pool_name=pool).apply()
+    assert isinstance(deployment_id, UUID)
+
+    def deployment_run(title: str) -> tuple[str, UUID]:
+        intent = make_intent("internal.create_task", {"title": title})
+        assert verify_and_register(intent).admitted
+        with get_client(sync_client=True) as client:
+            run = client.create_flow_run_from_deployment(
+                deployment_id, parameters={"action_intent_id": intent["action_intent_id"]}
+            )
+        return intent["action_intent_id"], run.id
+
+    def succeeded(intent_id: str) -> bool:
+        with transaction(engine) as session:
+            row = session.get(Execution, intent_id)
+            return row is not None and row.status == "SUCCEEDED"
+
+    with mock.patch.object(
+        FlowRunSuspendingObserver,
+        "watch_flow_run_id",
+        autospec=True,
+        side_effect=FlowRunSuspendingObserver.watch_flow_run_id,
+    ) as watch:
+        # Prefect's own path, for comparison: the watch is started for a deployment run.
+        intent_id, run_id = deployment_run("Watched")
+        flow_engine.run_flow(
+            execute_intent, flow_run=_read(run_id), parameters={"action_intent_id": intent_id}
+        )
+        assert succeeded(intent_id)
+        assert watch.call_count == 1
+
+        ours, theirs = multiprocessing.Pipe()
+        executor = threading.Thread(target=serve, args=(theirs, _api_settings(), _fulfill_environment()))
+        executor.start()
+        try:
+            assert ours.recv() == os.getpid()
+            for n in range(2):
+                intent_id, run_id = deployment_run(f"Not watched {n}")
+                ours.send(str(run_id))
+                assert ours.recv() == 0
+                assert succeeded(intent_id)
+                assert _finished(run_id, "the executor's run").state.is_completed()  # type: ignore[union-attr]
+        finally:
+            ours.send(None)
+            executor.join(timeout=30)
+        assert watch.call_count == 1, "the warm executor started Prefect's suspension watch"
