@@ -952,17 +952,32 @@ def worker(
             console.print("stopped")
 
 
+#: The commands that run fulfill as a service: their flow runs' logs belong in Prefect's UI.
+SERVICE_COMMANDS = frozenset({"up", "worker"})
+
+
+def default_prefect_logging_level(argv: list[str]) -> str:
+    """Prefect's logging level for ``fulfill <argv>`` when the environment sets none.
+
+    A service (``up``, ``worker``) logs at INFO: every flow and task run's logs reach Prefect's API,
+    the per-run logs an operator reads in the UI, and the services' log files. In-process commands
+    keep Prefect's console logging to errors that fulfill's own output does not already explain.
+    """
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    return "INFO" if command in SERVICE_COMMANDS else "CRITICAL"
+
+
 def main() -> None:
     """Console-script entry point.
 
-    In-process runs keep Prefect's console logging to errors that are not already explained by
-    fulfill's own output (set ``PREFECT_LOGGING_LEVEL=INFO`` to see every flow and task run), and
+    Prefect's logging level defaults by command (:func:`default_prefect_logging_level`; set
+    ``PREFECT_LOGGING_LEVEL=INFO`` to see every flow and task run of an in-process command), and
     Prefect's telemetry stays off unless the environment says otherwise. (Set here, not at import:
     importing the module changes nothing.)
     """
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", default_prefect_logging_level(sys.argv[1:]))
     app()
 
 

@@ -390,3 +390,13 @@ def test_importing_the_cli_changes_no_environment() -> None:
         [sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "True"
+
+
+def test_services_log_their_runs_to_prefect_and_in_process_commands_stay_quiet() -> None:
+    from surfaces.cli import default_prefect_logging_level
+
+    assert default_prefect_logging_level(["up"]) == "INFO"
+    assert default_prefect_logging_level(["worker", "--pool", "fulfill", "--limit", "2"]) == "INFO"
+    assert default_prefect_logging_level(["demo"]) == "CRITICAL"
+    assert default_prefect_logging_level(["execute", "intent.json"]) == "CRITICAL"
+    assert default_prefect_logging_level([]) == "CRITICAL"

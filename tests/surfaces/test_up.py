@@ -58,6 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, prefect_database: str) -> It
         env.setenv("FULFILL_WEBHOOK_SECRETS", SECRET)
         env.setenv("PREFECT_WORKER_QUERY_SECONDS", "1")
         env.delenv("PREFECT_API_URL", raising=False)
+        env.delenv("PREFECT_LOGGING_LEVEL", raising=False)  # as in a user's shell: fulfill's own default
         with running_stack(
             data_dir, prefect_port=_free_port(), api_port=_free_port(), emit=lambda _: None
         ) as up:
@@ -124,21 +125,38 @@ def _wait_for(stack: Stack, intent_id: str, wanted: set[str], timeout: float = 1
     return status
 
 
+def _prefect(stack: Stack) -> Any:
+    """Prefect settings for the stack's server (a context manager)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    return temporary_settings(
+        {PREFECT_API_URL: stack.prefect_url, PREFECT_API_AUTH_STRING: stack.env["PREFECT_API_AUTH_STRING"]}
+    )
+
+
 def _pool(stack: Stack, *, paused: bool) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolUpdate
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with (
-        temporary_settings(
-            {
-                PREFECT_API_URL: stack.prefect_url,
-                PREFECT_API_AUTH_STRING: stack.env["PREFECT_API_AUTH_STRING"],
-            }
-        ),
-        get_client(sync_client=True) as client,
-    ):
+    with _prefect(stack), get_client(sync_client=True) as client:
         client.update_work_pool(INTENT_POOL, WorkPoolUpdate(is_paused=paused))
+
+
+def _run_logs(stack: Stack, flow_run_id: str, expected: str, timeout: float = 30) -> list[str]:
+    """The flow run's log messages in Prefect (the UI's logs tab), once one contains ``expected``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + timeout
+    with _prefect(stack), get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]))
+            )
+            messages = [log.message for log in logs]
+            if any(expected in message for message in messages) or time.monotonic() > deadline:
+                return messages
+            time.sleep(0.5)
 
 
 def test_a_webhook_is_executed_by_a_worker_and_a_paused_pool_holds_it(stack: Stack) -> None:
@@ -152,6 +170,10 @@ def test_a_webhook_is_executed_by_a_worker_and_a_paused_pool_holds_it(stack: Sta
     answer = _post(stack, first)
     assert answer.status_code == 202, answer.text
     assert _wait_for(stack, first["action_intent_id"], {"SUCCEEDED", "FAILED"}) == "SUCCEEDED"
+    # The run's logs are in Prefect's UI: the worker's and the flow's (fulfill's default for services).
+    messages = _run_logs(stack, answer.json()["flow_run_id"], "Finished in state Completed")
+    assert any("submitting flow run" in message for message in messages), messages
+    assert any("Finished in state Completed" in message for message in messages), messages
 
     _pool(stack, paused=True)
     held = _intent(expires_in=15)
