@@ -178,6 +178,7 @@ def test_a_runs_job_configuration_reads_its_flow_once_and_its_deployment_once_a_
     """The same labels as the process worker's configuration, without two reads per run."""
     from unittest import mock
 
+    from prefect.settings.base import PrefectBaseSettings
     from prefect.workers.process import ProcessJobConfiguration
 
     from deployments.worker import WarmJobConfiguration, _KnownObjects
@@ -198,9 +199,18 @@ def test_a_runs_job_configuration_reads_its_flow_once_and_its_deployment_once_a_
                 )
                 for n in range(3)
             ]
-            expected = await ProcessJobConfiguration.resolve_for_flow_run(
-                runs[0], client=client, work_pool=work_pool, worker_name="w"
-            )
+            with mock.patch.object(
+                PrefectBaseSettings, "to_environment_variables", autospec=True, return_value={}
+            ) as settings_as_environment:
+                expected = await ProcessJobConfiguration.resolve_for_flow_run(
+                    runs[0], client=client, work_pool=work_pool, worker_name="w"
+                )
+                assert settings_as_environment.call_count == 1  # Prefect's: every setting, for each run
+                await WarmJobConfiguration.resolve_for_flow_run(
+                    runs[0], client=client, work_pool=work_pool, worker_name="w"
+                )
+                assert settings_as_environment.call_count == 1, "no per-run copy of the worker's settings"
+            monkeypatch.setattr("deployments.worker._KNOWN", _KnownObjects())
             with (
                 mock.patch.object(client, "read_flow", side_effect=client.read_flow) as read_flow,
                 mock.patch.object(
