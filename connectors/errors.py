@@ -22,12 +22,15 @@ Each class decides its own retryability where it is raised, so the retry policy
 Errors survive pickling (``__reduce__``) because Prefect states carry them across processes,
 and their messages never contain credentials or raw provider bodies: ``seller_message`` is
 a sentence safe to show a seller; ``detail`` is a short operator-facing string that callers
-must already have scrubbed of secrets.
+must already have scrubbed of secrets. All three texts are made storable on every database
+(``fulfill.redaction.storable_text``: NUL and lone surrogates replaced).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from fulfill.redaction import storable_text
 
 
 class ConnectorError(Exception):
@@ -54,11 +57,14 @@ class ConnectorError(Exception):
         provider_code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
+        # Provider text may hold what no database stores (NUL, a lone surrogate): made storable here,
+        # once, so the step record, the ledger and the execution can always record the failure.
+        detail = storable_text(detail)
         super().__init__(detail)
         self.detail = detail
-        self.seller_message = seller_message or self.default_seller_message
+        self.seller_message = storable_text(seller_message or self.default_seller_message)
         self.status_code = status_code
-        self.provider_code = provider_code
+        self.provider_code = storable_text(provider_code) if provider_code is not None else None
         self.retry_after = retry_after
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 from fulfill import ledger
 from fulfill.db import db_now, insert_ignore, lock_clause
 from fulfill.intent import ActionIntentV1
+from fulfill.redaction import storable_text
 from fulfill.states import (
     Compensation,
     ExecutionStatus,
@@ -243,8 +244,7 @@ def record_rejection(
     """
 
     def storable(value: str, limit: int) -> str:
-        text = value[: limit * 2].encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
-        return text[:limit]
+        return storable_text(value[: limit * 2])[:limit]
 
     document = raw if isinstance(raw, dict) else {}
     claimed_tenant = document.get("tenant_id")

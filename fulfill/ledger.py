@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from fulfill.db import insert_ignore
-from fulfill.redaction import redact
+from fulfill.redaction import redact, storable
 from fulfill.settings import Settings, load_settings
 from fulfill.tables import LedgerBase, LedgerEntry, LedgerHead
 
@@ -394,7 +394,7 @@ def append(
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown ledger event type {event_type!r}")
     key = key or ledger_key()
-    clean = redact(dict(details or {}))
+    clean = storable(redact(dict(details or {})))  # a provider's text may hold what no database stores
     session.flush()  # the caller's pending writes go first (as the ORM's autoflush did)
     postgres = session.get_bind().dialect.name == "postgresql"
     conn = session.connection()
@@ -570,9 +570,16 @@ def _verify_one(session: Session, tenant_id: str, mac: hmac.HMAC, anchor: Anchor
         if prev_hash != prev:
             return broken(count, seq, row_id, "prev_hash does not match the previous row's hash")
         digest = mac.copy()  # = chain_hash(prev, canonical_row(row), key)
-        digest.update(
-            prev.encode("ascii") + _stored_canonical(row_tenant, seq, intent, event_type, at, actor, details)
-        )
+        try:
+            canonical = _stored_canonical(row_tenant, seq, intent, event_type, at, actor, details)
+        except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+            return broken(
+                count,
+                seq,
+                row_id,
+                f"row content has no canonical form ({type(exc).__name__}): edited after it was written",
+            )
+        digest.update(prev.encode("ascii") + canonical)
         if not hmac.compare_digest(digest.hexdigest(), row_hash):
             return broken(
                 count,

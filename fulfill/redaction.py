@@ -1,4 +1,4 @@
-"""Keep secrets out of logs, ledger rows, results and error messages."""
+"""Keep secrets out of logs, ledger rows, results and error messages, and text every database stores."""
 
 from __future__ import annotations
 
@@ -30,3 +30,22 @@ def scrub_text(text: str, secrets: list[str]) -> str:
         if secret:
             text = text.replace(secret, MASK)
     return text
+
+
+def storable_text(text: str) -> str:
+    """``text`` as every backend stores it: a lone surrogate becomes ``?`` (no database encodes it) and
+    NUL becomes U+FFFD (PostgreSQL refuses it in ``text`` and ``jsonb``)."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def storable(value: Any) -> Any:
+    """A copy of a JSON value with every string in it, keys included, made storable (:func:`storable_text`)."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {
+            storable_text(key) if isinstance(key, str) else key: storable(item) for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
 from fulfill.db import db_now, insert_ignore
+from fulfill.redaction import storable_text
 from fulfill.states import FailureCode
 from fulfill.tables import SecurityEvent, SecurityEventPublic
 
@@ -31,8 +32,7 @@ def storable(value: Any, limit: int) -> str | None:
     """``value`` as bounded text every backend stores (NUL → U+FFFD, lone surrogate → ``?``); None if not text."""
     if not isinstance(value, str):
         return None
-    text = value[: limit * 2].encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
-    return text[:limit]
+    return storable_text(value[: limit * 2])[:limit]
 
 
 def claimed_tenant(document: Any) -> str:

@@ -361,6 +361,31 @@ def test_transient_error_is_retried_and_succeeds(
     assert service.get_execution_status(intent_id, tenant).attempts == 2
 
 
+def test_a_refusal_whose_text_postgresql_cannot_store_still_fails_cleanly(
+    engine: Any, make_intent: Any, tenant: str, sandbox: Sandbox, configured: Any
+) -> None:
+    """Salesforce's error array is provider text: NUL in its code, fields and message (PostgreSQL
+    refuses it in text and jsonb) still ends the execution FAILED, explained and ledgered."""
+    configured("salesforce")
+    poison = [{"message": "No\x00pe", "errorCode": "BAD_\x00VALUE", "fields": ["Sub\x00ject"]}]
+    inject(
+        sandbox,
+        "salesforce",
+        Fault(kind="status", method=SF_TASK[0], path=SF_TASK[1], status=400, body=poison),
+    )
+    intent = make_intent("crm.create_task", TASK, account_id=SF_ACCOUNT)
+    intent_id = intent["action_intent_id"]
+
+    with pytest.raises(ExecutionFailed):
+        execute_intent(intent)
+
+    status = ExecutionService(engine).get_execution_status(intent_id, tenant)
+    assert status.status == "FAILED", status
+    assert "STEP_FAILED" in events(engine, tenant, intent_id)
+    with transaction(engine) as session:
+        assert all(report.ok for report in ledger.verify_chains(session, [tenant]))
+
+
 # -- c. a permanent error fails with a seller-readable message and compensates ----------------
 SECRET_PROVIDER_TEXT = "Org rule 7 (internal): quotes need VP sign-off"
 

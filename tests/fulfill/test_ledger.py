@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import datetime, timedelta
@@ -183,3 +184,46 @@ def test_a_chain_is_read_in_pages_and_a_row_before_seq_1_is_seen(
     report = _report(engine, tenant)
     assert (report.ok, report.rows, report.broken_seq) == (False, 0, 1)
     assert "next row found is seq -7" in (report.reason or "")
+
+
+def test_text_no_database_can_store_is_made_storable_and_still_verifies(engine: Any, tenant: str) -> None:
+    """A provider's message may hold NUL or a lone surrogate: PostgreSQL's jsonb refuses the first,
+    neither database encodes the second. The fact is still ledgered, with those characters replaced."""
+    with transaction(engine) as session:
+        row = ledger.append(
+            session,
+            tenant_id=tenant,
+            event_type="STEP_FAILED",
+            details={"message": "bad\x00byte", "nested": ["lone \ud800 surrogate"], "key\x00": 1},
+        )
+    assert row.details == {"message": "bad\ufffdbyte", "nested": ["lone ? surrogate"], "key\ufffd": 1}
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT details FROM ledger WHERE id = :id"), {"id": row.id}
+        ).scalar_one()
+    assert (json.loads(stored) if isinstance(stored, str) else stored) == row.details
+    assert _report(engine, tenant).ok
+
+
+@pytest.mark.parametrize("value", ["1e21", "1e400", "-0.0"])
+def test_a_row_that_cannot_be_canonicalised_is_reported_not_raised(
+    engine: Any, tenant: str, value: str
+) -> None:
+    _append(engine, tenant, 3)
+    with engine.begin() as conn:
+        details = f'{{"i": {value}}}'
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("ALTER TABLE ledger DISABLE TRIGGER ledger_append_only"))
+            conn.execute(
+                sa.text("UPDATE ledger SET details = CAST(:d AS jsonb) WHERE tenant_id = :t AND seq = 2"),
+                {"t": tenant, "d": details},
+            )
+            conn.execute(sa.text("ALTER TABLE ledger ENABLE TRIGGER ledger_append_only"))
+        else:
+            conn.execute(sa.text("DROP TRIGGER ledger_no_update"))
+            conn.execute(
+                sa.text("UPDATE ledger SET details = :d WHERE tenant_id = :t AND seq = 2"),
+                {"t": tenant, "d": details},
+            )
+    report = _report(engine, tenant)
+    assert (report.ok, report.broken_seq) == (False, 2)
