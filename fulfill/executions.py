@@ -350,6 +350,8 @@ def claim(
         )
         return Refusal(RefusalReason.KILL_SWITCH, execution)
     taken_over = execution.status == ExecutionStatus.EXECUTING
+    # A new run of a FAILED execution (an operator's rerun, or a retry from Prefect's UI or CLI).
+    after_failure = execution.attempt if execution.status == ExecutionStatus.FAILED else None
     # The dead executor's last heartbeat or write: how long the execution went unattended.
     silent_for = (
         round((now - execution.updated_at).total_seconds(), 3)
@@ -380,6 +382,7 @@ def claim(
             "flow_run_id": flow_run_id,
             "took_over_expired_lease": taken_over,
             "silent_for_seconds": silent_for,
+            "after_failed_attempt": after_failure,
         },
     )
     return Lease(action_intent_id, execution.tenant_id, owner, execution.attempt, execution.generation)

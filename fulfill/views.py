@@ -241,6 +241,20 @@ def status_view(execution: Execution, steps: list[StepRecord]) -> StatusBody:
     )
 
 
+def _restart(started: dict[str, Any]) -> str:
+    """Why an attempt after the first started (an ``EXECUTION_STARTED`` fact's details)."""
+    if started.get("took_over_expired_lease"):
+        silent = started.get("silent_for_seconds")
+        after = f" for {silent:.0f} s" if isinstance(silent, int | float) else ""
+        return f"The run executing it stopped answering{after}; this run took it over. Finished steps are not repeated."
+    if started.get("after_failed_attempt") is not None:
+        return (
+            f"A new run after run {started['after_failed_attempt']} failed (a rerun); "
+            "finished steps are not repeated."
+        )
+    return ""
+
+
 def _ref_text(ref: Any) -> str:
     if not ref or not isinstance(ref, dict):
         return ""
@@ -302,7 +316,7 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
             retries.clear()
             attempt = d.get("attempt", 1)
             title = "Execution started" if attempt == 1 else f"Execution restarted (run {attempt})"
-            events.append(TimelineEvent(at=row.at, stage="execution", title=title, detail=""))
+            events.append(TimelineEvent(at=row.at, stage="execution", title=title, detail=_restart(d)))
         elif kind == "STEP_SUCCEEDED":
             attempts = max(_int(d.get("attempts")), retries.get(str(d.get("step")), 0) + 1)
             how = "succeeded" if attempts == 1 else f"succeeded after {_times(attempts)}"

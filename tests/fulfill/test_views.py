@@ -58,3 +58,42 @@ def test_statuses_are_plain_strings_in_the_database_and_enums_when_read(
         "compensation": "NONE",
     }
     assert body.model_dump(mode="json") == as_json
+
+
+def test_the_timeline_says_why_each_run_after_the_first_started(
+    engine: Any, make_intent: Any, tenant: str
+) -> None:
+    """A rerun of a failed run (from fulfill or from Prefect's UI) and a takeover of a silent one."""
+    from fulfill import ledger
+    from fulfill.views import timeline_view
+
+    raw = make_intent("internal.create_task", {"title": "Restarted"})
+    intent_id = raw["action_intent_id"]
+    with transaction(engine) as session:
+        executions.register(session, raw, parse_intent(raw))
+    with transaction(engine) as session:  # run 1: refused by a kill switch, FAILED
+        assert isinstance(
+            executions.claim(session, intent_id, owner="run-1/a", blocked="paused"), executions.Refusal
+        )
+    with transaction(engine) as session:  # run 2: a retry from Prefect's UI — no RERUN_REQUESTED first
+        assert isinstance(
+            executions.claim(session, intent_id, owner="run-2/a", blocked=None), executions.Lease
+        )
+    with transaction(engine) as session:  # run 2's executor goes silent: its lease runs out
+        row = session.get(Execution, intent_id)
+        assert row is not None
+        row.lease_until = executions.db_now(session).replace(year=2000)
+        session.add(row)
+    with transaction(engine) as session:  # run 3 takes it over
+        assert isinstance(
+            executions.claim(session, intent_id, owner="run-3/a", blocked=None), executions.Lease
+        )
+
+    with transaction(engine) as session:
+        execution = session.get(Execution, intent_id)
+        assert execution is not None
+        events = timeline_view(execution, ledger.entries_for_intent(session, tenant, intent_id)).events
+    restarts = [e for e in events if e.title.startswith("Execution restarted")]
+    assert [e.title for e in restarts] == ["Execution restarted (run 2)", "Execution restarted (run 3)"]
+    assert "after run 1 failed (a rerun)" in restarts[0].detail, restarts[0]
+    assert "stopped answering" in restarts[1].detail and "took it over" in restarts[1].detail, restarts[1]
