@@ -37,25 +37,36 @@ def _finished(run_id: UUID, what: str, timeout: float = 90) -> FlowRun:
     return run
 
 
+def _execute_intent_deployment(pool: str, unique: str) -> UUID:
+    """An ``execute-intent`` deployment on ``pool`` (a warm worker's pool, created if missing)."""
+    ensure_pool(pool)
+    deployment_id = execute_intent.to_deployment(name=f"execute-intent-{unique}", work_pool_name=pool).apply()
+    assert isinstance(deployment_id, UUID)
+    return deployment_id
+
+
+def _deployment_run(make_intent: Any, deployment_id: UUID, title: str) -> tuple[str, UUID]:
+    """An admitted ``internal.create_task`` intent and a run of the deployment for it: (intent id, run id)."""
+    intent = make_intent("internal.create_task", {"title": title})
+    assert verify_and_register(intent).admitted
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(
+            deployment_id, parameters={"action_intent_id": intent["action_intent_id"]}
+        )
+    return intent["action_intent_id"], run.id
+
+
 def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead_one(
     engine: Any, make_intent: Any, unique: str
 ) -> None:
     pool = f"warm-{unique}"
     ensure_pool(pool)
-    ensure_pool(pool)  # idempotent
+    deployment_id = _execute_intent_deployment(pool, unique)  # ensure_pool again: idempotent
     with get_client(sync_client=True) as client:
         assert client.read_work_pool(pool).type == WORKER_TYPE
-    deployment_id = execute_intent.to_deployment(name=f"execute-intent-{unique}", work_pool_name=pool).apply()
-    assert isinstance(deployment_id, UUID)
 
     def submit(title: str) -> tuple[str, UUID]:
-        intent = make_intent("internal.create_task", {"title": title})
-        assert verify_and_register(intent).admitted
-        with get_client(sync_client=True) as client:
-            run = client.create_flow_run_from_deployment(
-                deployment_id, parameters={"action_intent_id": intent["action_intent_id"]}
-            )
-        return intent["action_intent_id"], run.id
+        return _deployment_run(make_intent, deployment_id, title)
 
     def status(intent_id: str) -> str:
         with transaction(engine) as session:
@@ -186,9 +197,7 @@ def test_a_runs_job_configuration_reads_its_flow_once_and_its_deployment_once_a_
     monkeypatch.setattr("deployments.worker._KNOWN", _KnownObjects())  # nothing read by earlier tests
 
     pool = f"warm-config-{unique}"
-    ensure_pool(pool)
-    deployment_id = execute_intent.to_deployment(name=f"execute-intent-{unique}", work_pool_name=pool).apply()
-    assert isinstance(deployment_id, UUID)
+    deployment_id = _execute_intent_deployment(pool, unique)
 
     async def scenario() -> None:
         async with get_client() as client:
@@ -255,19 +264,10 @@ def test_an_executor_runs_a_deployment_run_without_prefects_suspension_watch(
 
     # serve() replaces the engine's watch for its process: undone after this test, which runs it here.
     monkeypatch.setattr(flow_engine, "observe_flow_run_suspension", flow_engine.observe_flow_run_suspension)
-    pool = f"warm-suspend-{unique}"
-    ensure_pool(pool)
-    deployment_id = execute_intent.to_deployment(name=f"execute-intent-{unique}", work_pool_name=pool).apply()
-    assert isinstance(deployment_id, UUID)
+    deployment_id = _execute_intent_deployment(f"warm-suspend-{unique}", unique)
 
     def deployment_run(title: str) -> tuple[str, UUID]:
-        intent = make_intent("internal.create_task", {"title": title})
-        assert verify_and_register(intent).admitted
-        with get_client(sync_client=True) as client:
-            run = client.create_flow_run_from_deployment(
-                deployment_id, parameters={"action_intent_id": intent["action_intent_id"]}
-            )
-        return intent["action_intent_id"], run.id
+        return _deployment_run(make_intent, deployment_id, title)
 
     def succeeded(intent_id: str) -> bool:
         with transaction(engine) as session:

@@ -26,6 +26,23 @@ def _append(engine: Any, tenant: str, n: int, intent: str = "ai_1") -> None:
             )
 
 
+def _tamper(engine: Any, tenant: str, seq: int, column: str, value: str) -> None:
+    """Set one column of row ``seq`` as a database owner can, bypassing the append-only trigger."""
+    with engine.begin() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.execute(sa.text("ALTER TABLE ledger DISABLE TRIGGER ledger_append_only"))
+        else:
+            conn.execute(sa.text("DROP TRIGGER ledger_no_update"))
+        cast = "CAST(:v AS jsonb)" if postgres and column == "details" else ":v"
+        conn.execute(
+            sa.text(f"UPDATE ledger SET {column} = {cast} WHERE tenant_id = :t AND seq = :s"),
+            {"t": tenant, "s": seq, "v": value},
+        )
+        if postgres:
+            conn.execute(sa.text("ALTER TABLE ledger ENABLE TRIGGER ledger_append_only"))
+
+
 def _report(engine: Any, tenant: str) -> ledger.ChainReport:
     with transaction(engine) as session:
         return ledger.verify_chains(session, [tenant])[0]
@@ -61,18 +78,7 @@ def test_tampering_is_reported_at_the_first_broken_row(
         monkeypatch.setattr(ledger, "VERIFY_PAGE", page)
     _append(engine, tenant, 4)
     # A database owner can bypass the trigger; the hash chain still catches the edit.
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("ALTER TABLE ledger DISABLE TRIGGER ledger_append_only"))
-            conn.execute(
-                sa.text("UPDATE ledger SET actor = 'mallory' WHERE tenant_id = :t AND seq = 3"), {"t": tenant}
-            )
-            conn.execute(sa.text("ALTER TABLE ledger ENABLE TRIGGER ledger_append_only"))
-        else:
-            conn.execute(sa.text("DROP TRIGGER ledger_no_update"))
-            conn.execute(
-                sa.text("UPDATE ledger SET actor = 'mallory' WHERE tenant_id = :t AND seq = 3"), {"t": tenant}
-            )
+    _tamper(engine, tenant, 3, "actor", "mallory")
     report = _report(engine, tenant)
     assert not report.ok
     assert report.broken_seq == 3
@@ -210,20 +216,6 @@ def test_a_row_that_cannot_be_canonicalised_is_reported_not_raised(
     engine: Any, tenant: str, value: str
 ) -> None:
     _append(engine, tenant, 3)
-    with engine.begin() as conn:
-        details = f'{{"i": {value}}}'
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("ALTER TABLE ledger DISABLE TRIGGER ledger_append_only"))
-            conn.execute(
-                sa.text("UPDATE ledger SET details = CAST(:d AS jsonb) WHERE tenant_id = :t AND seq = 2"),
-                {"t": tenant, "d": details},
-            )
-            conn.execute(sa.text("ALTER TABLE ledger ENABLE TRIGGER ledger_append_only"))
-        else:
-            conn.execute(sa.text("DROP TRIGGER ledger_no_update"))
-            conn.execute(
-                sa.text("UPDATE ledger SET details = :d WHERE tenant_id = :t AND seq = 2"),
-                {"t": tenant, "d": details},
-            )
+    _tamper(engine, tenant, 2, "details", f'{{"i": {value}}}')
     report = _report(engine, tenant)
     assert (report.ok, report.broken_seq) == (False, 2)
