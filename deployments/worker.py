@@ -43,7 +43,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -55,7 +55,7 @@ import anyio.abc
 from prefect import Flow
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import Flow as APIFlow
-from prefect.client.schemas.objects import FlowRun, WorkPool
+from prefect.client.schemas.objects import FlowRun, State, WorkPool
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
@@ -229,12 +229,23 @@ def _no_suspension_watch(
     yield
 
 
-def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) -> None:
-    """An executor: one flow run id per message, run in this (main) thread; answers 0 per run.
+@contextlib.contextmanager
+def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[str], State[Any] | None]]:
+    """Run flow runs of fulfill's flows in this process as a warm executor does; yields ``run(flow_run_id)``.
 
-    The fork server is one per worker process and keeps the environment it started with, so each
-    executor takes the worker's current fulfill settings (``environment``) and Prefect API settings
-    (``api``: URL and credentials), passed over the pipe, never on a command line.
+    ``run`` executes the flow run through Prefect's own ``run_flow`` and returns its final state, or
+    ``None`` for a run of another flow (not run). Inside the context:
+
+    * ``api``'s Prefect settings (URL and credentials) apply, and Prefect's flow heartbeat is off
+      (≥ 30 s, joined at the end of every run: about 1 s each); it adds nothing to crash detection here:
+      the worker reports a dead executor's run Crashed and fulfill's lease heartbeat shows a lost host
+      within seconds;
+    * one Prefect client serves every run (the engine takes the open one): its connections stay open
+      between runs instead of a new client, and new connections, per run; a flow's name is read once;
+    * Prefect's suspension watch is skipped for this process (:func:`_no_suspension_watch`).
+
+    The scorecard's executors (``surfaces.scorecard_executor``) run their flow runs through this too, so
+    the crash and fault scorecard exercises the same path.
     """
     from prefect import flow_engine
     from prefect.context import SyncClientContext
@@ -244,38 +255,53 @@ def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) ->
     from flows.execute_intent import execute_intent
     from flows.health import connector_health
     from flows.maintenance import deliver_signals, expire_sweeper, reconcile
-    from fulfill.settings import reload_settings
 
     flows: dict[str, Flow[..., Any]] = {
         flow.name: flow
         for flow in (execute_intent, reconcile, expire_sweeper, deliver_signals, connector_health)
     }
-
-    for name in [name for name in os.environ if name.startswith("FULFILL_") and name not in environment]:
-        del os.environ[name]
-    os.environ.update(environment)
-    reload_settings()
-
-    # Prefect's flow heartbeat (≥ 30 s, joined at the end of every run: about 1 s each) adds nothing to
-    # crash detection here: the worker reports a dead executor's run Crashed and fulfill's lease
-    # heartbeat shows a lost host within seconds.
-    # One Prefect client for every run of this executor (the engine takes the open one): its connections
-    # stay open between runs instead of a new client, and new connections, per run.
     setattr(flow_engine, "observe_flow_run_suspension", _no_suspension_watch)  # noqa: B010 - not exported
     with (
-        temporary_settings(updates={**api, "flows.heartbeat_frequency": None}),
+        temporary_settings(updates={**(api or {}), "flows.heartbeat_frequency": None}),
         SyncClientContext.get_or_create() as prefect,
     ):
-        conn.send(os.getpid())
         names: dict[UUID, str] = {}  # flow id → name: a flow's name never changes
-        while (flow_run_id := _next(conn)) is not None:
+
+        def run(flow_run_id: str) -> State[Any] | None:
             flow_run = prefect.client.read_flow_run(UUID(flow_run_id))
             if flow_run.flow_id not in names:
                 names[flow_run.flow_id] = prefect.client.read_flow(flow_run.flow_id).name
             flow = flows.get(names[flow_run.flow_id])
             if flow is None:
+                return None
+            state = run_flow(
+                flow, flow_run=flow_run, parameters=dict(flow_run.parameters), return_type="state"
+            )
+            if not isinstance(state, State):  # fulfill's flows are synchronous: run_flow returns the state
+                raise TypeError(f"flow {flow.name!r} did not return its final state")
+            return state
+
+        yield run
+
+
+def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) -> None:
+    """An executor: one flow run id per message, run in this (main) thread; answers 0 per run.
+
+    The fork server is one per worker process and keeps the environment it started with, so each
+    executor takes the worker's current fulfill settings (``environment``) and Prefect API settings
+    (``api``: URL and credentials), passed over the pipe, never on a command line.
+    """
+    from fulfill.settings import reload_settings
+
+    for name in [name for name in os.environ if name.startswith("FULFILL_") and name not in environment]:
+        del os.environ[name]
+    os.environ.update(environment)
+    reload_settings()
+    with warm_runs(api) as run:
+        conn.send(os.getpid())
+        while (flow_run_id := _next(conn)) is not None:
+            if run(flow_run_id) is None:
                 os._exit(NOT_A_FULFILL_FLOW)  # the worker reports the run Crashed with this code
-            run_flow(flow, flow_run=flow_run, parameters=dict(flow_run.parameters), return_type="state")
             conn.send(0)
 
 

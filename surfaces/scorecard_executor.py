@@ -239,12 +239,7 @@ def _drop_connections() -> None:
     sa.event.listen(get_engine(), "before_cursor_execute", drop)
 
 
-def _execute(line: dict[str, Any]) -> dict[str, Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.flow_engine import run_flow
-
-    from flows.execute_intent import execute_intent
-
+def _execute(line: dict[str, Any], run: Callable[[str], Any]) -> dict[str, Any]:
     CURRENT.update(
         intent=line["action_intent_id"],
         kill_at=line.get("kill_at"),
@@ -253,35 +248,38 @@ def _execute(line: dict[str, Any]) -> dict[str, Any]:
         drop_in=line.get("drop_in"),
         dropped=[],
     )
-    with get_client(sync_client=True) as client:
-        flow_run = client.read_flow_run(line["flow_run_id"])
-    state = run_flow(
-        execute_intent, flow_run=flow_run, parameters=dict(flow_run.parameters), return_type="state"
-    )
+    state = run(line["flow_run_id"])
     dropped = CURRENT["dropped"]
     CURRENT.update(intent=None, kill_at=None, armed=False, drop_in=None, dropped=[])
     return {"flow_run_id": line["flow_run_id"], "state": getattr(state, "type", None), "dropped": dropped}
 
 
 #: Imported once by the fork server, so a replacement executor starts in milliseconds, not seconds.
-PRELOAD = ["surfaces.scorecard_executor", "flows.execute_intent", "flows.maintenance", "prefect.flow_engine"]
+PRELOAD = [
+    "surfaces.scorecard_executor",
+    "deployments.worker",
+    "flows.execute_intent",
+    "flows.maintenance",
+    "flows.health",
+    "prefect.flow_engine",
+]
 
 
-def _prepared() -> AbstractContextManager[None]:
-    from flows.heartbeat import without_flow_heartbeat
+def _prepared() -> AbstractContextManager[Callable[[str], Any]]:
+    """The kill points installed, then the warm worker's own way of running flow runs (``warm_runs``:
+    one open Prefect client, no flow heartbeat, no suspension watch), so the scorecard tests that path."""
+    from deployments.worker import warm_runs
 
     install(
         os.environ.get("FULFILL_SCORECARD_LOG"),
         json.loads(os.environ.get("FULFILL_SCORECARD_PROVIDERS", "[]")),
     )
-    # Crash detection is the point here, and it is fulfill's own (lease heartbeat, the run's state); Prefect's
-    # flow heartbeat (≥ 30 s) would only add a second per run, joined at exit.
-    return without_flow_heartbeat()
+    return warm_runs()
 
 
-def _answer(line: dict[str, Any]) -> dict[str, Any]:
+def _answer(line: dict[str, Any], run: Callable[[str], Any]) -> dict[str, Any]:
     try:
-        return _execute(line)
+        return _execute(line, run)
     except Exception as exc:  # noqa: BLE001 — reported to the scorecard, which counts it
         return {"flow_run_id": line["flow_run_id"], "error": f"{type(exc).__name__}: {exc}"}
 
@@ -296,10 +294,10 @@ def serve(conn: Connection, env: dict[str, str]) -> None:
 
     os.environ.update(env)
     reload_settings()
-    with _prepared():
+    with _prepared() as run:
         conn.send({"ready": os.getpid()})
         while (line := conn.recv()) is not None:
-            conn.send(_answer(line))
+            conn.send(_answer(line, run))
 
 
 def main() -> None:
@@ -307,7 +305,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reconcile", type=float, default=None, help="watch and reconcile for this long")
     args = parser.parse_args()
-    with _prepared():
+    with _prepared() as run:
         if args.reconcile is not None:
             from flows.maintenance import reconcile
 
@@ -316,7 +314,7 @@ def main() -> None:
         print(json.dumps({"ready": os.getpid()}), flush=True)
         for raw in sys.stdin:
             if raw.strip():
-                print(json.dumps(_answer(json.loads(raw))), flush=True)
+                print(json.dumps(_answer(json.loads(raw), run)), flush=True)
 
 
 if __name__ == "__main__":
