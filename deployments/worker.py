@@ -115,11 +115,11 @@ class _ReadsOnce:
         return flow
 
     async def read_deployment(self, deployment_id: UUID) -> DeploymentResponse:
-        read_at, deployment = self._known.deployments.get(deployment_id, (-DEPLOYMENT_READ_SECONDS, None))
-        if deployment is None or time.monotonic() - read_at >= DEPLOYMENT_READ_SECONDS:
+        known = self._known.deployments.get(deployment_id)
+        if known is None or time.monotonic() - known[0] >= DEPLOYMENT_READ_SECONDS:
             deployment = await self._client.read_deployment(deployment_id)
-            self._known.deployments[deployment_id] = (time.monotonic(), deployment)
-        return deployment
+            known = self._known.deployments[deployment_id] = (time.monotonic(), deployment)
+        return known[1]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -254,6 +254,7 @@ def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[str], Sta
 
     from flows.execute_intent import execute_intent
     from flows.health import connector_health
+    from flows.heartbeat import without_flow_heartbeat
     from flows.maintenance import deliver_signals, expire_sweeper, reconcile
 
     flows: dict[str, Flow[..., Any]] = {
@@ -262,7 +263,8 @@ def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[str], Sta
     }
     setattr(flow_engine, "observe_flow_run_suspension", _no_suspension_watch)  # noqa: B010 - not exported
     with (
-        temporary_settings(updates={**(api or {}), "flows.heartbeat_frequency": None}),
+        temporary_settings(updates=api or {}),
+        without_flow_heartbeat(),
         SyncClientContext.get_or_create() as prefect,
     ):
         names: dict[UUID, str] = {}  # flow id → name: a flow's name never changes

@@ -16,13 +16,18 @@ from fulfill.tables import Execution, Outcome
 from fulfill.views import status_view
 
 
+def _registered(engine: Any, make_intent: Any, title: str) -> str:
+    """A received ``internal.create_task`` intent (PENDING); its id."""
+    raw = make_intent("internal.create_task", {"title": title})
+    with transaction(engine) as session:
+        executions.register(session, raw, parse_intent(raw))
+    return str(raw["action_intent_id"])
+
+
 def test_statuses_are_plain_strings_in_the_database_and_enums_when_read(
     engine: Any, make_intent: Any, tenant: str
 ) -> None:
-    raw = make_intent("internal.create_task", {"title": "Typed"})
-    intent_id = raw["action_intent_id"]
-    with transaction(engine) as session:
-        executions.register(session, raw, parse_intent(raw))
+    intent_id = _registered(engine, make_intent, "Typed")
     with transaction(engine) as session:
         executions.cancel(session, tenant, intent_id, actor="jordan@acme.example")
 
@@ -67,10 +72,7 @@ def test_the_timeline_says_why_each_run_after_the_first_started(
     from fulfill import ledger
     from fulfill.views import timeline_view
 
-    raw = make_intent("internal.create_task", {"title": "Restarted"})
-    intent_id = raw["action_intent_id"]
-    with transaction(engine) as session:
-        executions.register(session, raw, parse_intent(raw))
+    intent_id = _registered(engine, make_intent, "Restarted")
     with transaction(engine) as session:  # run 1: refused by a kill switch, FAILED
         assert isinstance(
             executions.claim(session, intent_id, owner="run-1/a", blocked="paused"), executions.Refusal
