@@ -36,7 +36,7 @@ from fulfill.states import (
     StepStatus,
 )
 from tasks.admit import Rejected, admit
-from tasks.claim import ClaimRefused, claim
+from tasks.claim import Claimed, ClaimRefused, claim
 from tasks.connector_step import (
     Halted,
     compensate_step,
@@ -209,14 +209,16 @@ def execute_intent(
     if isinstance(admission, Rejected):
         raise AdmissionRejected(admission.code, admission.reason)
     owner = f"{flow_run_id or 'local'}/{uuid.uuid4().hex[:12]}"
-    lease = claim(admission.action_intent_id, admission.tenant_id, admission.action_type, owner, flow_run_id)
-    if isinstance(lease, ClaimRefused):
-        return run_state(_refused(admission.action_intent_id, lease))
+    claimed = claim(
+        admission.action_intent_id, admission.tenant_id, admission.action_type, owner, flow_run_id
+    )
+    if isinstance(claimed, ClaimRefused):
+        return run_state(_refused(admission.action_intent_id, claimed))
     try:
-        with keep_alive(lease):  # renews the lease while the steps run: only a dead executor loses it
-            return run_state(_fulfil(lease, raw))
+        with keep_alive(claimed.lease):  # renews the lease while the steps run: only a dead executor loses it
+            return run_state(_fulfil(claimed, raw))
     except LeaseLost as lost:
-        return run_state(_lost(lease, lost))
+        return run_state(_lost(claimed.lease, lost))
 
 
 def received_intent(action_intent_id: str | None) -> dict[str, Any]:
@@ -251,14 +253,15 @@ def _refused(action_intent_id: str, refusal: ClaimRefused) -> ExecutionResult:
     )
 
 
-def _fulfil(lease: Lease, raw: dict[str, Any]) -> ExecutionResult:
+def _fulfil(claimed: Claimed, raw: dict[str, Any]) -> ExecutionResult:
     """The steps, then the fenced finish. Raises LeaseLost when cancelled or taken over meanwhile."""
+    lease = claimed.lease
     intent = parse_intent(raw)
     params = intent.normalized_parameters()
-    the_plan: Plan | Failure = plan(lease, intent.action_type, params)
+    the_plan: Plan | Failure = plan(lease, intent.action_type, params, claimed.fingerprint)
     if isinstance(the_plan, Failure):
         return _end(lease, ExecutionStatus.FAILED, the_plan.message, the_plan, [])
-    recorded = {r["step"]: r for r in step_records(lease.action_intent_id, lease.generation)}
+    recorded = {r["step"]: r for r in claimed.records}
     completed: list[CompletedStep] = []
     for seq, step in enumerate(the_plan.steps):
         call = StepCall(

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 import rfc8785
+from sqlalchemy.orm import QueryableAttribute, defer
 from sqlmodel import Session, col, select
 
 from fulfill import ledger
@@ -143,14 +144,36 @@ def intent_digest(raw: dict[str, Any]) -> str:
     return hashlib.sha256(rfc8785.dumps(raw)).hexdigest()
 
 
+#: The intent document's column, as the ORM's loader options take it (SQLModel types it as its value).
+_INTENT_DOCUMENT = cast("QueryableAttribute[Any]", Execution.intent_json)
+
+
+def cache_fingerprint(execution: Execution) -> str:
+    """What makes the cache keys of an execution's steps unique to it, beside their idempotency keys.
+
+    The intent's digest and when it was received: a step cached for another registration of the same
+    id (a database that was reset, say) is not taken for this one's.
+    """
+    created = execution.created_at.timestamp() if execution.created_at else 0
+    return f"{execution.intent_sha256[:16]}-{int(created * 1_000_000)}"
+
+
 def _locked(session: Session, action_intent_id: str) -> Execution | None:
-    query = select(Execution).where(Execution.action_intent_id == action_intent_id)
+    """The execution, locked for this transaction (``FOR UPDATE`` where the database has it).
+
+    One read: ``populate_existing`` refreshes an instance the session already holds, and the intent
+    document (up to a 1 MiB brief) is left unloaded — a fence reads the row several times per intent
+    and never needs it; reading ``intent_json`` later in the transaction loads it then.
+    """
+    query = (
+        select(Execution)
+        .where(Execution.action_intent_id == action_intent_id)
+        .options(defer(_INTENT_DOCUMENT))
+        .execution_options(populate_existing=True)
+    )
     if lock_clause(session):
         query = query.with_for_update()
-    row = session.exec(query).first()
-    if row is not None:
-        session.refresh(row)
-    return row
+    return session.exec(query).first()
 
 
 def get(session: Session, tenant_id: str | None, action_intent_id: str) -> Execution:
@@ -166,15 +189,23 @@ def get(session: Session, tenant_id: str | None, action_intent_id: str) -> Execu
 
 
 def register(
-    session: Session, raw: dict[str, Any], intent: ActionIntentV1, *, flow_run_id: str | None = None
+    session: Session,
+    raw: dict[str, Any],
+    intent: ActionIntentV1,
+    *,
+    flow_run_id: str | None = None,
+    now: datetime | None = None,
 ) -> tuple[Execution, bool]:
     """Record an admitted intent once (PENDING). Returns ``(execution, created)``.
+
+    Args:
+        now: The database clock, when the caller has already read it in this transaction.
 
     Raises:
         IntentConflict: the id exists with different content (or for another tenant).
     """
     digest = intent_digest(raw)
-    now = db_now(session)
+    now = now or db_now(session)
     inserted = insert_ignore(
         session,
         Execution,
@@ -347,6 +378,7 @@ def claim(
             ),
             refs=[],
             attempt=execution.attempt,
+            now=now,
         )
         return Refusal(RefusalReason.KILL_SWITCH, execution)
     taken_over = execution.status == ExecutionStatus.EXECUTING
@@ -477,6 +509,8 @@ def fence(
 ) -> Execution:
     """Re-check ownership (and extend the lease) before a write of this attempt.
 
+    :func:`fence_with_clock` also returns the database clock it read.
+
     Args:
         settling: Also accept an execution that is no longer EXECUTING but still owes the undo of
             its steps (``compensation_pending``: cancelled while a call was in flight, or an undo the
@@ -486,6 +520,14 @@ def fence(
     Raises:
         LeaseLost: cancelled, finished, or taken over by another executor.
     """
+    return fence_with_clock(session, lease, settling=settling, lease_seconds=lease_seconds)[0]
+
+
+def fence_with_clock(
+    session: Session, lease: Lease, *, settling: bool = False, lease_seconds: int = DEFAULT_LEASE_SECONDS
+) -> tuple[Execution, datetime]:
+    """:func:`fence`, and the database clock it read (the rest of the transaction's writes use it too:
+    one clock read, and no early flush of the lease's update before the next statement)."""
     execution = _locked(session, lease.action_intent_id)
     assert execution is not None
     owned = execution.lease_owner == lease.owner and execution.attempt == lease.attempt
@@ -496,7 +538,7 @@ def fence(
     execution.lease_until = now + timedelta(seconds=lease_seconds)
     execution.updated_at = now
     session.add(execution)
-    return execution
+    return execution, now
 
 
 def heartbeat(session: Session, lease: Lease, *, lease_seconds: int = DEFAULT_LEASE_SECONDS) -> bool:
@@ -536,7 +578,7 @@ def _step(session: Session, lease: Lease, step: str) -> StepRecord | None:
 
 def checkpoint(session: Session, lease: Lease, *, seq: int, system: str, call: StepCall) -> StepRecord:
     """Record CALL_STARTED (with the deterministic key) before the first external call of a step."""
-    fence(session, lease)
+    _, now = fence_with_clock(session, lease)
     record = _step(session, lease, call.step)
     if record is None:
         record = StepRecord(
@@ -549,7 +591,7 @@ def checkpoint(session: Session, lease: Lease, *, seq: int, system: str, call: S
             idempotency_key=call.idempotency_key,
             status=StepStatus.CALL_STARTED,
             call_json=call.model_dump(mode="json"),
-            started_at=db_now(session),
+            started_at=now,
         )
         session.add(record)
         session.flush()
@@ -583,14 +625,14 @@ def step_succeeded(
     Also after a cancellation that raced the call (``fence(settling=True)``): the write happened at
     the provider, so it is recorded, and then undone like every other finished step.
     """
-    fence(session, lease, settling=True)
+    _, now = fence_with_clock(session, lease, settling=True)
     record = _step(session, lease, step)
     assert record is not None
     if record.status == StepStatus.SUCCEEDED:
         return record
     record.status = StepStatus.SUCCEEDED
     record.result_json = result.model_dump(mode="json")
-    record.finished_at = db_now(session)
+    record.finished_at = now
     session.add(record)
     if write_ledger:
         append_step_succeeded(session, lease.tenant_id, lease.action_intent_id, record, result)
@@ -629,7 +671,7 @@ def step_failed(session: Session, lease: Lease, step: str, error: dict[str, Any]
     Raises:
         LeaseLost: finished or taken over meanwhile (a cancelled execution still records its step).
     """
-    execution = fence(session, lease, settling=True)
+    execution, now = fence_with_clock(session, lease, settling=True)
     record = _step(session, lease, step)
     if record is None:
         return
@@ -640,7 +682,7 @@ def step_failed(session: Session, lease: Lease, step: str, error: dict[str, Any]
         session.add(execution)
     record.status = StepStatus.FAILED
     record.error_json = error
-    record.finished_at = db_now(session)
+    record.finished_at = now
     session.add(record)
     ledger.append(
         session,
@@ -729,7 +771,7 @@ def finish(
         LeaseLost: the execution was cancelled (or taken over) meanwhile. After a cancellation the
             caller still holds the lease for undoing its steps (:func:`finish_undo`).
     """
-    execution = fence(session, lease)
+    execution, now = fence_with_clock(session, lease)
     if next_generation and not compensation_pending:
         execution.generation += 1
     _terminal(
@@ -740,6 +782,7 @@ def finish(
         failure=failure,
         refs=refs,
         attempt=lease.attempt,
+        now=now,
     )
     execution.compensation_pending = compensation_pending
     if compensation_pending:
@@ -798,8 +841,7 @@ def finish_undo(
     ``halted``: an operator control stopped the undo part-way; it stays owed (the reconciler
     finishes it after release) and a person is flagged. ``needs_human`` is never cleared here.
     """
-    execution = fence(session, lease, settling=True)
-    now = db_now(session)
+    execution, now = fence_with_clock(session, lease, settling=True)
     execution.needs_human = (
         execution.needs_human or halted or compensation == Compensation.COMPENSATION_FAILED
     )
@@ -857,8 +899,10 @@ def _terminal(
     refs: list[dict[str, Any]],
     attempt: int,
     actor: str = "system",
+    now: datetime | None = None,
 ) -> None:
-    now = db_now(session)
+    """The terminal transition's rows; ``now``: the database clock if this transaction has read it."""
+    now = now or db_now(session)
     execution.status = status
     execution.explanation = explanation
     execution.failure_code = failure.code if failure else None

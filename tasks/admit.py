@@ -92,9 +92,10 @@ def verify_and_register(raw: Any, *, flow_run_id: str | None = None) -> Admissio
         return _reject(raw, FailureCode.VALIDATION_FAILED, exc.field, str(exc))
     try:
         with transaction(get_engine()) as session:
-            too_late = _beyond_ttl(intent.expires_at_epoch, db_now(session), settings.max_approval_ttl)
+            now = db_now(session)
+            too_late = _beyond_ttl(intent.expires_at_epoch, now, settings.max_approval_ttl)
             if too_late is None:
-                _, created = executions.register(session, raw, intent, flow_run_id=flow_run_id)
+                _, created = executions.register(session, raw, intent, flow_run_id=flow_run_id, now=now)
     except IntentConflict as exc:
         return _reject(raw, FailureCode.CONFLICT, "action_intent_id", str(exc))
     if too_late is not None:

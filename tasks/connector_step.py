@@ -111,10 +111,10 @@ def _guard(lease: Lease, call: StepCall, *, count: bool, undoing: bool = False) 
         reason = blocked_reason(session, lease.tenant_id, call.action_type)
         if reason:
             raise Halted(HaltKind.KILL_SWITCH, reason)
-        execution = executions.fence(session, lease, settling=undoing)
         # Measured from before the clock is read: the deadline errs early, never late.
         asked = time.monotonic()
-        left = None if undoing else execution.expires_at_epoch - db_now(session).timestamp()
+        execution, now = executions.fence_with_clock(session, lease, settling=undoing)
+        left = None if undoing else execution.expires_at_epoch - now.timestamp()
         if left is not None and left <= 0:
             raise Halted(HaltKind.EXPIRED, "the approval expired before this step could start")
         attempt = executions.count_attempt(session, lease, call.step) if count else 0
@@ -153,8 +153,8 @@ def make_retry_condition(
         backoff = _longest_backoff(task, retries_done)
         try:
             with transaction(get_engine()) as session:
-                execution = executions.fence(session, lease)
-                ttl_left = execution.expires_at_epoch - db_now(session).timestamp()
+                execution, now = executions.fence_with_clock(session, lease)
+                ttl_left = execution.expires_at_epoch - now.timestamp()
                 if wait + backoff >= ttl_left:
                     return False  # the retry could not start before the approval expires
                 executions.step_retry_scheduled(

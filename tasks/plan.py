@@ -7,8 +7,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from connectors.errors import ConnectorError
-from fulfill import executions
-from fulfill.db import get_engine, transaction
 from fulfill.executions import Failure, Lease
 from fulfill.states import FailureCode
 from tasks.resolve import resolve_connector
@@ -23,18 +21,17 @@ class Plan(BaseModel):
     fingerprint: str
 
 
-def plan(lease: Lease, action_type: str, params: dict[str, Any]) -> Plan | Failure:
-    """Resolve the tenant's connector, validate the parameters for it, and list the steps (one read)."""
+def plan(lease: Lease, action_type: str, params: dict[str, Any], fingerprint: str) -> Plan | Failure:
+    """Resolve the tenant's connector, validate the parameters for it, and list the steps.
+
+    ``fingerprint``: :func:`fulfill.executions.cache_fingerprint` of the execution (the claim reads it).
+    """
     try:
         connector = resolve_connector(lease.tenant_id, action_type)
         connector.validate(action_type, params)
     except ConnectorError as error:
         code = FailureCode(error.code)
         return Failure(code, error.seller_message, needs_human=code == FailureCode.NOT_CONFIGURED)
-    with transaction(get_engine()) as session:
-        execution = executions.get(session, lease.tenant_id, lease.action_intent_id)
-        created = execution.created_at.timestamp() if execution.created_at else 0
-        fingerprint = f"{execution.intent_sha256[:16]}-{int(created * 1_000_000)}"
     return Plan(
         system=connector.system,
         steps=connector.steps(action_type, params),

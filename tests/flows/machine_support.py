@@ -24,8 +24,9 @@ from sqlmodel import col, select
 from connectors.base import StepCall, StepResult, idempotency_key
 from connectors.errors import ConnectorError
 from connectors.salesforce import external_id_for
+from fulfill import executions
 from fulfill.approval import sign_intent
-from fulfill.db import transaction
+from fulfill.db import get_engine, transaction
 from fulfill.executions import Failure, Lease, LeaseLost
 from fulfill.intent import parse_intent
 from fulfill.states import StepStatus
@@ -216,7 +217,9 @@ def work_until_death(
     """
     intent = parse_intent(raw)
     params = intent.normalized_parameters()
-    the_plan: Plan | Failure = plan(lease, intent.action_type, params)
+    with transaction(get_engine()) as session:
+        fingerprint = executions.cache_fingerprint(executions.get(session, None, lease.action_intent_id))
+    the_plan: Plan | Failure = plan(lease, intent.action_type, params, fingerprint)
     if isinstance(the_plan, Failure) or point == "claimed":
         return
     recorded = {r["step"]: r for r in step_records(lease.action_intent_id, lease.generation)}
