@@ -52,7 +52,9 @@ def _phases(stack: Any, flow_run_ids: list[str]) -> dict[str, list[float]]:
     with temporary_settings(settings), get_client(sync_client=True) as client:
         for run_id in flow_run_ids:
             run = client.read_flow_run(UUID(run_id))
-            at = {state.type.value: state.timestamp for state in client.read_flow_run_states(UUID(run_id))}
+            at: dict[str, Any] = {}  # each state type's first state (Pending, not a later "Submitting")
+            for state in sorted(client.read_flow_run_states(UUID(run_id)), key=lambda state: state.timestamp):
+                at.setdefault(state.type.value, state.timestamp)
             created, pending, running, done = (
                 run.created,
                 at.get("PENDING"),

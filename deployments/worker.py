@@ -23,6 +23,10 @@ What it keeps of the process worker:
 * a run's job configuration is the process worker's, built without reading the run's flow and
   deployment again for every run (``WarmJobConfiguration``: a flow is read once, a deployment at most
   once a minute; the read that checks the deployment still exists before a run is submitted stays);
+* Prefect's worker marks a run ``Pending`` named ``Submitting`` while it hands the run to its
+  infrastructure (a state proposal, a server round trip and an event per run); here that hand-over is
+  a message to an idle executor, so a run goes from ``Pending`` to ``Running`` as under Prefect's
+  workers before that sub-state existed (the server attaches no behaviour to it);
 * Prefect's engine watches every deployment run for a suspension from outside (a thread, a client
   and an events subscription per run, ready before the run starts); executors skip that watch
   (``_no_suspension_watch``): fulfill's runs are stopped by cancelling them, never suspended;
@@ -443,6 +447,9 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
                 self._all.remove(executor)
         self._wake_up()  # a free executor: take a waiting run now, not at the next poll
         return WarmWorkerResult(identifier=str(executor.pid), status_code=code)
+
+    async def _propose_submitting_state(self, flow_run: FlowRun) -> None:
+        """No ``Submitting`` sub-state: handing a run to a warm executor takes milliseconds (module doc)."""
 
     async def kill_infrastructure(
         self, infrastructure_pid: str, configuration: WarmJobConfiguration, grace_seconds: int = 30

@@ -75,6 +75,7 @@ def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead
             return str(row.status)
 
     pids: list[int] = []
+    histories: list[list[str | None]] = []
     worker = WarmWorker(work_pool_name=pool, limit=1)
 
     async def scenario() -> None:
@@ -87,6 +88,7 @@ def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead
                 assert await anyio.to_thread.run_sync(status, intent_id) == "SUCCEEDED"
                 assert run.infrastructure_pid is not None
                 pids.append(int(run.infrastructure_pid))
+                histories.append(await anyio.to_thread.run_sync(_history, run_id))
                 if n == 1:  # the idle executor dies between runs: the next run gets a new one
                     os.kill(pids[-1], signal.SIGKILL)
             group.cancel_scope.cancel()
@@ -95,6 +97,15 @@ def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead
 
     assert pids[0] == pids[1] != os.getpid(), "the second run reused the first run's executor"
     assert pids[2] != pids[1], "a dead executor is replaced, not handed a run"
+    # Handing a run to an executor is no infrastructure start: no Pending "Submitting" round trip.
+    assert histories == [["Scheduled", "Pending", "Running", "Completed"]] * 3, histories
+
+
+def _history(run_id: UUID) -> list[str | None]:
+    """The names of a flow run's states, oldest first."""
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(run_id)
+    return [state.name for state in sorted(states, key=lambda state: state.timestamp)]
 
 
 @pytest.mark.parametrize("wake_on_events", [True, False], ids=["events", "polling-only"])
