@@ -359,9 +359,9 @@ def claim(
         if execution.status == ExecutionStatus.EXECUTING and steps_of(
             session, action_intent_id, execution.generation
         ):
-            _expire_mid_run(session, execution)  # its executor died part-way: undo what it did
+            _expire_mid_run(session, execution, now)  # its executor died part-way: undo what it did
         else:
-            _expire(session, execution)
+            _expire(session, execution, now)
         return Refusal(RefusalReason.EXPIRED, execution)
     if blocked:
         halted(session, execution.tenant_id, action_intent_id, reason=blocked, before_step=None)
@@ -429,14 +429,15 @@ def expire_if_due(session: Session, action_intent_id: str) -> bool:
     execution = _locked(session, action_intent_id)
     if execution is None or execution.status != ExecutionStatus.PENDING:
         return False
-    if db_now(session).timestamp() < execution.expires_at_epoch:
+    now = db_now(session)
+    if now.timestamp() < execution.expires_at_epoch:
         return False
-    _expire(session, execution)
+    _expire(session, execution, now)
     return True
 
 
-def _expire(session: Session, execution: Execution) -> None:
-    """EXPIRED before any attempt started: nothing was done."""
+def _expire(session: Session, execution: Execution, now: datetime) -> None:
+    """EXPIRED before any attempt started: nothing was done (``now``: the clock this transaction read)."""
     _terminal(
         session,
         execution,
@@ -445,10 +446,11 @@ def _expire(session: Session, execution: Execution) -> None:
         failure=None,
         refs=[],
         attempt=execution.attempt,
+        now=now,
     )
 
 
-def _expire_mid_run(session: Session, execution: Execution) -> None:
+def _expire_mid_run(session: Session, execution: Execution, now: datetime) -> None:
     """EXPIRED for an execution whose executor died part-way (its lease ran out after the approval did).
 
     Steps were started, some perhaps committed: the undo is owed (``compensation_pending``), with the
@@ -463,6 +465,7 @@ def _expire_mid_run(session: Session, execution: Execution) -> None:
         failure=None,
         refs=[],
         attempt=execution.attempt,  # the dead attempt's outcome: it recorded none
+        now=now,
     )
     execution.compensation_pending = True
 

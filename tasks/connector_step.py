@@ -50,7 +50,7 @@ from connectors.errors import ConnectorError, OutcomeUnknown
 from connectors.http import DeadlinePassed, send_deadline
 from fulfill import executions
 from fulfill.controls import blocked_reason
-from fulfill.db import db_now, get_engine, transaction
+from fulfill.db import get_engine, transaction
 from fulfill.executions import HEARTBEAT_SECONDS, Lease, LeaseLost
 from fulfill.settings import load_settings
 from fulfill.states import HaltKind
@@ -315,8 +315,8 @@ def wait_until_settled(lease: Lease, unsettled_until: datetime | None) -> None:
         return
     while True:
         with transaction(get_engine()) as session:
-            executions.fence(session, lease, settling=True)
-            left = (unsettled_until - db_now(session)).total_seconds()
+            _, now = executions.fence_with_clock(session, lease, settling=True)
+            left = (unsettled_until - now).total_seconds()
         if left <= 0:
             return
         sleep(min(left, LEASE_RENEWAL_SECONDS))

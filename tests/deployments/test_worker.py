@@ -116,9 +116,7 @@ def test_a_scheduled_run_is_taken_on_its_event_not_at_the_next_poll(
     from prefect.settings import temporary_settings
 
     pool = f"warm-events-{unique}"
-    ensure_pool(pool)
-    deployment_id = execute_intent.to_deployment(name=f"execute-intent-{unique}", work_pool_name=pool).apply()
-    assert isinstance(deployment_id, UUID)
+    deployment_id = _execute_intent_deployment(pool, unique)
     intent = make_intent("internal.create_task", {"title": "Taken on its event"})
     assert verify_and_register(intent).admitted
     worker = WarmWorker(work_pool_name=pool, limit=1, wake_on_events=wake_on_events)
