@@ -30,6 +30,10 @@ What it keeps of the process worker:
 * Prefect's engine watches every deployment run for a suspension from outside (a thread, a client
   and an events subscription per run, ready before the run starts); executors skip that watch
   (``_no_suspension_watch``): fulfill's runs are stopped by cancelling them, never suspended;
+* an executor starts a run from the worker's copy of it (Prefect's engine reads it once more when the
+  run enters Running), and Prefect's read of the server's default result storage, made for every flow
+  run and every task run, serves a minute of runs (with ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` set,
+  as in production, Prefect makes none);
 * cancelling a run in the UI sends its executor SIGTERM, which Prefect's engine turns into the
   cancellation (fulfill's hook cancels the execution and undoes its steps), then the executor exits.
 
@@ -56,15 +60,16 @@ from uuid import UUID
 
 import anyio
 import anyio.abc
+import httpx
 from prefect import Flow
-from prefect.client.orchestration import PrefectClient
+from prefect.client.orchestration import PrefectClient, SyncPrefectClient
 from prefect.client.schemas.objects import Flow as APIFlow
 from prefect.client.schemas.objects import FlowRun, State, WorkPool
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.events.schemas.events import Event
-from prefect.exceptions import InfrastructureNotFound
+from prefect.exceptions import InfrastructureNotFound, PrefectHTTPStatusError
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, ProcessWorker
 
@@ -89,6 +94,8 @@ REPOLL_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.4)
 RESUBSCRIBE_SECONDS = 5.0
 #: How long a deployment read for a run's job configuration serves the next runs of that deployment.
 DEPLOYMENT_READ_SECONDS = 60.0
+#: How long an executor's read of the server's default result storage serves its next runs.
+SERVER_STORAGE_READ_SECONDS = 60.0
 
 
 @dataclass
@@ -184,10 +191,10 @@ class _Executor:
         assert self.process.pid is not None
         return self.process.pid
 
-    def execute(self, flow_run_id: str) -> int:
+    def execute(self, flow_run: FlowRun) -> int:
         """Run one flow run; 0 when the executor answered, else its exit code (it died)."""
         try:
-            self.conn.send(flow_run_id)
+            self.conn.send(flow_run.model_dump_json())
             code = int(self.conn.recv())
         except (EOFError, OSError):
             self.process.join(timeout=30)
@@ -233,12 +240,39 @@ def _no_suspension_watch(
     yield
 
 
-@contextlib.contextmanager
-def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[str], State[Any] | None]]:
-    """Run flow runs of fulfill's flows in this process as a warm executor does; yields ``run(flow_run_id)``.
+def _server_default_storage_read_once_a_minute(client: SyncPrefectClient) -> Callable[[], UUID | None]:
+    """Stands in for Prefect's read of the server's default result storage in warm executors: a successful
+    read serves the next minute's runs.
 
-    ``run`` executes the flow run through Prefect's own ``run_flow`` and returns its final state, or
-    ``None`` for a run of another flow (not run). Inside the context:
+    With ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` unset, Prefect's engine asks the server for its default
+    result storage (``GET /admin/storage``) for every flow run and again for every task run: two API
+    calls per intent for a setting an administrator changes rarely. Here a read that succeeded is kept
+    for :data:`SERVER_STORAGE_READ_SECONDS`; a failed one (Prefect then falls back to the local storage
+    path) is not kept, so the next run asks again. With the setting set (production: a shared S3
+    block, docs/operations.md) Prefect never asks.
+    """
+    read: list[tuple[float, UUID | None]] = []
+
+    def block_id() -> UUID | None:
+        if read and time.monotonic() - read[0][0] < SERVER_STORAGE_READ_SECONDS:
+            return read[0][1]
+        try:
+            configuration = client.read_server_default_result_storage()
+        except (PrefectHTTPStatusError, httpx.HTTPError, RuntimeError, ValueError):
+            return None  # Prefect's own fallback: the local storage path
+        read[:] = [(time.monotonic(), configuration.default_result_storage_block_id)]
+        return read[0][1]
+
+    return block_id
+
+
+@contextlib.contextmanager
+def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[FlowRun | str], State[Any] | None]]:
+    """Run flow runs of fulfill's flows in this process as a warm executor does; yields ``run(flow_run)``.
+
+    ``run`` executes a flow run (as the worker's poll returned it, or its id, then read) through
+    Prefect's own ``run_flow`` and returns its final state, or ``None`` for a run of another flow (not
+    run). Inside the context:
 
     * ``api``'s Prefect settings (URL and credentials) apply, and Prefect's flow heartbeat is off
       (≥ 30 s, joined at the end of every run: about 1 s each); it adds nothing to crash detection here:
@@ -246,12 +280,16 @@ def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[str], Sta
       within seconds;
     * one Prefect client serves every run (the engine takes the open one): its connections stay open
       between runs instead of a new client, and new connections, per run; a flow's name is read once;
-    * Prefect's suspension watch is skipped for this process (:func:`_no_suspension_watch`).
+      a run handed over by the worker is not read again before the engine starts it (the engine reads
+      it once more itself when the run enters Running);
+    * Prefect's suspension watch is skipped for this process (:func:`_no_suspension_watch`), and its
+      read of the server's default result storage serves a minute of runs
+      (:func:`_server_default_storage_read_once_a_minute`).
 
     The scorecard's executors (``surfaces.scorecard_executor``) run their flow runs through this too, so
     the crash and fault scorecard exercises the same path.
     """
-    from prefect import flow_engine
+    from prefect import flow_engine, results
     from prefect.context import SyncClientContext
     from prefect.flow_engine import run_flow
     from prefect.settings import temporary_settings
@@ -271,10 +309,13 @@ def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[str], Sta
         without_flow_heartbeat(),
         SyncClientContext.get_or_create() as prefect,
     ):
+        storage_block_id = _server_default_storage_read_once_a_minute(prefect.client)
+        setattr(results, "_read_server_default_result_storage_block_id", storage_block_id)  # noqa: B010
         names: dict[UUID, str] = {}  # flow id → name: a flow's name never changes
 
-        def run(flow_run_id: str) -> State[Any] | None:
-            flow_run = prefect.client.read_flow_run(UUID(flow_run_id))
+        def run(flow_run: FlowRun | str) -> State[Any] | None:
+            if isinstance(flow_run, str):
+                flow_run = prefect.client.read_flow_run(UUID(flow_run))
             if flow_run.flow_id not in names:
                 names[flow_run.flow_id] = prefect.client.read_flow(flow_run.flow_id).name
             flow = flows.get(names[flow_run.flow_id])
@@ -305,19 +346,20 @@ def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) ->
     reload_settings()
     with warm_runs(api) as run:
         conn.send(os.getpid())
-        while (flow_run_id := _next(conn)) is not None:
-            if run(flow_run_id) is None:
+        while (flow_run := _next(conn)) is not None:
+            if run(FlowRun.model_validate_json(flow_run)) is None:
                 os._exit(NOT_A_FULFILL_FLOW)  # the worker reports the run Crashed with this code
             conn.send(0)
 
 
 def _next(conn: Connection) -> str | None:
-    """The next flow run id; ``None`` when told to stop or when the worker is gone (its pipe closed)."""
+    """The next flow run (as the worker's poll returned it, JSON); ``None`` when told to stop or when the
+    worker is gone (its pipe closed)."""
     try:
-        flow_run_id: str | None = conn.recv()
+        flow_run: str | None = conn.recv()
     except (EOFError, OSError):
         return None
-    return flow_run_id
+    return flow_run
 
 
 class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerResult]):
@@ -439,7 +481,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
         executor = await anyio.to_thread.run_sync(self._take)
         if task_status is not None:
             task_status.started(executor.pid)
-        code = await anyio.to_thread.run_sync(executor.execute, str(flow_run.id))
+        code = await anyio.to_thread.run_sync(executor.execute, flow_run)
         if code == 0:
             self._idle.put(executor)
         else:

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import anyio
 import pytest
-from prefect import flow
+from prefect import flow, flow_engine, results
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 
@@ -21,6 +21,18 @@ from fulfill.tables import Execution
 from tasks.admit import verify_and_register
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
+
+#: Prefect's own, before any executor in this process replaced them (``serve`` does, for its process).
+_PREFECT_SUSPENSION_WATCH = flow_engine.observe_flow_run_suspension
+_PREFECT_STORAGE_READ = results._read_server_default_result_storage_block_id
+
+
+@pytest.fixture
+def prefects_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's functions that ``serve`` replaces, for a test that runs an executor in this process
+    (restored after it)."""
+    monkeypatch.setattr(flow_engine, "observe_flow_run_suspension", _PREFECT_SUSPENSION_WATCH)
+    monkeypatch.setattr(results, "_read_server_default_result_storage_block_id", _PREFECT_STORAGE_READ)
 
 
 def _read(run_id: UUID) -> FlowRun:
@@ -257,8 +269,9 @@ def test_a_runs_job_configuration_reads_its_flow_once_and_its_deployment_once_a_
     anyio.run(scenario)
 
 
+@pytest.mark.usefixtures("prefects_own")
 def test_an_executor_runs_a_deployment_run_without_prefects_suspension_watch(
-    engine: Any, make_intent: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+    engine: Any, make_intent: Any, unique: str
 ) -> None:
     """Prefect's engine watches every deployment run for a suspension (a thread, a client, an events
     subscription, before the run starts); a warm executor runs fulfill's runs without it."""
@@ -266,13 +279,10 @@ def test_an_executor_runs_a_deployment_run_without_prefects_suspension_watch(
     import threading
     from unittest import mock
 
-    from prefect import flow_engine
     from prefect._internal.observers import FlowRunSuspendingObserver
 
     from deployments.worker import _api_settings, _fulfill_environment, serve
 
-    # serve() replaces the engine's watch for its process: undone after this test, which runs it here.
-    monkeypatch.setattr(flow_engine, "observe_flow_run_suspension", flow_engine.observe_flow_run_suspension)
     deployment_id = _execute_intent_deployment(f"warm-suspend-{unique}", unique)
 
     def deployment_run(title: str) -> tuple[str, UUID]:
@@ -304,7 +314,7 @@ def test_an_executor_runs_a_deployment_run_without_prefects_suspension_watch(
             assert ours.recv() == os.getpid()
             for n in range(2):
                 intent_id, run_id = deployment_run(f"Not watched {n}")
-                ours.send(str(run_id))
+                ours.send(_read(run_id).model_dump_json())  # as the worker hands a polled run over
                 assert ours.recv() == 0
                 assert succeeded(intent_id)
                 assert _finished(run_id, "the executor's run").state.is_completed()  # type: ignore[union-attr]
@@ -312,3 +322,58 @@ def test_an_executor_runs_a_deployment_run_without_prefects_suspension_watch(
             ours.send(None)
             executor.join(timeout=30)
         assert watch.call_count == 1, "the warm executor started Prefect's suspension watch"
+
+
+@pytest.mark.usefixtures("prefects_own")
+def test_an_executor_reads_neither_the_run_it_is_handed_nor_the_default_storage_for_every_run(
+    engine: Any, make_intent: Any, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefect's engine reads the server's default result storage for the flow run and for its task run;
+    a warm executor reads it once for a minute of runs, and starts a run from the worker's copy of it."""
+    import multiprocessing
+    import threading
+    from unittest import mock
+
+    from prefect.client.orchestration import SyncPrefectClient
+
+    import deployments.worker as worker
+    from deployments.worker import _api_settings, _fulfill_environment, serve
+
+    deployment_id = _execute_intent_deployment(f"warm-reads-{unique}", unique)
+
+    def calls(method: str) -> Any:
+        original = getattr(SyncPrefectClient, method)
+        return mock.patch.object(SyncPrefectClient, method, autospec=True, side_effect=original)
+
+    with calls("read_server_default_result_storage") as storage, calls("read_flow_run") as read_run:
+        # Prefect's own path, for comparison: the storage read for the flow run and for its task run.
+        intent_id, run_id = _deployment_run(make_intent, deployment_id, "Prefect's path")
+        flow_run = _read(run_id)
+        read_run.reset_mock()
+        flow_engine.run_flow(execute_intent, flow_run=flow_run, parameters={"action_intent_id": intent_id})
+        assert storage.call_count == 2
+        assert read_run.call_count == 1  # the engine's own read as the run starts
+        storage.reset_mock()
+        read_run.reset_mock()
+
+        ours, theirs = multiprocessing.Pipe()
+        executor = threading.Thread(target=serve, args=(theirs, _api_settings(), _fulfill_environment()))
+        executor.start()
+        try:
+            assert ours.recv() == os.getpid()
+            # Two runs within a minute: one read (the first flow run's); then a read is kept no time.
+            for n, (keep_seconds, storage_reads) in enumerate([(60.0, 1), (60.0, 1), (0.0, 3)]):
+                monkeypatch.setattr(worker, "SERVER_STORAGE_READ_SECONDS", keep_seconds)
+                intent_id, run_id = _deployment_run(make_intent, deployment_id, f"Warm {n}")
+                ours.send(_read(run_id).model_dump_json())  # as the worker hands a polled run over
+                read_run.reset_mock()
+                assert ours.recv() == 0
+                assert read_run.call_count == 1, "the executor read the run it was handed"
+                assert storage.call_count == storage_reads, f"run {n}"
+                assert _finished(run_id, "the executor's run").state.is_completed()  # type: ignore[union-attr]
+        finally:
+            ours.send(None)
+            executor.join(timeout=30)
+        with transaction(engine) as session:
+            row = session.get(Execution, intent_id)
+            assert row is not None and row.status == "SUCCEEDED"
