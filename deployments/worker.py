@@ -60,16 +60,15 @@ from uuid import UUID
 
 import anyio
 import anyio.abc
-import httpx
 from prefect import Flow
-from prefect.client.orchestration import PrefectClient, SyncPrefectClient
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import Flow as APIFlow
 from prefect.client.schemas.objects import FlowRun, State, WorkPool
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.events.schemas.events import Event
-from prefect.exceptions import InfrastructureNotFound, PrefectHTTPStatusError
+from prefect.exceptions import InfrastructureNotFound
 from prefect.workers.base import BaseWorker, BaseWorkerResult
 from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, ProcessWorker
 
@@ -94,8 +93,6 @@ REPOLL_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.4)
 RESUBSCRIBE_SECONDS = 5.0
 #: How long a deployment read for a run's job configuration serves the next runs of that deployment.
 DEPLOYMENT_READ_SECONDS = 60.0
-#: How long an executor's read of the server's default result storage serves its next runs.
-SERVER_STORAGE_READ_SECONDS = 60.0
 
 
 @dataclass
@@ -240,32 +237,6 @@ def _no_suspension_watch(
     yield
 
 
-def _server_default_storage_read_once_a_minute(client: SyncPrefectClient) -> Callable[[], UUID | None]:
-    """Stands in for Prefect's read of the server's default result storage in warm executors: a successful
-    read serves the next minute's runs.
-
-    With ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` unset, Prefect's engine asks the server for its default
-    result storage (``GET /admin/storage``) for every flow run and again for every task run: two API
-    calls per intent for a setting an administrator changes rarely. Here a read that succeeded is kept
-    for :data:`SERVER_STORAGE_READ_SECONDS`; a failed one (Prefect then falls back to the local storage
-    path) is not kept, so the next run asks again. With the setting set (production: a shared S3
-    block, docs/operations.md) Prefect never asks.
-    """
-    read: list[tuple[float, UUID | None]] = []
-
-    def block_id() -> UUID | None:
-        if read and time.monotonic() - read[0][0] < SERVER_STORAGE_READ_SECONDS:
-            return read[0][1]
-        try:
-            configuration = client.read_server_default_result_storage()
-        except (PrefectHTTPStatusError, httpx.HTTPError, RuntimeError, ValueError):
-            return None  # Prefect's own fallback: the local storage path
-        read[:] = [(time.monotonic(), configuration.default_result_storage_block_id)]
-        return read[0][1]
-
-    return block_id
-
-
 @contextlib.contextmanager
 def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[FlowRun | str], State[Any] | None]]:
     """Run flow runs of fulfill's flows in this process as a warm executor does; yields ``run(flow_run)``.
@@ -284,16 +255,17 @@ def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[FlowRun |
       it once more itself when the run enters Running);
     * Prefect's suspension watch is skipped for this process (:func:`_no_suspension_watch`), and its
       read of the server's default result storage serves a minute of runs
-      (:func:`_server_default_storage_read_once_a_minute`).
+      (:func:`flows.result_storage.read_once_a_minute`).
 
     The scorecard's executors (``surfaces.scorecard_executor``) run their flow runs through this too, so
     the crash and fault scorecard exercises the same path.
     """
-    from prefect import flow_engine, results
+    from prefect import flow_engine
     from prefect.context import SyncClientContext
     from prefect.flow_engine import run_flow
     from prefect.settings import temporary_settings
 
+    from flows import result_storage
     from flows.execute_intent import execute_intent
     from flows.health import connector_health
     from flows.heartbeat import without_flow_heartbeat
@@ -304,13 +276,12 @@ def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[FlowRun |
         for flow in (execute_intent, reconcile, expire_sweeper, deliver_signals, connector_health)
     }
     setattr(flow_engine, "observe_flow_run_suspension", _no_suspension_watch)  # noqa: B010 - not exported
+    result_storage.read_once_a_minute()
     with (
         temporary_settings(updates=api or {}),
         without_flow_heartbeat(),
         SyncClientContext.get_or_create() as prefect,
     ):
-        storage_block_id = _server_default_storage_read_once_a_minute(prefect.client)
-        setattr(results, "_read_server_default_result_storage_block_id", storage_block_id)  # noqa: B010
         names: dict[UUID, str] = {}  # flow id → name: a flow's name never changes
 
         def run(flow_run: FlowRun | str) -> State[Any] | None:

@@ -111,6 +111,7 @@ class ExecutionService:
         Raises:
             IntentRejected: invalid schema, approval signature, or conflicting content.
         """
+        from flows import result_storage
         from flows.execute_intent import AdmissionRejected, ExecutionFailed, execute_intent
         from flows.heartbeat import without_flow_heartbeat
         from tasks.admit import Rejected, verify_and_register
@@ -120,6 +121,7 @@ class ExecutionService:
         admission = verify_and_register(raw)
         if isinstance(admission, Rejected):
             raise IntentRejected(admission.code, admission.field, admission.reason)
+        result_storage.read_once_a_minute()  # not two server reads per intent (flows/result_storage.py)
         try:
             # In-process runs have no worker to watch them, so Prefect's flow heartbeat (zombie
             # detection) only costs time: a sync flow joins its heartbeat thread at exit (≈1 s per

@@ -336,10 +336,11 @@ def test_an_executor_reads_neither_the_run_it_is_handed_nor_the_default_storage_
 
     from prefect.client.orchestration import SyncPrefectClient
 
-    import deployments.worker as worker
     from deployments.worker import _api_settings, _fulfill_environment, serve
+    from flows import result_storage
 
     deployment_id = _execute_intent_deployment(f"warm-reads-{unique}", unique)
+    monkeypatch.setattr(result_storage, "_read", {})  # nothing read by an earlier test
 
     def calls(method: str) -> Any:
         original = getattr(SyncPrefectClient, method)
@@ -363,7 +364,7 @@ def test_an_executor_reads_neither_the_run_it_is_handed_nor_the_default_storage_
             assert ours.recv() == os.getpid()
             # Two runs within a minute: one read (the first flow run's); then a read is kept no time.
             for n, (keep_seconds, storage_reads) in enumerate([(60.0, 1), (60.0, 1), (0.0, 3)]):
-                monkeypatch.setattr(worker, "SERVER_STORAGE_READ_SECONDS", keep_seconds)
+                monkeypatch.setattr(result_storage, "READ_SECONDS", keep_seconds)
                 intent_id, run_id = _deployment_run(make_intent, deployment_id, f"Warm {n}")
                 ours.send(_read(run_id).model_dump_json())  # as the worker hands a polled run over
                 read_run.reset_mock()
