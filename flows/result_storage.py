@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from uuid import UUID
 
 import httpx
@@ -24,7 +25,10 @@ from prefect.settings import get_current_settings
 #: How long a read of the server's default result storage answers for the next runs.
 READ_SECONDS = 60.0
 #: Prefect's function that this module stands in for (not exported by Prefect).
-_PREFECTS_READ = "_read_server_default_result_storage_block_id"
+PREFECTS_READ = "_read_server_default_result_storage_block_id"
+
+#: Prefect's own read, as this module found it (tests that compare with Prefect's path put it back).
+PREFECTS_OWN: Callable[[], UUID | None] = getattr(results, PREFECTS_READ)
 
 _lock = threading.Lock()
 _read: dict[str | None, tuple[float, UUID | None]] = {}  # API URL → (when, block id)
@@ -49,4 +53,4 @@ def server_default_storage_block_id() -> UUID | None:
 def read_once_a_minute() -> None:
     """Have Prefect's engine in this process take the server's default result storage from
     :func:`server_default_storage_block_id` (for the rest of the process; calling it again is harmless)."""
-    setattr(results, _PREFECTS_READ, server_default_storage_block_id)
+    setattr(results, PREFECTS_READ, server_default_storage_block_id)

@@ -15,6 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 
 from deployments.worker import NOT_A_FULFILL_FLOW, WORKER_TYPE, WarmWorker, ensure_pool
+from flows import result_storage
 from flows.execute_intent import execute_intent
 from fulfill.db import transaction
 from fulfill.tables import Execution
@@ -22,9 +23,8 @@ from tasks.admit import verify_and_register
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-#: Prefect's own, before any executor in this process replaced them (``serve`` does, for its process).
+#: Prefect's own, before any executor in this process replaced it (``serve`` does, for its process).
 _PREFECT_SUSPENSION_WATCH = flow_engine.observe_flow_run_suspension
-_PREFECT_STORAGE_READ = results._read_server_default_result_storage_block_id
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def prefects_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """Prefect's functions that ``serve`` replaces, for a test that runs an executor in this process
     (restored after it)."""
     monkeypatch.setattr(flow_engine, "observe_flow_run_suspension", _PREFECT_SUSPENSION_WATCH)
-    monkeypatch.setattr(results, "_read_server_default_result_storage_block_id", _PREFECT_STORAGE_READ)
+    monkeypatch.setattr(results, result_storage.PREFECTS_READ, result_storage.PREFECTS_OWN)
 
 
 def _read(run_id: UUID) -> FlowRun:
@@ -337,7 +337,6 @@ def test_an_executor_reads_neither_the_run_it_is_handed_nor_the_default_storage_
     from prefect.client.orchestration import SyncPrefectClient
 
     from deployments.worker import _api_settings, _fulfill_environment, serve
-    from flows import result_storage
 
     deployment_id = _execute_intent_deployment(f"warm-reads-{unique}", unique)
     monkeypatch.setattr(result_storage, "_read", {})  # nothing read by an earlier test

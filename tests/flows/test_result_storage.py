@@ -16,15 +16,13 @@ from surfaces.service import ExecutionService
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-#: Prefect's own, before this process's in-process runs replaced it.
-_PREFECTS_READ = results._read_server_default_result_storage_block_id
 _PREFECTS_CALL = SyncPrefectClient.read_server_default_result_storage
 
 
 @pytest.fixture
 def storage_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[mock.MagicMock]:
     """Prefect's own read in place and nothing kept from earlier tests; yields the API call, counted."""
-    monkeypatch.setattr(results, "_read_server_default_result_storage_block_id", _PREFECTS_READ)
+    monkeypatch.setattr(results, result_storage.PREFECTS_READ, result_storage.PREFECTS_OWN)
     monkeypatch.setattr(result_storage, "_read", {})
     with mock.patch.object(
         SyncPrefectClient, "read_server_default_result_storage", autospec=True, side_effect=_PREFECTS_CALL
