@@ -16,8 +16,12 @@ What it keeps of the process worker:
   holds runs and the pool's and the worker's concurrency limits (``--limit``) hold as for any worker;
   but it does not wait for the next poll (``PREFECT_WORKER_QUERY_SECONDS``) to look: it subscribes to
   Prefect's ``prefect.flow-run.Scheduled`` events of its pool and polls as soon as one arrives (tens of
-  milliseconds after the run was created), and again whenever an executor becomes free. The timed poll
-  stays, as the fallback when the event stream is down;
+  milliseconds after the run was created), and again whenever a run's slot is freed (its executor
+  finished it). The timed poll stays, as the fallback when the event stream is down;
+* a poll asks for no more runs than the worker can start (its free slots, and the runs it is handing
+  over, which may still be Scheduled): Prefect's worker asks for every scheduled run of its queues (up
+  to the server's default limit, 200) and starts as many as its limit allows, so under a backlog every
+  poll made the server load and send the whole backlog. A wake-up with no free slot polls nothing;
 * one OS process per running flow run: an executor that dies (SIGKILL, OOM) loses only its own run,
   which the worker reports Crashed (a non-zero exit) and the reconciler takes over;
 * a run's job configuration is the process worker's, built without reading the run's flow and
@@ -53,6 +57,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
@@ -60,11 +65,12 @@ from uuid import UUID
 
 import anyio
 import anyio.abc
+import httpx
 from prefect import Flow
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import Flow as APIFlow
 from prefect.client.schemas.objects import FlowRun, State, WorkPool
-from prefect.client.schemas.responses import DeploymentResponse
+from prefect.client.schemas.responses import DeploymentResponse, WorkerFlowRunResponse
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.events.schemas.events import Event
@@ -348,6 +354,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
         self._wake_on_events = wake_on_events
         self._wake = anyio.Event()
         self._awaited: set[UUID] = set()
+        self._executed: set[UUID] = set()  # runs an executor finished whose slot is not yet released
         self._idle: queue.SimpleQueue[_Executor] = queue.SimpleQueue()
         self._all: list[_Executor] = []
         self._lock = threading.Lock()
@@ -402,20 +409,65 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
             self._awaited.add(flow_run_id)
         self._wake.set()
 
+    def _poll_limit(self) -> int | None:
+        """How many runs a poll may start: the free slots and the runs being handed over (``None``: no limit)."""
+        if self._limiter is None:
+            return None
+        return int(self._limiter.available_tokens) + len(self._submitting_flow_run_ids)
+
+    async def _get_scheduled_flow_runs(self) -> list[WorkerFlowRunResponse]:
+        """Prefect's poll of the pool's queues, asking for no more runs than :meth:`_poll_limit`.
+
+        The request is the Prefect client's ``get_scheduled_flow_runs_for_work_pool`` with the endpoint's
+        ``limit``, which the client does not pass: the server returns the first runs in its own order
+        (queue priority, then scheduled time) and, as for every poll, marks the queues and deployments
+        polled (ready). Runs scheduled within the prefetch window are included, as Prefect's worker does.
+        """
+        body: dict[str, Any] = {
+            "work_queue_names": sorted(self._work_queues),
+            "scheduled_before": (
+                datetime.now(UTC) + timedelta(seconds=int(self._prefetch_seconds))
+            ).isoformat(),
+        }
+        if (limit := self._poll_limit()) is not None:
+            body["limit"] = limit
+        try:
+            response = await self.client.request(
+                "POST",
+                "/work_pools/{name}/get_scheduled_flow_runs",
+                path_params={"name": self._work_pool_name},
+                json=body,
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:  # no pool yet: the heartbeat creates it (as Prefect's poll)
+                return []
+            raise
+        return WorkerFlowRunResponse.model_validate_list(response.json())
+
+    def _release_limit_slot(self, flow_run_id: UUID) -> None:
+        """Prefect's release of a run's slot; a run an executor finished also wakes the poll, which can take a
+        waiting run now (the slot is free only once this returns)."""
+        super()._release_limit_slot(flow_run_id)
+        if flow_run_id in self._executed:
+            self._executed.discard(flow_run_id)
+            self._wake_up()
+
     async def _poll_on_wake(self) -> None:
-        """Poll the pool through Prefect's own path whenever woken (an event, a free executor)."""
+        """Poll the pool through Prefect's own path whenever woken (an event, a freed slot)."""
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
             for delay in REPOLL_DELAYS:
                 await anyio.sleep(delay)
+                if self._poll_limit() == 0:  # every slot busy: a freed slot wakes the poll again
+                    break
                 try:
                     taken = await self.get_and_submit_flow_runs()
                 except Exception:  # the timed poll is still there; log and wait for the next wake-up
                     self._logger.exception("Polling the work pool on a wake-up failed")
                     break
                 self._awaited -= {run.id for run in taken} | self._submitting_flow_run_ids
-                if not self._awaited or self._limiter is not None and self._limiter.available_tokens == 0:
+                if not self._awaited:
                     break
             self._awaited.clear()
 
@@ -458,7 +510,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
         else:
             with self._lock:
                 self._all.remove(executor)
-        self._wake_up()  # a free executor: take a waiting run now, not at the next poll
+        self._executed.add(flow_run.id)  # its slot, once released, wakes the poll
         return WarmWorkerResult(identifier=str(executor.pid), status_code=code)
 
     async def _propose_submitting_state(self, flow_run: FlowRun) -> None:

@@ -165,6 +165,68 @@ def test_a_scheduled_run_is_taken_on_its_event_not_at_the_next_poll(
         assert not waited, "without events the run waits for the next poll (two minutes away)"
 
 
+def test_a_poll_asks_for_no_more_runs_than_the_worker_can_start(unique: str) -> None:
+    """Prefect's own poll returns the whole backlog; the warm worker's returns its free slots' worth."""
+    pool = f"warm-limit-{unique}"
+    deployment_id = _execute_intent_deployment(pool, unique)
+
+    async def scenario() -> None:
+        async with WarmWorker(work_pool_name=pool, limit=2, wake_on_events=False) as worker:
+            runs = [
+                await worker.client.create_flow_run_from_deployment(
+                    deployment_id, parameters={"action_intent_id": f"backlog-{n}"}
+                )
+                for n in range(5)
+            ]
+            everything = await worker.client.get_scheduled_flow_runs_for_work_pool(pool)
+            assert {entry.flow_run.id for entry in everything} == {run.id for run in runs}  # Prefect's poll
+            polled = await worker._get_scheduled_flow_runs()
+            assert [entry.flow_run.id for entry in polled] == [run.id for run in runs[:2]], "the oldest two"
+            assert worker._limiter is not None
+            worker._limiter.acquire_on_behalf_of_nowait(runs[0].id)  # one slot taken …
+            worker._submitting_flow_run_ids.add(runs[0].id)  # … by a run still being handed over
+            polled = await worker._get_scheduled_flow_runs()
+            assert [entry.flow_run.id for entry in polled] == [run.id for run in runs[:2]]
+            worker._submitting_flow_run_ids.discard(runs[0].id)  # handed over (no longer Scheduled)
+            worker._limiter.acquire_on_behalf_of_nowait(runs[1].id)
+            assert await worker._get_scheduled_flow_runs() == [], "no free slot, no run"
+            worker._limiter.release_on_behalf_of(runs[0].id)
+            worker._limiter.release_on_behalf_of(runs[1].id)
+
+    anyio.run(scenario)
+
+
+def test_a_run_waiting_for_a_busy_slot_starts_when_the_slot_is_freed_not_at_the_next_poll(
+    engine: Any, make_intent: Any, unique: str
+) -> None:
+    """One slot, a two-minute poll: the second run is taken as soon as the first one's slot is released."""
+    from prefect.settings import temporary_settings
+
+    pool = f"warm-freed-{unique}"
+    deployment_id = _execute_intent_deployment(pool, unique)
+    worker = WarmWorker(work_pool_name=pool, limit=1)
+    finals: list[FlowRun] = []
+
+    def create_two_and_wait() -> None:
+        run_ids = [_deployment_run(make_intent, deployment_id, f"Freed {n}")[1] for n in range(2)]
+        finals.extend(_finished(run_id, f"run {n}", timeout=20) for n, run_id in enumerate(run_ids))
+
+    async def scenario() -> None:
+        with temporary_settings(updates={"worker.query_seconds": 120}):
+            async with anyio.create_task_group() as group:
+                group.start_soon(worker.start)
+                await anyio.sleep(4)  # the worker's first poll (at start) and its subscription are done
+                await anyio.to_thread.run_sync(create_two_and_wait)
+                group.cancel_scope.cancel()
+
+    anyio.run(scenario)
+
+    assert [run.state.is_completed() for run in finals if run.state is not None] == [True, True], finals
+    first, second = finals
+    assert first.end_time is not None and second.start_time is not None
+    assert second.start_time >= first.end_time, "one slot: the second run waited for the first"
+
+
 @flow(name="not-fulfill")
 def _foreign() -> None:
     """A flow that is none of fulfill's: the warm worker must not run it."""
