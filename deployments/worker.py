@@ -80,13 +80,25 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, P
 
 #: The worker type (the work pool's type).
 WORKER_TYPE = "fulfill-warm"
-#: Imported once by the fork server, so an executor starts in milliseconds.
+#: Imported once by the fork server, so an executor starts in milliseconds: fulfill's flows, Prefect's
+#: engines, this module (an executor's target), and what a first run imported otherwise (measured: the
+#: ledger's database drivers, Prefect's concurrency and task-visualisation modules, anyio's backend).
 PRELOAD = [
     "flows.execute_intent",
     "flows.maintenance",
     "flows.health",
     "prefect.flow_engine",
+    "prefect.task_engine",
     "prefect.client.orchestration",
+    "prefect.concurrency.sync",
+    "prefect.utilities.visualization",
+    "anyio._backends._asyncio",
+    "encodings.idna",
+    "sqlite3",
+    "sqlalchemy.dialects.sqlite",
+    "psycopg",
+    "sqlalchemy.dialects.postgresql.psycopg",
+    "deployments.worker",
 ]
 #: An executor's exit code when the run is not one of fulfill's flows (it does not run it).
 NOT_A_FULFILL_FLOW = 3
@@ -321,12 +333,26 @@ def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) ->
         del os.environ[name]
     os.environ.update(environment)
     reload_settings()
+    _warm_up()
     with warm_runs(api) as run:
         conn.send(os.getpid())
         while (flow_run := _next(conn)) is not None:
             if run(FlowRun.model_validate_json(flow_run)) is None:
                 os._exit(NOT_A_FULFILL_FLOW)  # the worker reports the run Crashed with this code
             conn.send(0)
+
+
+def _warm_up() -> None:
+    """What an executor's first run would otherwise do first: configure SQLAlchemy's mappers and open the
+    ledger's engine (its schema check included). A database that cannot be reached now is left for the
+    run to meet and report (``get_engine`` checks again until it succeeds)."""
+    from sqlalchemy.orm import configure_mappers
+
+    from fulfill.db import get_engine
+
+    configure_mappers()
+    with contextlib.suppress(Exception):
+        get_engine()
 
 
 def _next(conn: Connection) -> str | None:
@@ -357,6 +383,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
         self._executed: set[UUID] = set()  # runs an executor finished whose slot is not yet released
         self._idle: queue.SimpleQueue[_Executor] = queue.SimpleQueue()
         self._all: list[_Executor] = []
+        self._starting = 0  # idle executors being started (_start_executors)
         self._lock = threading.Lock()
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD)
@@ -367,16 +394,43 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
         return ProcessWorker.get_default_base_job_template()
 
     def _take(self) -> _Executor:
-        """An idle executor (one that died while idle is dropped), or a new one from the warm fork server."""
+        """An idle executor (one that died while idle is dropped); while idle ones are being started
+        (:meth:`_start_executors`), the next of them; else a new one from the warm fork server."""
         while True:
+            with self._lock:
+                starting = self._starting
             try:
-                idle = self._idle.get_nowait()
+                idle = self._idle.get(timeout=0.05) if starting else self._idle.get_nowait()
             except queue.Empty:
-                break
+                if starting:
+                    continue
+                return self._start_executor()
             if idle.process.is_alive():
                 return idle
             with self._lock:
                 self._all.remove(idle)
+
+    def _start_executors(self) -> None:
+        """Start executors, idle, up to the limit (none without one), so that the first runs after the worker
+        starts find them ready: an executor's start and first use cost about 0.3 CPU-seconds, which in a
+        burst delayed each of the first runs by up to a second (docs/benchmarks.md). Stops at teardown, and
+        at the first executor that fails to start (a run then starts its own, and meets the failure)."""
+        while self.is_setup and self._limit is not None:
+            with self._lock:
+                if len(self._all) + self._starting >= self._limit:
+                    return
+                self._starting += 1
+            try:
+                self._idle.put(self._start_executor())
+            except Exception:  # noqa: BLE001 - never the worker's end: runs start executors themselves
+                self._logger.exception("Starting an idle executor failed")
+                return
+            finally:
+                with self._lock:
+                    self._starting -= 1
+
+    def _start_executor(self) -> _Executor:
+        """A new executor from the warm fork server, once it is ready."""
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
             target=serve, args=(theirs, _api_settings(), _fulfill_environment()), daemon=True
@@ -395,6 +449,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
             self._runs_task_group.start_soon(self._cancellable, self._poll_on_wake)
             if self._wake_on_events:
                 self._runs_task_group.start_soon(self._cancellable, self._listen)
+            self._runs_task_group.start_soon(anyio.to_thread.run_sync, self._start_executors)
 
     async def _cancellable(self, loop: Any) -> None:
         """Run ``loop`` until the worker's teardown (which cancels these scopes before closing its task group)."""
@@ -409,11 +464,15 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
             self._awaited.add(flow_run_id)
         self._wake.set()
 
+    def _free_slots(self) -> int | None:
+        """How many more runs the worker can start now (``None``: no limit)."""
+        return None if self._limiter is None else int(self._limiter.available_tokens)
+
     def _poll_limit(self) -> int | None:
-        """How many runs a poll may start: the free slots and the runs being handed over (``None``: no limit)."""
-        if self._limiter is None:
-            return None
-        return int(self._limiter.available_tokens) + len(self._submitting_flow_run_ids)
+        """How many runs a poll asks for: the free slots, and the runs being handed over, which the poll may
+        return again while they are still Scheduled (``None``: no limit)."""
+        free = self._free_slots()
+        return None if free is None else free + len(self._submitting_flow_run_ids)
 
     async def _get_scheduled_flow_runs(self) -> list[WorkerFlowRunResponse]:
         """Prefect's poll of the pool's queues, asking for no more runs than :meth:`_poll_limit`.
@@ -453,13 +512,15 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
             self._wake_up()
 
     async def _poll_on_wake(self) -> None:
-        """Poll the pool through Prefect's own path whenever woken (an event, a freed slot)."""
+        """Poll the pool through Prefect's own path whenever woken (an event, a freed slot); a wake-up during
+        the repolls' delays polls at once."""
         while True:
             await self._wake.wait()
-            self._wake = anyio.Event()
             for delay in REPOLL_DELAYS:
-                await anyio.sleep(delay)
-                if self._poll_limit() == 0:  # every slot busy: a freed slot wakes the poll again
+                with anyio.move_on_after(delay):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+                if self._free_slots() == 0:  # every slot busy: a freed slot wakes the poll again
                     break
                 try:
                     taken = await self.get_and_submit_flow_runs()

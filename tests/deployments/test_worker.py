@@ -165,6 +165,29 @@ def test_a_scheduled_run_is_taken_on_its_event_not_at_the_next_poll(
         assert not waited, "without events the run waits for the next poll (two minutes away)"
 
 
+def test_a_worker_starts_its_limit_of_idle_executors_and_stops_them_at_teardown(unique: str) -> None:
+    """The first runs after a start find executors ready (an executor's start is not paid inside a burst)."""
+    pool = f"warm-idle-{unique}"
+    ensure_pool(pool)
+    executors: list[Any] = []
+
+    async def scenario() -> None:
+        async with WarmWorker(work_pool_name=pool, limit=3, wake_on_events=False) as worker:
+            deadline = time.monotonic() + 60
+            while worker._idle.qsize() < 3:
+                assert time.monotonic() < deadline, "three idle executors were not started"
+                await anyio.sleep(0.1)
+            await anyio.sleep(0.5)  # no fourth one is started
+            executors.extend(worker._all)
+            assert len(executors) == 3
+            assert all(executor.process.is_alive() for executor in executors)
+            assert os.getpid() not in {executor.pid for executor in executors}
+
+    anyio.run(scenario)
+
+    assert not any(executor.process.is_alive() for executor in executors), "teardown stops idle executors"
+
+
 def test_a_poll_asks_for_no_more_runs_than_the_worker_can_start(unique: str) -> None:
     """Prefect's own poll returns the whole backlog; the warm worker's returns its free slots' worth."""
     pool = f"warm-limit-{unique}"
