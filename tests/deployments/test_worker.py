@@ -87,6 +87,7 @@ def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead
             return str(row.status)
 
     pids: list[int] = []
+    run_ids: list[UUID] = []
     histories: list[list[str | None]] = []
     worker = WarmWorker(work_pool_name=pool, limit=1)
 
@@ -95,6 +96,7 @@ def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead
             group.start_soon(worker.start)
             for n in range(3):
                 intent_id, run_id = await anyio.to_thread.run_sync(submit, f"Warm {n}")
+                run_ids.append(run_id)
                 run = await anyio.to_thread.run_sync(_finished, run_id, f"run {n}")
                 assert run.state is not None and run.state.is_completed(), run.state
                 assert await anyio.to_thread.run_sync(status, intent_id) == "SUCCEEDED"
@@ -107,6 +109,12 @@ def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead
 
     anyio.run(scenario)
 
+    for run_id in run_ids:  # the worker's labels, sent beside the hand-over
+        deadline = time.monotonic() + 10
+        while (labels := _read(run_id).labels).get("prefect.worker.type") != WORKER_TYPE:
+            assert time.monotonic() < deadline, labels
+            time.sleep(0.1)
+        assert labels["prefect.work-pool.name"] == pool
     assert pids[0] == pids[1] != os.getpid(), "the second run reused the first run's executor"
     assert pids[2] != pids[1], "a dead executor is replaced, not handed a run"
     # Handing a run to an executor is no infrastructure start: no Pending "Submitting" round trip.
