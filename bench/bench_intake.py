@@ -1,14 +1,15 @@
 """Benchmark: approval webhook posted → execution SUCCEEDED, through the running stack (`fulfill up`).
 
     .venv/bin/python bench/bench_intake.py --sequential 10 --burst 10 --burst 100 \
-        [--worker warm|process] [--write docs/benchmarks.md]
+        [--worker warm|process] [--limit 4] [--repeats 1] [--write docs/benchmarks.md]
     # set PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://… for a PostgreSQL-backed Prefect server
 
 Starts the whole local stack on a fresh data directory (Prefect server, work pools, deployments, the
 intent pool's worker — the warm worker, or Prefect's process worker with ``--worker process`` — and
 the API), posts signed Standard Webhooks deliveries of internal intents and polls the ledger database
 until each execution is SUCCEEDED. Prints p50/p95 for sequential deliveries and the time each burst takes
-to finish. Goals (issue 13): p50 ≤ 300 ms and p95 ≤ 1 s sequential, a burst of 10 finished within 2 s.
+to finish, with the share of both cores the machine used meanwhile and, for the last burst of 10, when each
+of its runs was created, taken (Pending), started and ended. Goals (issue 13): p50 ≤ 300 ms and p95 ≤ 1 s sequential, a burst of 10 finished within 2 s.
 Speed goals live here, never in timed tests.
 """
 
@@ -27,32 +28,29 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import fresh_prefect_database, load_note, machine, percentile, publish
+from common import fresh_prefect_database, load_note, machine, machine_cpu, percentile, publish
 from intents import bench_intent
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-def _phases(stack: Any, flow_run_ids: list[str]) -> dict[str, list[float]]:
-    """Seconds between the flow runs' state changes (created → Pending → Running → Completed)."""
+def _moments(stack: Any, flow_run_ids: list[str]) -> list[tuple[datetime, datetime, datetime, datetime]]:
+    """Each flow run's creation and its first Pending, Running and Completed state (each state type's first
+    state: Pending, not a later "Submitting"); a run without one of them is left out."""
     from uuid import UUID
 
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    phases: dict[str, list[float]] = {
-        "intake created the run → the worker took it (Pending)": [],
-        "→ the flow started (Running)": [],
-        "→ the flow ended (Completed)": [],
-    }
     settings = {
         PREFECT_API_URL: stack.prefect_url,
         PREFECT_API_AUTH_STRING: stack.env["PREFECT_API_AUTH_STRING"],
     }
+    moments: list[tuple[datetime, datetime, datetime, datetime]] = []
     with temporary_settings(settings), get_client(sync_client=True) as client:
         for run_id in flow_run_ids:
             run = client.read_flow_run(UUID(run_id))
-            at: dict[str, Any] = {}  # each state type's first state (Pending, not a later "Submitting")
+            at: dict[str, datetime] = {}
             for state in sorted(client.read_flow_run_states(UUID(run_id)), key=lambda state: state.timestamp):
                 at.setdefault(state.type.value, state.timestamp)
             created, pending, running, done = (
@@ -61,13 +59,30 @@ def _phases(stack: Any, flow_run_ids: list[str]) -> dict[str, list[float]]:
                 at.get("RUNNING"),
                 at.get("COMPLETED"),
             )
-            if created is None or pending is None or running is None or done is None:
-                continue
-            for values, (start, end) in zip(
-                phases.values(), ((created, pending), (pending, running), (running, done)), strict=True
-            ):
-                values.append((end - start).total_seconds())
+            if created is not None and pending is not None and running is not None and done is not None:
+                moments.append((created, pending, running, done))
+    return moments
+
+
+def _phases(stack: Any, flow_run_ids: list[str]) -> dict[str, list[float]]:
+    """Seconds between the flow runs' state changes (created → Pending → Running → Completed)."""
+    phases: dict[str, list[float]] = {
+        "intake created the run → the worker took it (Pending)": [],
+        "→ the flow started (Running)": [],
+        "→ the flow ended (Completed)": [],
+    }
+    for moments in _moments(stack, flow_run_ids):
+        for values, start, end in zip(phases.values(), moments, moments[1:], strict=False):
+            values.append((end - start).total_seconds())
     return phases
+
+
+def _burst_timeline(stack: Any, flow_run_ids: list[str], start: float) -> list[tuple[float, ...]]:
+    """Each run of a burst: seconds from ``start`` (a ``time.time()``) to its creation, Pending, Running and
+    Completed, in order of creation."""
+    return sorted(
+        tuple(moment.timestamp() - start for moment in moments) for moments in _moments(stack, flow_run_ids)
+    )
 
 
 class Deliveries:
@@ -119,6 +134,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, action="append", help="a burst of this many (repeatable)")
     parser.add_argument("--repeats", type=int, default=1, help="run each burst this many times")
     parser.add_argument("--worker", choices=["warm", "process"], default="warm")
+    parser.add_argument(
+        "--limit", type=int, default=4, help="flow runs the intent pool's worker runs at a time"
+    )
     parser.add_argument("--write", type=Path, default=None, help="write the Markdown section to this file")
     args = parser.parse_args()
     bursts: list[int] = args.burst or [10]
@@ -145,7 +163,9 @@ def main() -> None:
     warm = args.worker == "warm"
     with (
         fresh_prefect_database(data),
-        running_stack(data, prefect_port=4290, api_port=8099, emit=lambda _: None, warm=warm) as stack,
+        running_stack(
+            data, prefect_port=4290, api_port=8099, emit=lambda _: None, warm=warm, worker_limit=args.limit
+        ) as stack,
     ):
         up_seconds = time.perf_counter() - started
         service = ExecutionService()
@@ -158,8 +178,10 @@ def main() -> None:
             sequential.append(wait_succeeded(service, sequential_ids[-1], t0))
         phases = _phases(stack, [run_ids[i] for i in sequential_ids])
         burst_seconds: dict[int, list[float]] = {size: [] for size in bursts}
+        burst_busy: dict[int, list[float]] = {size: [] for size in bursts}  # the machine's CPU in use
+        timeline: list[tuple[float, ...]] = []
         for size in [size for size in bursts for _ in range(args.repeats)]:
-            t0 = time.perf_counter()
+            t0, t0_wall, cpu0 = time.perf_counter(), time.time(), machine_cpu()
             ids: list[str] = []
 
             def deliver(into: list[str] = ids) -> None:
@@ -173,6 +195,10 @@ def main() -> None:
             for intent_id in ids:
                 wait_succeeded(service, intent_id, t0)
             burst_seconds[size].append(time.perf_counter() - t0)
+            busy, total = (after - before for after, before in zip(machine_cpu(), cpu0, strict=True))
+            burst_busy[size].append(busy / total if total else 0.0)
+            if size == 10:
+                timeline = _burst_timeline(stack, [run_ids[i] for i in ids], t0_wall)
 
     prefect_db = (
         "PostgreSQL"
@@ -203,6 +229,13 @@ def main() -> None:
             for size, took in burst_seconds.items()
         ],
         "",
+        "Both cores' use during the bursts (the whole machine: the stack, PostgreSQL and this script's"
+        " posting and polling; median of the bursts): "
+        + ", ".join(
+            f"a burst of {size}: {statistics.median(busy):.0%}" for size, busy in burst_busy.items() if busy
+        )
+        + ".",
+        "",
         "Where a sequential approval's time goes (medians, from the flow runs' state timestamps: created by"
         " the intake → Pending when the worker took it → Running when the flow started → Completed):",
         "",
@@ -211,6 +244,18 @@ def main() -> None:
         *[f"| {name} | {statistics.median(values):.2f} s |" for name, values in phases.items()],
         "",
     ]
+    if timeline:
+        lines += [
+            "The last burst of 10, run by run (seconds from the first delivery posted; in order of creation):",
+            "",
+            "| run | created | Pending | Running | Completed |",
+            "|---:|---:|---:|---:|---:|",
+            *[
+                f"| {n} | " + " | ".join(f"{moment:.2f}" for moment in row) + " |"
+                for n, row in enumerate(timeline, 1)
+            ],
+            "",
+        ]
     publish(lines, args.write)
 
 

@@ -128,6 +128,15 @@ def publish(lines: list[str], write: Path | None) -> None:
         write.write_text(text + "\n", encoding="utf-8")
 
 
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (``/proc/stat``'s first line):
+    the busy share of an interval is the difference of two readings' busy over that of their totals."""
+    values = [int(word) for word in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    total = sum(values[:8])  # user … steal (guest time is already in user)
+    return total - idle, total
+
+
 def cpu_seconds_by_group(groups: dict[str, int]) -> dict[str, float]:
     """CPU seconds (user + system) used so far by each named process group, and by PostgreSQL's processes.
 
