@@ -412,7 +412,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
 
     def _start_executors(self) -> None:
         """Start executors, idle, up to the limit (none without one), so that the first runs after the worker
-        starts find them ready: an executor's start and first use cost about 0.3 CPU-seconds, which in a
+        starts find them ready: an executor's start costs about 0.15 CPU-seconds (measured here), which in a
         burst delayed each of the first runs by up to a second (docs/benchmarks.md). Stops at teardown, and
         at the first executor that fails to start (a run then starts its own, and meets the failure)."""
         while self.is_setup and self._limit is not None:
