@@ -128,13 +128,27 @@ def _history(run_id: UUID) -> list[str | None]:
     return [state.name for state in sorted(states, key=lambda state: state.timestamp)]
 
 
+def _with_a_two_minute_poll(worker: WarmWorker, work: Any) -> None:
+    """Start ``worker`` polling every two minutes, run ``work`` (in a thread) once its first poll and its event
+    subscription are done, then stop the worker: only a wake-up can start a run created meanwhile."""
+    from prefect.settings import temporary_settings
+
+    async def scenario() -> None:
+        with temporary_settings(updates={"worker.query_seconds": 120}):
+            async with anyio.create_task_group() as group:
+                group.start_soon(worker.start)
+                await anyio.sleep(4)  # the worker's first poll (at start) and its subscription are done
+                await anyio.to_thread.run_sync(work)
+                group.cancel_scope.cancel()
+
+    anyio.run(scenario)
+
+
 @pytest.mark.parametrize("wake_on_events", [True, False], ids=["events", "polling-only"])
 def test_a_scheduled_run_is_taken_on_its_event_not_at_the_next_poll(
     engine: Any, make_intent: Any, unique: str, wake_on_events: bool
 ) -> None:
     """With a two-minute poll, only the flow-run event can start a run created after the first poll."""
-    from prefect.settings import temporary_settings
-
     pool = f"warm-events-{unique}"
     deployment_id = _execute_intent_deployment(pool, unique)
     intent = make_intent("internal.create_task", {"title": "Taken on its event"})
@@ -157,15 +171,7 @@ def test_a_scheduled_run_is_taken_on_its_event_not_at_the_next_poll(
                 return
             time.sleep(0.1)
 
-    async def scenario() -> None:
-        with temporary_settings(updates={"worker.query_seconds": 120}):
-            async with anyio.create_task_group() as group:
-                group.start_soon(worker.start)
-                await anyio.sleep(4)  # the worker's first poll (at start) and its subscription are done
-                await anyio.to_thread.run_sync(create_and_wait)
-                group.cancel_scope.cancel()
-
-    anyio.run(scenario)
+    _with_a_two_minute_poll(worker, create_and_wait)
 
     if wake_on_events:
         assert waited, "the run was not taken within 10 s of its creation though its event was sent"
@@ -231,8 +237,6 @@ def test_a_run_waiting_for_a_busy_slot_starts_when_the_slot_is_freed_not_at_the_
     engine: Any, make_intent: Any, unique: str
 ) -> None:
     """One slot, a two-minute poll: the second run is taken as soon as the first one's slot is released."""
-    from prefect.settings import temporary_settings
-
     pool = f"warm-freed-{unique}"
     deployment_id = _execute_intent_deployment(pool, unique)
     worker = WarmWorker(work_pool_name=pool, limit=1)
@@ -242,15 +246,7 @@ def test_a_run_waiting_for_a_busy_slot_starts_when_the_slot_is_freed_not_at_the_
         run_ids = [_deployment_run(make_intent, deployment_id, f"Freed {n}")[1] for n in range(2)]
         finals.extend(_finished(run_id, f"run {n}", timeout=20) for n, run_id in enumerate(run_ids))
 
-    async def scenario() -> None:
-        with temporary_settings(updates={"worker.query_seconds": 120}):
-            async with anyio.create_task_group() as group:
-                group.start_soon(worker.start)
-                await anyio.sleep(4)  # the worker's first poll (at start) and its subscription are done
-                await anyio.to_thread.run_sync(create_two_and_wait)
-                group.cancel_scope.cancel()
-
-    anyio.run(scenario)
+    _with_a_two_minute_poll(worker, create_two_and_wait)
 
     assert [run.state.is_completed() for run in finals if run.state is not None] == [True, True], finals
     first, second = finals
