@@ -36,7 +36,7 @@ from sqlmodel import Session, col, select
 from fulfill.db import insert_ignore
 from fulfill.redaction import redact, storable
 from fulfill.settings import Settings, load_settings
-from fulfill.tables import LedgerBase, LedgerEntry, LedgerHead
+from fulfill.tables import LedgerAppended, LedgerBase, LedgerEntry, LedgerHead
 
 log = logging.getLogger(__name__)
 
@@ -357,12 +357,8 @@ _HEAD_FOR_UPDATE = sa.select(
 _HEAD_AND_CLOCK = sa.select(
     _HEADS.c.seq, _HEADS.c.row_hash, sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", type_=sa.String)
 ).where(_HEADS.c.tenant_id == sa.bindparam("tenant_id"))
+#: The row; the database's trigger ``ledger_advances_head`` (migration 0008) moves the head with it.
 _INSERT_ENTRY = sa.insert(_ENTRIES).returning(_ENTRIES.c.id)
-_ADVANCE_HEAD = (
-    sa.update(_HEADS)
-    .where(_HEADS.c.tenant_id == sa.bindparam("head_tenant"))
-    .values(seq=sa.bindparam("head_seq"), row_hash=sa.bindparam("head_hash"))
-)
 #: The head as it is, unlocked (verification).
 _HEAD = sa.select(_HEADS.c.seq, _HEADS.c.row_hash).where(_HEADS.c.tenant_id == sa.bindparam("tenant_id"))
 
@@ -376,7 +372,7 @@ def append(
     actor: str = "system",
     details: Mapping[str, Any] | None = None,
     key: LedgerKey | None = None,
-) -> LedgerEntry:
+) -> LedgerAppended:
     """Append one fact to the tenant's chain inside the caller's transaction.
 
     Args:
@@ -389,7 +385,7 @@ def append(
         key: The ledger key (default: :func:`ledger_key`).
 
     Returns:
-        The new row, with its id (written by Core statements: not in the session's identity map).
+        The new row as written, with its id (Core statements: no ORM object in the session).
     """
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown ledger event type {event_type!r}")
@@ -407,24 +403,24 @@ def append(
         head = conn.execute(head_query, {"tenant_id": tenant_id}).one()
     prev_seq, prev_hash, clock = head
     now = clock.astimezone(UTC) if postgres else datetime.fromisoformat(clock).replace(tzinfo=UTC)
-    entry = LedgerEntry(
-        tenant_id=tenant_id,
-        seq=prev_seq + 1,
-        action_intent_id=action_intent_id,
-        event_type=event_type,
-        at=now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        actor=actor,
-        details=clean,
-        prev_hash=prev_hash,
-        row_hash="",
-    )
-    entry.row_hash = chain_hash(prev_hash, canonical_row(entry), key)
-    row = {name: getattr(entry, name) for name in (*HASHED_FIELDS, "prev_hash", "row_hash")}
-    entry.id = conn.execute(_INSERT_ENTRY, row).scalar_one()
-    conn.execute(
-        _ADVANCE_HEAD, {"head_tenant": tenant_id, "head_seq": entry.seq, "head_hash": entry.row_hash}
-    )
-    return entry
+    seq, at = prev_seq + 1, now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    values = {
+        "tenant_id": tenant_id,
+        "seq": seq,
+        "action_intent_id": action_intent_id,
+        "event_type": event_type,
+        "at": at,
+        "actor": actor,
+        "details": clean,
+    }
+    canonical = _canonical_fast(tenant_id, seq, action_intent_id, event_type, at, actor, clean)
+    if canonical is None:  # what the fast form cannot prove: the definition's own path
+        canonical = canonical_row(LedgerBase.model_construct(**values))
+    row_hash = chain_hash(prev_hash, canonical, key)
+    row_id = conn.execute(
+        _INSERT_ENTRY, {**values, "prev_hash": prev_hash, "row_hash": row_hash}
+    ).scalar_one()
+    return LedgerAppended.model_construct(id=row_id, prev_hash=prev_hash, row_hash=row_hash, **values)
 
 
 def entries_for_intent(session: Session, tenant_id: str, action_intent_id: str) -> list[LedgerEntry]:

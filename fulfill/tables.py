@@ -219,6 +219,14 @@ class LedgerPublic(LedgerBase):
     row_hash: str
 
 
+class LedgerAppended(LedgerBase):
+    """A row as :func:`fulfill.ledger.append` wrote it."""
+
+    id: int
+    prev_hash: str
+    row_hash: str
+
+
 class LedgerHead(SQLModel, table=True):
     """The tip of each tenant's chain; its row lock serialises appends per tenant."""
 

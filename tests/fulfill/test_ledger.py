@@ -97,6 +97,33 @@ def test_secrets_are_redacted_before_hashing(engine: Any, tenant: str) -> None:
     assert _report(engine, tenant).ok
 
 
+def _head(engine: Any, tenant: str) -> tuple[int, str]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT seq, row_hash FROM ledger_heads WHERE tenant_id = :t"), {"t": tenant}
+        ).one()
+    return (row.seq, row.row_hash)
+
+
+def test_the_database_moves_the_head_with_each_row(engine: Any, tenant: str) -> None:
+    """The head follows every row the ledger gets (migration 0008's trigger), never backwards."""
+    with transaction(engine) as session:
+        first = ledger.append(session, tenant_id=tenant, event_type="STEP_STARTED")
+        second = ledger.append(session, tenant_id=tenant, event_type="STEP_SUCCEEDED")
+    assert (second.seq, second.prev_hash) == (2, first.row_hash)
+    assert _head(engine, tenant) == (2, second.row_hash)
+    row = {"action_intent_id": None, "event_type": "STEP_FAILED", "at": second.at, "actor": "system"}
+    with engine.begin() as conn:  # rows written past append, as a database owner could
+        insert = sa.text(
+            "INSERT INTO ledger (tenant_id, seq, action_intent_id, event_type, at, actor, details,"
+            " prev_hash, row_hash) VALUES (:t, :seq, :action_intent_id, :event_type, :at, :actor, '{}',"
+            " :prev, :hash)"
+        )
+        conn.execute(insert, {**row, "t": tenant, "seq": 3, "prev": second.row_hash, "hash": "c" * 64})
+        conn.execute(insert, {**row, "t": tenant, "seq": 0, "prev": "0" * 64, "hash": "d" * 64})
+    assert _head(engine, tenant) == (3, "c" * 64)
+
+
 def test_concurrent_appends_never_fork_the_chain(engine: Any, tenant: str) -> None:
     errors: list[BaseException] = []
 
