@@ -394,27 +394,26 @@ def _writer(url: str, key: LedgerKey, pipe: Connection) -> None:
 
 
 def hash_only(key: LedgerKey, txns: list[list[Event]]) -> Run:
-    """``canonical_row`` + ``chain_hash`` of every row, no database."""
+    """What ``append`` computes in Python for each row — redaction, the RFC 8785 canonical form
+    (``canonical_row``) and ``chain_hash`` — with no database."""
     from fulfill.ledger import GENESIS, canonical_row, chain_hash
-    from fulfill.redaction import redact
-    from fulfill.tables import LedgerEntry
+    from fulfill.redaction import redact, storable
+    from fulfill.tables import LedgerBase
 
     prev = GENESIS
     events = [e for txn in txns for e in txn]
     started = time.perf_counter()
     for seq, e in enumerate(events, start=1):
-        entry = LedgerEntry(
+        row = LedgerBase.model_construct(
             tenant_id=e.tenant_id,
             seq=seq,
             action_intent_id=e.action_intent_id,
             event_type=e.event_type,
             at="2026-12-01T00:00:00.000000Z",
             actor=e.actor,
-            details=redact(e.details),
-            prev_hash=prev,
-            row_hash="",
+            details=storable(redact(dict(e.details))),
         )
-        prev = chain_hash(prev, canonical_row(entry), key)
+        prev = chain_hash(prev, canonical_row(row), key)
     return Run(len(events), time.perf_counter() - started)
 
 
