@@ -4,7 +4,8 @@
 (tenant, seq, intent, type, time, actor, details) and ``K_chain`` is derived from the ledger key
 (``FULFILL_LEDGER_KEY``, else the key file — see :func:`ledger_key`). Someone who can write to the
 database but does not hold the key cannot forge, append or re-chain a row that verifies. Appends
-lock the tenant's chain head, so concurrent writers never fork a chain.
+lock the tenant's chain head, so concurrent writers never fork a chain; the database moves the head
+with each row (trigger ``ledger_advances_head``, migration 0008).
 
 What a keyed chain alone cannot see — its last rows deleted, or a whole tenant's chain — the signed
 checkpoints of :mod:`fulfill.anchors` (exported outside the database) show: :func:`verify_chains`
