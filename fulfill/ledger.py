@@ -405,19 +405,9 @@ def append(
     prev_seq, prev_hash, clock = head
     now = clock.astimezone(UTC) if postgres else datetime.fromisoformat(clock).replace(tzinfo=UTC)
     seq, at = prev_seq + 1, now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    values = {
-        "tenant_id": tenant_id,
-        "seq": seq,
-        "action_intent_id": action_intent_id,
-        "event_type": event_type,
-        "at": at,
-        "actor": actor,
-        "details": clean,
-    }
-    canonical = _canonical_fast(tenant_id, seq, action_intent_id, event_type, at, actor, clean)
-    if canonical is None:  # what the fast form cannot prove: the definition's own path
-        canonical = canonical_row(LedgerBase.model_construct(**values))
-    row_hash = chain_hash(prev_hash, canonical, key)
+    hashed = (tenant_id, seq, action_intent_id, event_type, at, actor, clean)
+    values = dict(zip(HASHED_FIELDS, hashed, strict=True))
+    row_hash = chain_hash(prev_hash, canonical_row(LedgerBase.model_construct(**values)), key)
     row_id = conn.execute(
         _INSERT_ENTRY, {**values, "prev_hash": prev_hash, "row_hash": row_hash}
     ).scalar_one()
