@@ -4,10 +4,12 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-03
 
-``fulfill.ledger.append`` locks a tenant's chain head, inserts the next row and then moved the head
+``fulfill.ledger.append`` locked a tenant's chain head, inserted the next row, then moved the head
 with an ``UPDATE`` of its own: one statement (on PostgreSQL, one round trip) per fact. A trigger now
 moves it as part of the row's ``INSERT``, so a row cannot be written without its head following it.
 The head only moves forward: a row inserted below the head (nothing does) leaves it where it is.
+Additive for a rolling deploy: the release before still sends its own ``UPDATE`` after the insert, with
+the values the trigger has just written.
 """
 
 from __future__ import annotations
