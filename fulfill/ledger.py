@@ -67,6 +67,8 @@ EVENT_TYPES = frozenset(
 
 
 HASHED_FIELDS = ("tenant_id", "seq", "action_intent_id", "event_type", "at", "actor", "details")
+#: A row's columns as an append writes them (``id`` is the database's).
+_ROW_COLUMNS = (*HASHED_FIELDS, "prev_hash", "row_hash")
 
 
 # --- the key -----------------------------------------------------------------------------------
@@ -340,26 +342,28 @@ def chain_hash(prev_hash: str, canonical: bytes, key: LedgerKey | None = None) -
     return hmac.new(key.chain, prev_hash.encode("ascii") + canonical, hashlib.sha256).hexdigest()
 
 
-# The statements of an append (Core: one round trip each, no ORM unit of work) and of verify.
+# The statements of an append and of verify.
 _ENTRIES: sa.Table = LedgerEntry.__table__  # type: ignore[attr-defined]
 _HEADS: sa.Table = LedgerHead.__table__  # type: ignore[attr-defined]
-_LOCKED_HEAD = (
-    sa.select(_HEADS.c.seq, _HEADS.c.row_hash)
-    .where(_HEADS.c.tenant_id == sa.bindparam("tenant_id"))
-    .with_for_update()
-    .cte("head")
-)
-#: PostgreSQL: the head row locked (``FOR UPDATE``), then ``clock_timestamp()`` — evaluated above the
-#: locking CTE, so after the lock is granted (what ``db_now`` after the locking ``SELECT`` gave).
-_HEAD_FOR_UPDATE = sa.select(
-    _LOCKED_HEAD.c.seq, _LOCKED_HEAD.c.row_hash, sa.func.clock_timestamp(type_=sa.DateTime(timezone=True))
-)
-#: SQLite: the transaction already holds the write lock (``BEGIN IMMEDIATE``); the clock as ``db_now``.
-_HEAD_AND_CLOCK = sa.select(
-    _HEADS.c.seq, _HEADS.c.row_hash, sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", type_=sa.String)
-).where(_HEADS.c.tenant_id == sa.bindparam("tenant_id"))
-#: The row; the database's trigger ``ledger_advances_head`` (migration 0008) moves the head with it.
-_INSERT_ENTRY = sa.insert(_ENTRIES).returning(_ENTRIES.c.id)
+#: An append's two statements as the driver's SQL, sent with ``exec_driver_sql`` (SQLAlchemy's error
+#: handling and connection invalidation, without compiling Core statements for each fact: that was
+#: about 60 µs of an append's 530 on SQLite, measured). Named parameters on both drivers.
+_APPEND_SQL: dict[str, tuple[str, str]] = {
+    # PostgreSQL: the head row locked (``FOR UPDATE``), then ``clock_timestamp()`` — evaluated above the
+    # locking CTE, so after the lock is granted (what ``db_now`` after the locking ``SELECT`` gave).
+    "postgresql": (
+        "WITH head AS (SELECT seq, row_hash FROM ledger_heads WHERE tenant_id = %(tenant_id)s FOR UPDATE) "
+        "SELECT seq, row_hash, clock_timestamp() FROM head",
+        f"INSERT INTO ledger ({', '.join(_ROW_COLUMNS)}) VALUES "
+        f"({', '.join(f'%({c})s::jsonb' if c == 'details' else f'%({c})s' for c in _ROW_COLUMNS)}) RETURNING id",
+    ),
+    # SQLite: the transaction already holds the write lock (``BEGIN IMMEDIATE``); the clock as ``db_now``.
+    "sqlite": (
+        "SELECT seq, row_hash, strftime('%Y-%m-%d %H:%M:%f', 'now') FROM ledger_heads WHERE tenant_id = :tenant_id",
+        f"INSERT INTO ledger ({', '.join(_ROW_COLUMNS)}) VALUES "
+        f"({', '.join(f':{c}' for c in _ROW_COLUMNS)}) RETURNING id",
+    ),
+}
 #: The head as it is, unlocked (verification).
 _HEAD = sa.select(_HEADS.c.seq, _HEADS.c.row_hash).where(_HEADS.c.tenant_id == sa.bindparam("tenant_id"))
 
@@ -386,31 +390,31 @@ def append(
         key: The ledger key (default: :func:`ledger_key`).
 
     Returns:
-        The new row as written, with its id (Core statements: no ORM object in the session).
+        The new row as written, with its id (the driver's SQL: no ORM object in the session).
     """
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown ledger event type {event_type!r}")
     key = key or ledger_key()
     clean = storable(redact(dict(details or {})))  # a provider's text may hold what no database stores
     session.flush()  # the caller's pending writes go first (as the ORM's autoflush did)
-    postgres = session.get_bind().dialect.name == "postgresql"
     conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
+    head_sql, insert_sql = _APPEND_SQL[conn.dialect.name]
     # The head row, locked, and the database clock read once the lock is held: one round trip.
     # A tenant's first fact creates the head (insert-or-ignore: two first facts at once make one head).
-    head_query = _HEAD_FOR_UPDATE if postgres else _HEAD_AND_CLOCK
-    head = conn.execute(head_query, {"tenant_id": tenant_id}).one_or_none()
+    head = conn.exec_driver_sql(head_sql, {"tenant_id": tenant_id}).one_or_none()
     if head is None:
         insert_ignore(session, LedgerHead, {"tenant_id": tenant_id, "seq": 0, "row_hash": GENESIS})
-        head = conn.execute(head_query, {"tenant_id": tenant_id}).one()
+        head = conn.exec_driver_sql(head_sql, {"tenant_id": tenant_id}).one()
     prev_seq, prev_hash, clock = head
     now = clock.astimezone(UTC) if postgres else datetime.fromisoformat(clock).replace(tzinfo=UTC)
     seq, at = prev_seq + 1, now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     hashed = (tenant_id, seq, action_intent_id, event_type, at, actor, clean)
     values = dict(zip(HASHED_FIELDS, hashed, strict=True))
     row_hash = chain_hash(prev_hash, canonical_row(LedgerBase.model_construct(**values)), key)
-    row_id = conn.execute(
-        _INSERT_ENTRY, {**values, "prev_hash": prev_hash, "row_hash": row_hash}
-    ).scalar_one()
+    # The row; the database's trigger ``ledger_advances_head`` (migration 0008) moves the head with it.
+    stored = {**values, "details": json.dumps(clean), "prev_hash": prev_hash, "row_hash": row_hash}
+    row_id = conn.exec_driver_sql(insert_sql, stored).scalar_one()
     return LedgerAppended.model_construct(id=row_id, prev_hash=prev_hash, row_hash=row_hash, **values)
 
 
