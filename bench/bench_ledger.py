@@ -624,9 +624,9 @@ def measure_backend(label: str, url: str, args: argparse.Namespace, log: Callabl
 
     revision = upgrade_database(url)
     engine = make_engine(url)
-    writers = Writers(url, ledger_key(), max(args.writers))
+    key = ledger_key()
+    writers = Writers(url, key, max(args.writers))
     try:
-        key = ledger_key()
         table = plain_table()
         table.metadata.create_all(engine)
         facts = database_facts(engine)
