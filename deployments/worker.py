@@ -27,6 +27,8 @@ What it keeps of the process worker:
 * a run's job configuration is the process worker's, built without reading the run's flow and
   deployment again for every run (``WarmJobConfiguration``: a flow is read once, a deployment at most
   once a minute; the read that checks the deployment still exists before a run is submitted stays);
+  the pool's job template declares only the variable that applies to warm executors, ``labels``
+  (:data:`WARM_JOB_TEMPLATE`), which Prefect's server validates at every run's creation;
 * Prefect's worker marks a run ``Pending`` named ``Submitting`` while it hands the run to its
   infrastructure (a state proposal, a server round trip and an event per run); here that hand-over is
   a message to an idle executor, so a run goes from ``Pending`` to ``Running`` as under Prefect's
@@ -49,6 +51,7 @@ arrives).
 from __future__ import annotations
 
 import contextlib
+import copy
 import multiprocessing
 import os
 import queue
@@ -75,8 +78,8 @@ from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.events.schemas.events import Event
 from prefect.exceptions import InfrastructureNotFound
-from prefect.workers.base import BaseWorker, BaseWorkerResult
-from prefect.workers.process import ProcessJobConfiguration, ProcessVariables, ProcessWorker
+from prefect.workers.base import BaseVariables, BaseWorker, BaseWorkerResult
+from prefect.workers.process import ProcessJobConfiguration
 
 #: The worker type (the work pool's type).
 WORKER_TYPE = "fulfill-warm"
@@ -111,6 +114,26 @@ REPOLL_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.4)
 RESUBSCRIBE_SECONDS = 5.0
 #: How long a deployment read for a run's job configuration serves the next runs of that deployment.
 DEPLOYMENT_READ_SECONDS = 60.0
+#: The warm pools' job template. An executor is already running when a run arrives, so none of the process
+#: worker's job variables (command, env, working directory, output streaming, name) applies to it; only
+#: ``labels`` does, on the worker's events about the run. Prefect's server validates a pool's job variables
+#: against this schema at every run's creation (about 10 ms of its CPU per run with the process worker's
+#: schema, under 2 ms with this one; docs/benchmarks.md). Other variables a deployment sets (the ``env`` of
+#: ``prefect.yaml``, for process pools) are accepted and, as before, not applied.
+WARM_JOB_TEMPLATE: dict[str, Any] = {
+    "job_configuration": {"labels": "{{ labels }}"},
+    "variables": {
+        "type": "object",
+        "properties": {
+            "labels": {
+                "title": "Labels",
+                "description": "Labels added to the worker's events about each run.",
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+            }
+        },
+    },
+}
 
 
 @dataclass
@@ -365,12 +388,12 @@ def _next(conn: Connection) -> str | None:
     return flow_run
 
 
-class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerResult]):
+class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResult]):
     """Runs fulfill's flow runs in warm executor processes (see the module docstring)."""
 
     type = WORKER_TYPE
     job_configuration = WarmJobConfiguration
-    job_configuration_variables = ProcessVariables
+    job_configuration_variables = None  # the variables are WARM_JOB_TEMPLATE's
     _description = "Runs fulfill's flow runs in warm executor processes, one run each at a time."
     _display_name = "fulfill warm worker"
     _documentation_url = "https://github.com/fulfill/fulfill/blob/main/docs/operations.md"
@@ -390,8 +413,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
 
     @classmethod
     def get_default_base_job_template(cls) -> dict[str, Any]:
-        """The process worker's template: the same job variables, so a process pool can be switched."""
-        return ProcessWorker.get_default_base_job_template()
+        """:data:`WARM_JOB_TEMPLATE` (Prefect's server gives it to a pool of this type that has none)."""
+        return copy.deepcopy(WARM_JOB_TEMPLATE)
 
     def _take(self) -> _Executor:
         """An idle executor (one that died while idle is dropped); while idle ones are being started
@@ -595,17 +618,21 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, ProcessVariables, WarmWorkerRe
 
 
 def ensure_pool(name: str) -> None:
-    """Make work pool ``name`` one of the warm worker's type, replacing a pool of another type.
+    """Make work pool ``name`` one of the warm worker's type with its job template, replacing a pool of
+    another type and giving a warm pool of an earlier release (the process worker's template) this one.
 
     ``prefect work-pool create`` knows only Prefect's own worker types, so ``fulfill up`` creates it here.
     """
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            if client.read_work_pool(name).type == WORKER_TYPE:
+            pool = client.read_work_pool(name)
+            if pool.type == WORKER_TYPE:
+                if pool.base_job_template != WARM_JOB_TEMPLATE:
+                    client.update_work_pool(name, WorkPoolUpdate(base_job_template=WARM_JOB_TEMPLATE))
                 return
             client.delete_work_pool(name)
         except ObjectNotFound:

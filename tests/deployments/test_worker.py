@@ -9,12 +9,22 @@ from typing import Any
 from uuid import UUID
 
 import anyio
+import httpx
 import pytest
 from prefect import flow, flow_engine, results
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.workers.process import ProcessWorker
 
-from deployments.worker import NOT_A_FULFILL_FLOW, WORKER_TYPE, WarmWorker, ensure_pool
+from deployments.worker import (
+    NOT_A_FULFILL_FLOW,
+    WARM_JOB_TEMPLATE,
+    WORKER_TYPE,
+    WarmJobConfiguration,
+    WarmWorker,
+    ensure_pool,
+)
 from flows import result_storage
 from flows.execute_intent import execute_intent
 from fulfill.db import transaction
@@ -119,6 +129,40 @@ def test_the_warm_worker_runs_each_intent_in_a_warm_executor_and_replaces_a_dead
     assert pids[2] != pids[1], "a dead executor is replaced, not handed a run"
     # Handing a run to an executor is no infrastructure start: no Pending "Submitting" round trip.
     assert histories == [["Scheduled", "Pending", "Running", "Completed"]] * 3, histories
+
+
+def test_a_warm_pool_declares_only_the_labels_and_prefect_still_validates_them(unique: str) -> None:
+    pool = f"warm-template-{unique}"
+    with get_client(sync_client=True) as client:  # a warm pool of an earlier release: the process template
+        client.create_work_pool(
+            WorkPoolCreate(
+                name=pool, type=WORKER_TYPE, base_job_template=ProcessWorker.get_default_base_job_template()
+            )
+        )
+    ensure_pool(pool)
+    with get_client(sync_client=True) as client:
+        assert client.read_work_pool(pool).base_job_template == WARM_JOB_TEMPLATE
+    assert list(WARM_JOB_TEMPLATE["variables"]["properties"]) == ["labels"]
+    # A deployment may still set the process pools' variables (prefect.yaml's env): accepted, not applied.
+    deployment_id = execute_intent.to_deployment(
+        name=f"execute-intent-{unique}", work_pool_name=pool, job_variables={"env": {"DO_NOT_TRACK": "1"}}
+    ).apply()
+    with get_client(sync_client=True) as client:
+
+        def create(labels: dict[str, Any]) -> FlowRun:
+            return client.create_flow_run_from_deployment(
+                deployment_id, parameters={"action_intent_id": unique}, job_variables={"labels": labels}
+            )
+
+        assert create({"team": "revenue"}).state_type == StateType.SCHEDULED
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            create({"team": 1})
+    assert refused.value.response.status_code == 422
+    assert "labels" in refused.value.response.text
+    configuration = anyio.run(
+        WarmJobConfiguration.from_template_and_values, WARM_JOB_TEMPLATE, {"labels": {"team": "revenue"}}
+    )
+    assert configuration.labels == {"team": "revenue"}
 
 
 def _history(run_id: UUID) -> list[str | None]:
