@@ -619,7 +619,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
 
 def ensure_pool(name: str) -> None:
     """Make work pool ``name`` one of the warm worker's type with its job template, replacing a pool of
-    another type and giving a warm pool of an earlier release (the process worker's template) this one.
+    another type and giving a warm pool of an earlier release (the process worker's template, which
+    declares other variables) this one; a warm pool whose ``labels`` an operator edited is kept.
 
     ``prefect work-pool create`` knows only Prefect's own worker types, so ``fulfill up`` creates it here.
     """
@@ -631,7 +632,7 @@ def ensure_pool(name: str) -> None:
         try:
             pool = client.read_work_pool(name)
             if pool.type == WORKER_TYPE:
-                if pool.base_job_template != WARM_JOB_TEMPLATE:
+                if _variables(pool.base_job_template) != _variables(WARM_JOB_TEMPLATE):
                     client.update_work_pool(name, WorkPoolUpdate(base_job_template=WARM_JOB_TEMPLATE))
                 return
             client.delete_work_pool(name)
@@ -642,3 +643,8 @@ def ensure_pool(name: str) -> None:
                 name=name, type=WORKER_TYPE, base_job_template=WarmWorker.get_default_base_job_template()
             )
         )
+
+
+def _variables(template: dict[str, Any]) -> set[str]:
+    """The job variables a pool's template declares."""
+    return set(template.get("variables", {}).get("properties", {}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import time
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from prefect import flow, flow_engine, results
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.workers.process import ProcessWorker
 
@@ -163,6 +164,13 @@ def test_a_warm_pool_declares_only_the_labels_and_prefect_still_validates_them(u
         WarmJobConfiguration.from_template_and_values, WARM_JOB_TEMPLATE, {"labels": {"team": "revenue"}}
     )
     assert configuration.labels == {"team": "revenue"}
+    # An operator's default for the labels is the pool's own: ensure_pool keeps it.
+    edited = copy.deepcopy(WARM_JOB_TEMPLATE)
+    edited["variables"]["properties"]["labels"]["default"] = {"team": "revenue"}
+    with get_client(sync_client=True) as client:
+        client.update_work_pool(pool, WorkPoolUpdate(base_job_template=edited))
+        ensure_pool(pool)
+        assert client.read_work_pool(pool).base_job_template == edited
 
 
 def _history(run_id: UUID) -> list[str | None]:
