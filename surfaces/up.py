@@ -38,6 +38,12 @@ MAINTENANCE_POOL = "fulfill-maintenance"
 #: Maintenance runs at a time: a watching reconcile (a minute each, sometimes two overlapping), signal
 #: delivery, the expiry sweep and the health check; a backlog after downtime waits its turn.
 MAINTENANCE_LIMIT = 4
+#: Connections the Prefect server keeps open to a PostgreSQL database (Prefect's default is 5, with 10 more
+#: opened and closed as needed): under load the default opened about one new PostgreSQL session per intent,
+#: each a backend start, asyncpg's type introspection and new prepared statements; with 20 PostgreSQL spent
+#: half the CPU per intent (docs/benchmarks.md). An SQLite-backed server ignores it; a value set in the
+#: environment wins.
+PREFECT_SERVER_POOL_SIZE = 20
 
 
 @dataclass
@@ -151,6 +157,7 @@ def running_stack(
     auth = _auth_string(data_dir)
     prefect_url = f"http://127.0.0.1:{prefect_port}/api"
     env = {
+        "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": str(PREFECT_SERVER_POOL_SIZE),
         **os.environ,
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

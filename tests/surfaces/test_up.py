@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from standardwebhooks.webhooks import Webhook
 
-from surfaces.up import INTENT_POOL, Stack, running_stack
+from surfaces.up import INTENT_POOL, PREFECT_SERVER_POOL_SIZE, Stack, running_stack
 from tests.conftest import KEYS, VECTORS
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -165,6 +165,10 @@ def test_a_webhook_is_executed_by_a_worker_and_a_paused_pool_holds_it(stack: Sta
         f"{stack.prefect_url}/block_documents/filter", json={"include_secrets": True}, timeout=10
     )
     assert secrets.status_code == 401, "the Prefect API needs auth"
+    # It keeps its PostgreSQL connections open (PREFECT_SERVER_POOL_SIZE) rather than reopening them.
+    server = dict(stack.children)["prefect-server"]
+    environment = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+    assert f"PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE={PREFECT_SERVER_POOL_SIZE}".encode() in environment
 
     first = _intent(expires_in=3600)
     answer = _post(stack, first)
