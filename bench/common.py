@@ -141,8 +141,10 @@ def cpu_seconds_by_group(groups: dict[str, int]) -> dict[str, float]:
     """CPU seconds (user + system) used so far by each named process group, and by PostgreSQL's processes.
 
     ``groups`` maps a name to a process-group id (``fulfill up`` starts each child in its own group, so a
-    worker's fork server and executors count with it). Read from ``/proc``: a process that has exited
-    no longer counts, so take the difference of two readings around work done by long-lived processes.
+    worker's fork server and executors count with it). Read from ``/proc``, with each process's reaped
+    children: a PostgreSQL backend that ended between two readings counts in its postmaster's (without
+    them, backends that came and went were lost and the difference could even be negative). Take the
+    difference of two readings around the work.
     """
     tick = os.sysconf("SC_CLK_TCK")
     names = {pgid: name for name, pgid in groups.items()}
@@ -153,7 +155,7 @@ def cpu_seconds_by_group(groups: dict[str, int]) -> dict[str, float]:
         except OSError:  # exited meanwhile
             continue
         command, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
-        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        seconds = sum(int(value) for value in fields[11:15]) / tick  # utime, stime, cutime, cstime
         name = names.get(int(fields[2]))  # pgrp
         if name is None and command.startswith("postgres"):
             name = "PostgreSQL"
