@@ -628,21 +628,18 @@ def ensure_pool(name: str) -> None:
     from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
 
+    template = WarmWorker.get_default_base_job_template()
     with get_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(name)
             if pool.type == WORKER_TYPE:
-                if _variables(pool.base_job_template) != _variables(WARM_JOB_TEMPLATE):
-                    client.update_work_pool(name, WorkPoolUpdate(base_job_template=WARM_JOB_TEMPLATE))
+                if _variables(pool.base_job_template) != _variables(template):
+                    client.update_work_pool(name, WorkPoolUpdate(base_job_template=template))
                 return
             client.delete_work_pool(name)
         except ObjectNotFound:
             pass
-        client.create_work_pool(
-            WorkPoolCreate(
-                name=name, type=WORKER_TYPE, base_job_template=WarmWorker.get_default_base_job_template()
-            )
-        )
+        client.create_work_pool(WorkPoolCreate(name=name, type=WORKER_TYPE, base_job_template=template))
 
 
 def _variables(template: dict[str, Any]) -> set[str]:
