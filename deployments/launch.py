@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
+from httpx import HTTPStatusError
+
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
 
@@ -127,8 +129,6 @@ class _Launcher:
         One bulk request (the deployment looked up again if it answers 404); a run it did not create,
         or every run when the server failed the whole request (5xx), is sent again alone.
         """
-        from httpx import HTTPStatusError
-
         bulk: list[str | None] | None = None
         deployment_id = self.deployment_id
         if deployment_id is not None:
@@ -154,8 +154,6 @@ class _Launcher:
 
     def _sent(self, deployment_id: UUID, runs: list[dict[str, Any]]) -> list[str | None]:
         """:meth:`_bulk`, or ``None`` for every run when the server failed the whole request (5xx)."""
-        from httpx import HTTPStatusError
-
         try:
             return self._bulk(deployment_id, runs)
         except HTTPStatusError as error:

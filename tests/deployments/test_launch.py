@@ -167,7 +167,7 @@ def test_a_run_the_bulk_request_did_not_create_is_sent_alone(
     created = [run.result(30) for run in runs]
     assert f"p-{unique}" in alone
     with get_client(sync_client=True) as client:
-        assert [client.read_flow_run(UUID(i)).name for i in created[:1]] == [f"p-{unique}"]
+        assert client.read_flow_run(UUID(created[0])).name == f"p-{unique}"
 
 
 def test_a_forked_process_starts_its_own_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
