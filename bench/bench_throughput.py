@@ -1,7 +1,8 @@
 """P3 — sustained intents per second on one host, through the running stack, with 1, 2 and 4 executors.
 
     .venv/bin/python bench/bench_throughput.py --intents 40 --repeats 3 --limits 1,2,4 \
-        [--postgres-url postgresql://postgres@127.0.0.1:5432/bench_p3_ledger] [--write section.md]
+        [--postgres-url postgresql://postgres@127.0.0.1:5432/bench_p3_ledger] [--write section.md] \
+        [--flame docs/profiles]
     # PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://… for a PostgreSQL-backed Prefect server
 
 For each ledger database (SQLite; PostgreSQL too with ``--postgres-url``, created if missing) and each
@@ -11,7 +12,9 @@ one approval, then ``--repeats`` times: posts ``--intents`` signed approvals fro
 and waits until every execution is SUCCEEDED. A repetition's rate is its intents divided by the time
 from its first post to its last SUCCEEDED. Reports the median and the p95 (slow side) rate, and the
 baseline measured in the same run: one executor's rate (the goal is ≥ 20 intents/s, rising with
-executors). Speed goals live here, never in timed tests.
+executors). With ``--flame``, one more repetition after the SQLite ledger's with the most executors,
+not measured, runs under py-spy (``flame.py``): flame graphs of Prefect's server and the warm worker, and
+a table of what the server spent its samples on. Speed goals live here, never in timed tests.
 """
 
 from __future__ import annotations
@@ -35,15 +38,23 @@ from common import (
     percentile,
     publish,
 )
+from flame import RATE, shares
+from flame import record as record_flames
 
 CLIENTS = 8
 
 
+#: The processes profiled (``--flame``) and the names of their flame graphs.
+FLAMES = {"prefect-server": "p3-prefect-server", "worker-fulfill": "p3-warm-worker"}
+
+
 def _measure(
-    ledger_url: str, limit: int, intents: int, repeats: int
-) -> tuple[list[float], dict[str, list[float]]]:
+    ledger_url: str, limit: int, intents: int, repeats: int, flame: Path | None = None
+) -> tuple[list[float], dict[str, list[float]], dict[str, Path] | str | None]:
     """Rates (intents/s) of ``repeats`` batches through a fresh stack with ``limit`` executors, and the
-    CPU seconds per intent each process group (and PostgreSQL) used in each batch."""
+    CPU seconds per intent each process group (and PostgreSQL) used in each batch; with ``flame``, one
+    more batch, not measured, with py-spy recording Prefect's server and the warm worker (:data:`FLAMES`)
+    into that directory (the flame graphs, or why there are none)."""
     data = Path(tempfile.mkdtemp(prefix="fulfill-bench-p3-"))
     os.environ["FULFILL_DATA_DIR"] = str(data)
     os.environ["FULFILL_DATABASE_URL"] = ledger_url.replace("{data}", str(data))
@@ -70,17 +81,25 @@ def _measure(
         service = ExecutionService()
         wait_succeeded(service, deliveries.post(stack.api_url), time.perf_counter())  # warm-up
         groups = {name: child.pid for name, child in stack.children}
-        for _ in range(repeats):
-            before = cpu_seconds_by_group(groups)
+
+        def batch() -> float:
+            """Post ``intents`` approvals from the clients; seconds until all are SUCCEEDED."""
             started = time.perf_counter()
             with ThreadPoolExecutor(CLIENTS) as clients:
                 ids = list(clients.map(lambda _: deliveries.post(stack.api_url), range(intents)))
             for intent_id in ids:
                 wait_succeeded(service, intent_id, started)
-            rates.append(intents / (time.perf_counter() - started))
+            return time.perf_counter() - started
+
+        for _ in range(repeats):
+            before = cpu_seconds_by_group(groups)
+            rates.append(intents / batch())
             for name, seconds in cpu_seconds_by_group(groups).items():
                 cpu.setdefault(name, []).append((seconds - before[name]) / intents)
-    return rates, cpu
+        flames = (
+            None if flame is None else record_flames({FLAMES[n]: groups[n] for n in FLAMES}, flame, batch)
+        )
+    return rates, cpu, flames
 
 
 def main() -> None:
@@ -92,6 +111,13 @@ def main() -> None:
     parser.add_argument("--limits", default="1,2,4", help="executor counts, comma-separated")
     parser.add_argument("--postgres-url", default=None, help="also measure with the ledger on this database")
     parser.add_argument("--write", type=Path, default=None, help="write the Markdown section to this file")
+    parser.add_argument(
+        "--flame",
+        type=Path,
+        default=None,
+        help="after the SQLite ledger's repetitions with the most executors, one more with py-spy recording"
+        " Prefect's server and the warm worker: their flame graphs go into this directory",
+    )
     args = parser.parse_args()
     limits = [int(limit) for limit in args.limits.split(",")]
     ledgers = {"SQLite": "sqlite:///{data}/fulfill.db"}
@@ -101,9 +127,14 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     results: dict[tuple[str, int], list[float]] = {}
     cpu: dict[tuple[str, int], dict[str, list[float]]] = {}
+    flames: dict[str, Path] | str | None = None
     for name, url in ledgers.items():
         for limit in limits:
-            results[name, limit], cpu[name, limit] = _measure(url, limit, args.intents, args.repeats)
+            flame = args.flame if (name, limit) == ("SQLite", max(limits)) else None
+            results[name, limit], cpu[name, limit], flamed = _measure(
+                url, limit, args.intents, args.repeats, flame
+            )
+            flames = flamed if flame is not None else flames
             print(
                 f"{name}, {limit} executors: {[round(rate, 2) for rate in results[name, limit]]}", flush=True
             )
@@ -129,6 +160,7 @@ def main() -> None:
         "",
         f"`bench/bench_throughput.py --intents {args.intents} --repeats {args.repeats} --limits {args.limits}"
         + (" --postgres-url postgresql://…" if args.postgres_url else "")
+        + (" --flame docs/profiles" if args.flame else "")
         + "`",
         "",
         f"Machine: {machine()}. {load_note(load_start, load_end)}",
@@ -146,8 +178,36 @@ def main() -> None:
         "",
         _cpu_table(cpu),
         "",
+        *_flame_lines(flames, max(limits), args.intents),
     ]
     publish(lines, args.write)
+
+
+def _flame_lines(flames: dict[str, Path] | str | None, limit: int, intents: int) -> list[str]:
+    """The flame graphs' paragraph and the table of Prefect's server's samples (none without ``--flame``)."""
+    if flames is None:
+        return []
+    if isinstance(flames, str):
+        return [f"No flame graphs: {flames}.", ""]
+    links = ", ".join(f"[`{path.name}`](profiles/{path.name})" for path in flames.values())
+    lines = [
+        f"Flame graphs (py-spy, {RATE} samples a second of the threads holding the GIL, subprocesses included) of Prefect's server and the"
+        f" warm worker during one more repetition of {intents} intents (SQLite ledger, {limit} executors),"
+        f" after the measured ones: {links} (open them in a browser: they are interactive).",
+        "",
+    ]
+    total, rows = shares(flames["p3-prefect-server"].with_suffix(".collapsed"))
+    if total:
+        lines += [
+            f"What Prefect's server was doing in those samples ({total:,} samples; a request"
+            " counts under its API route, the rest under the background service it ran in):",
+            "",
+            "| what | share of the samples |",
+            "|---|---:|",
+            *[f"| {what} | {share:.0%} |" for what, share in rows],
+            "",
+        ]
+    return lines
 
 
 def _cpu_table(cpu: dict[tuple[str, int], dict[str, list[float]]]) -> str:

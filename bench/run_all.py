@@ -72,6 +72,8 @@ def _sections(postgres: str, quick: bool) -> list[tuple[str, list[str]]]:
                 "1,2,4",
                 "--postgres-url",
                 f"{postgres}/bench_p3_ledger",
+                "--flame",
+                str(HERE.parent / "docs" / "profiles"),
             ],
         ),
         (
