@@ -191,16 +191,17 @@ def _flame_lines(flames: dict[str, Path] | str | None, limit: int, intents: int)
         return [f"No flame graphs: {flames}.", ""]
     links = ", ".join(f"[`{path.name}`](profiles/{path.name})" for path in flames.values())
     lines = [
-        f"Flame graphs (py-spy, {RATE} samples a second of the threads holding the GIL, subprocesses included) of Prefect's server and the"
-        f" warm worker during one more repetition of {intents} intents (SQLite ledger, {limit} executors),"
-        f" after the measured ones: {links} (open them in a browser: they are interactive).",
+        f"Flame graphs (py-spy, {RATE} samples a second of the threads holding the GIL, subprocesses"
+        f" included) of Prefect's server and the warm worker during one more repetition of {intents} intents"
+        f" (SQLite ledger, {limit} executors), after the measured ones: {links} (open them in a browser: they"
+        " are interactive).",
         "",
     ]
     total, rows = shares(flames["p3-prefect-server"].with_suffix(".collapsed"))
     if total:
         lines += [
-            f"What Prefect's server was doing in those samples ({total:,} samples; a request"
-            " counts under its API route, the rest under the background service it ran in):",
+            f"What Prefect's server was doing in those samples ({total:,} samples; one counts under the API route"
+            " whose handler it was in, else the background service, else the layer of its innermost frame):",
             "",
             "| what | share of the samples |",
             "|---|---:|",

@@ -3,8 +3,8 @@
 ``record`` attaches ``py-spy record`` to each named process and its subprocesses (the warm worker's fork
 server and executors) while ``work`` runs, sampling only threads that hold the GIL (Python at work, not
 waiting), and writes an interactive SVG flame graph per process, plus its collapsed stacks (py-spy's
-``raw`` format) for ``shares``. py-spy needs to read the processes' memory: root, or ``kernel.yama.ptrace_scope`` 0; where
-it cannot, ``record`` says why and the bench goes on without the graphs.
+``raw`` format) for ``shares``. py-spy needs to read the processes' memory: root, or
+``kernel.yama.ptrace_scope`` 0; where it cannot, ``record`` says why and the bench goes on without them.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def record(pids: dict[str, int], out_dir: Path, work: Callable[[], object]) -> d
     for name, pid in pids.items():
         for form, suffix in (("flamegraph", ".svg"), ("raw", ".collapsed")):
             path = out_dir / f"{name}{suffix}"
+            path.unlink(missing_ok=True)  # a graph of an earlier run is never taken for this one's
             command = [
                 spy,
                 "record",
