@@ -194,7 +194,8 @@ def _flame_lines(flames: dict[str, Path] | str | None, limit: int, intents: int)
         f"Flame graphs (py-spy, {RATE} samples a second of the threads holding the GIL, subprocesses"
         f" included) of Prefect's server and the warm worker during one more repetition of {intents} intents"
         f" (SQLite ledger, {limit} executors), after the measured ones: {links} (open them in a browser: they"
-        " are interactive).",
+        " are interactive). py-spy reads the processes without pausing them (`--nonblocking`), so a sample's"
+        " innermost frames can be off: the graphs show where the work is, the CPU table above how much.",
         "",
     ]
     total, rows = shares(flames["p3-prefect-server"].with_suffix(".collapsed"))
