@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -79,26 +80,24 @@ def _phases(stack: Any, sequential: list[Approval], run_ids: dict[str, str]) -> 
     """Seconds of each part of a sequential approval's path, which add up to its total: the webhook posted →
     the run created → Pending → Running (the flow runs' states) → the execution's finish in the ledger →
     this script seeing it; and, off the path, the finish → the run's Completed state."""
-    phases: dict[str, list[float]] = {
+    along: dict[str, list[float]] = {
         "webhook posted → the intake created the run": [],
         "→ the worker took it (Pending)": [],
         "→ the flow started (Running)": [],
         "→ the execution SUCCEEDED (its finish in the ledger)": [],
         "→ this script saw it (the status polled every 20 ms)": [],
-        "(off the path) the finish → the flow run Completed": [],
     }
+    after: list[float] = []
     moments = _moments(stack, [run_ids[approval.intent_id] for approval in sequential])
     for approval in sequential:
         if (run := moments.get(run_ids[approval.intent_id])) is None:
             continue
         created, pending, running, done = run
         path = (approval.posted, created, pending, running, approval.finished, approval.seen)
-        for values, start, end in zip(phases.values(), path, path[1:], strict=False):
+        for values, (start, end) in zip(along.values(), pairwise(path), strict=True):
             values.append((end - start).total_seconds())
-        phases["(off the path) the finish → the flow run Completed"].append(
-            (done - approval.finished).total_seconds()
-        )
-    return phases
+        after.append((done - approval.finished).total_seconds())
+    return {**along, "(off the path) the finish → the flow run Completed": after}
 
 
 def _burst_timeline(stack: Any, flow_run_ids: list[str], start: float) -> list[tuple[float, ...]]:

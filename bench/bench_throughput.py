@@ -134,7 +134,8 @@ def main() -> None:
             results[name, limit], cpu[name, limit], flamed = _measure(
                 url, limit, args.intents, args.repeats, flame
             )
-            flames = flamed if flame is not None else flames
+            if flame is not None:
+                flames = flamed
             print(
                 f"{name}, {limit} executors: {[round(rate, 2) for rate in results[name, limit]]}", flush=True
             )

@@ -91,14 +91,14 @@ def _what(stack: str) -> str:
     else the background service (``prefect/server/services`` or the events' services), else the layer of
     the innermost frame (:data:`_LAYERS`): SQLAlchemy's async work runs in greenlets, whose samples py-spy
     shows without the request that started them."""
-    files: list[str] = []
+    innermost = ""
     service: str | None = None
     for frame in stack.split(";"):
         match = _FRAME.match(frame)
         if match is None:
             continue
         file, function = match["file"], match["function"]
-        files.append(file)
+        innermost = file
         if "prefect/server/api/" in file and not file.endswith("/server.py"):
             return f"API `{function}`"
         if service is None and (
@@ -107,7 +107,6 @@ def _what(stack: str) -> str:
             service = f"service `{Path(file).stem}`"
     if service is not None:
         return service
-    innermost = files[-1] if files else ""
     for prefixes, layer in _LAYERS:
         if any(prefix in innermost for prefix in prefixes):
             return layer
