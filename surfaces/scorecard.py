@@ -343,11 +343,16 @@ def _prefect_server(data: Path, emit: Callable[[str], None]) -> Iterator[str]:
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
-    from surfaces.up import Stack
+    from surfaces.up import PREFECT_SERVER_DEFAULTS, Stack
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(data / "prefect"), "DO_NOT_TRACK": "1"}
+    env = {
+        **PREFECT_SERVER_DEFAULTS,
+        **os.environ,
+        "PREFECT_HOME": str(data / "prefect"),
+        "DO_NOT_TRACK": "1",
+    }
     stack = Stack(prefect_url=url, api_url="", env=env)
     try:
         stack.start_prefect_server(port, data, timeout=180)
