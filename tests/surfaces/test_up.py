@@ -9,10 +9,10 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -22,6 +22,8 @@ from standardwebhooks.webhooks import Webhook
 
 from surfaces.up import INTENT_POOL, PREFECT_SERVER_DEFAULTS, Stack, running_stack
 from tests.conftest import KEYS, VECTORS
+
+T = TypeVar("T")
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -142,40 +144,41 @@ def _pool(stack: Stack, *, paused: bool) -> None:
         client.update_work_pool(INTENT_POOL, WorkPoolUpdate(is_paused=paused))
 
 
-def _run_logs(stack: Stack, flow_run_id: str, expected: str, timeout: float = 30) -> list[str]:
-    """The flow run's log messages in Prefect (the UI's logs tab), once one contains ``expected``."""
+def _read_until(stack: Stack, read: Callable[[Any], T], done: Callable[[T], bool], timeout: float = 30) -> T:
+    """``read(client)`` from the stack's Prefect API every 0.5 s until ``done`` holds of it or ``timeout``
+    passes; the last read."""
     from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with _prefect(stack), get_client(sync_client=True) as client:
+        while not done(value := read(client)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    return value
+
+
+def _run_logs(stack: Stack, flow_run_id: str, expected: str) -> list[str]:
+    """The flow run's log messages in Prefect (the UI's logs tab), once one contains ``expected``."""
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    deadline = time.monotonic() + timeout
-    with _prefect(stack), get_client(sync_client=True) as client:
-        while True:
-            logs = client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]))
-            )
-            messages = [log.message for log in logs]
-            if any(expected in message for message in messages) or time.monotonic() > deadline:
-                return messages
-            time.sleep(0.5)
+    only_this_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]))
+    return _read_until(
+        stack,
+        lambda client: [log.message for log in client.read_logs(log_filter=only_this_run)],
+        lambda messages: any(expected in message for message in messages),
+    )
 
 
-def _task_run_states(stack: Stack, flow_run_id: str, timeout: float = 30) -> list[str]:
+def _task_run_states(stack: Stack, flow_run_id: str) -> list[str]:
     """The flow run's task runs' state types in Prefect (the UI's run graph), once all are final."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    deadline = time.monotonic() + timeout
-    with _prefect(stack), get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)]))
-            )
-            states = [run.state.type.value if run.state else "NONE" for run in runs]
-            if (
-                states and all(run.state and run.state.is_final() for run in runs)
-            ) or time.monotonic() > deadline:
-                return states
-            time.sleep(0.5)
+    only_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)]))
+    runs = _read_until(
+        stack,
+        lambda client: client.read_task_runs(flow_run_filter=only_this_run),
+        lambda runs: bool(runs) and all(run.state and run.state.is_final() for run in runs),
+    )
+    return [run.state.type.value if run.state else "NONE" for run in runs]
 
 
 def test_a_webhook_is_executed_by_a_worker_and_a_paused_pool_holds_it(stack: Stack) -> None:
