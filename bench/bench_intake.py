@@ -70,12 +70,6 @@ def _moments(stack: Any, flow_run_ids: list[str]) -> dict[str, Moments]:
     return moments
 
 
-def _utc(text: str) -> datetime:
-    """An ISO 8601 timestamp of the status body (UTC, ``Z`` or an offset) as an aware datetime."""
-    at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
 def _phases(stack: Any, sequential: list[Approval], run_ids: dict[str, str]) -> dict[str, list[float]]:
     """Seconds of each part of a sequential approval's path, which add up to its total: the webhook posted →
     the run created → Pending → Running (the flow runs' states) → the execution's finish in the ledger →
@@ -187,6 +181,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
     os.environ.pop("PREFECT_API_URL", None)
 
+    from fulfill.intent import parse_timestamp
     from fulfill.settings import reload_settings
     from surfaces.demo import demo_keys
     from surfaces.service import ExecutionService
@@ -218,7 +213,9 @@ def main() -> None:
             took, status = _succeeded(service, intent_id, t0)
             sequential.append(took)
             approvals.append(
-                Approval(intent_id, posted, _utc(status.finished_at), posted + timedelta(seconds=took))
+                Approval(
+                    intent_id, posted, parse_timestamp(status.finished_at), posted + timedelta(seconds=took)
+                )
             )
         phases = _phases(stack, approvals, run_ids)
         burst_seconds: dict[int, list[float]] = {size: [] for size in bursts}
