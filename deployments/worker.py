@@ -16,8 +16,13 @@ What it keeps of the process worker:
   holds runs and the pool's and the worker's concurrency limits (``--limit``) hold as for any worker;
   but it does not wait for the next poll (``PREFECT_WORKER_QUERY_SECONDS``) to look: it subscribes to
   Prefect's ``prefect.flow-run.Scheduled`` events of its pool and polls as soon as one arrives (tens of
-  milliseconds after the run was created), and again whenever a run's slot is freed (its executor
-  finished it). The timed poll stays, as the fallback when the event stream is down;
+  milliseconds after the run was created), and again when a run's slot is freed (its executor finished
+  it) while a run may be waiting for one: since the newest poll that returned fewer runs than it asked
+  for, a wake-up found every slot busy, a poll filled its limit or a run a poll returned found no free
+  slot. A freed slot with nothing waiting polls nothing (every newer run brings its own event), which
+  spares Prefect's server about one poll per intent when approvals do not queue; with the event stream
+  down, every freed slot polls. The timed poll stays, as the fallback when the event stream is down or
+  an event is lost;
 * a poll asks for no more runs than the worker can start (its free slots, and the runs it is handing
   over, which may still be Scheduled): Prefect's worker asks for every scheduled run of its queues (up
   to the server's default limit, 200) and starts as many as its limit allows, so under a backlog every
@@ -404,6 +409,11 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
         self._wake = anyio.Event()
         self._awaited: set[UUID] = set()
         self._executed: set[UUID] = set()  # runs an executor finished whose slot is not yet released
+        # Whether a freed slot polls (_release_limit_slot): when a run may have been left waiting for a slot
+        # since the newest poll that returned fewer runs than it asked for (monotonic seconds).
+        self._left_waiting_at = 0.0  # a wake-up found no free slot, a poll filled its limit or left a run
+        self._saw_all_at = float("-inf")  # the newest start of a poll that returned fewer runs than its limit
+        self._events_live = False  # subscribed to Prefect's events stream (:meth:`_listen`)
         self._idle: queue.SimpleQueue[_Executor] = queue.SimpleQueue()
         self._all: list[_Executor] = []
         self._starting = 0  # idle executors being started (_start_executors)
@@ -513,6 +523,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
         }
         if (limit := self._poll_limit()) is not None:
             body["limit"] = limit
+        started = time.monotonic()
         try:
             response = await self.client.request(
                 "POST",
@@ -524,15 +535,38 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
             if exc.response.status_code == 404:  # no pool yet: the heartbeat creates it (as Prefect's poll)
                 return []
             raise
-        return WorkerFlowRunResponse.model_validate_list(response.json())
+        runs = WorkerFlowRunResponse.model_validate_list(response.json())
+        if limit is None or len(runs) < limit:  # every run Scheduled when it started is in ``runs``
+            self._saw_all_at = max(self._saw_all_at, started)
+        else:  # the limit may have left runs behind: the next freed slot polls
+            self._left_waiting_at = time.monotonic()
+        return runs
+
+    async def _submit_scheduled_flow_runs(
+        self, flow_run_response: list[WorkerFlowRunResponse]
+    ) -> list[FlowRun]:
+        """Prefect's submission of the runs a poll returned; one that found no free slot (another poll took it)
+        stays Scheduled, waiting for a freed one."""
+        taken = await super()._submit_scheduled_flow_runs(flow_run_response)
+        if len(taken) < len(flow_run_response):
+            self._left_waiting_at = time.monotonic()
+        return taken
 
     def _release_limit_slot(self, flow_run_id: UUID) -> None:
         """Prefect's release of a run's slot; a run an executor finished also wakes the poll, which can take a
-        waiting run now (the slot is free only once this returns)."""
+        waiting run now (the slot is free only once this returns) — if a run may be waiting
+        (:meth:`_may_be_waiting`)."""
         super()._release_limit_slot(flow_run_id)
         if flow_run_id in self._executed:
             self._executed.discard(flow_run_id)
-            self._wake_up()
+            if self._may_be_waiting():
+                self._wake_up()
+
+    def _may_be_waiting(self) -> bool:
+        """Whether a Scheduled run may be waiting for a slot: no poll returned fewer runs than it asked for
+        since a wake-up found every slot busy, a poll filled its limit or a run a poll returned found no free
+        slot; or the events stream (which wakes the poll for every newer run) is not live."""
+        return not self._events_live or self._left_waiting_at >= self._saw_all_at
 
     async def _poll_on_wake(self) -> None:
         """Poll the pool through Prefect's own path whenever woken (an event, a freed slot); a wake-up during
@@ -544,6 +578,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
                     await self._wake.wait()
                 self._wake = anyio.Event()
                 if self._free_slots() == 0:  # every slot busy: a freed slot wakes the poll again
+                    self._left_waiting_at = time.monotonic()
                     break
                 try:
                     taken = await self.get_and_submit_flow_runs()
@@ -572,11 +607,14 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
                 async with get_events_subscriber(
                     filter=only_scheduled, reconnect_on_clean_close=True
                 ) as events:
+                    self._events_live = True
                     async for event in events:
                         if (flow_run_id := self._scheduled_here(event)) is not None:
                             self._wake_up(flow_run_id)
             except Exception as exc:  # noqa: BLE001 - the timed poll goes on; subscribe again later
                 self._logger.warning("Prefect's event stream failed (%s); polling only, for now", exc)
+            finally:
+                self._events_live = False
             await anyio.sleep(RESUBSCRIBE_SECONDS)
 
     async def run(

@@ -306,6 +306,107 @@ def test_a_run_waiting_for_a_busy_slot_starts_when_the_slot_is_freed_not_at_the_
     assert second.start_time >= first.end_time, "one slot: the second run waited for the first"
 
 
+def test_a_freed_slot_polls_only_when_a_run_may_be_waiting_for_it(
+    engine: Any, make_intent: Any, unique: str
+) -> None:
+    """Two slots, one run, a two-minute poll: the run's event polls once; its freed slot, with nothing left
+    waiting, polls nothing (a newer run would bring its own event)."""
+    pool = f"warm-idle-slot-{unique}"
+    deployment_id = _execute_intent_deployment(pool, unique)
+    worker = WarmWorker(work_pool_name=pool, limit=2)
+    polls: list[tuple[float, int]] = []
+    released: list[float] = []
+    poll, release = worker._get_scheduled_flow_runs, worker._release_limit_slot
+
+    async def counted_poll() -> list[Any]:
+        started = time.monotonic()
+        runs = await poll()
+        polls.append((started, len(runs)))
+        return runs
+
+    def counted_release(flow_run_id: UUID) -> None:
+        release(flow_run_id)
+        released.append(time.monotonic())
+
+    worker._get_scheduled_flow_runs = counted_poll  # type: ignore[method-assign]
+    worker._release_limit_slot = counted_release  # type: ignore[method-assign]
+    finals: list[FlowRun] = []
+
+    def create_one_and_wait() -> None:
+        before = len(polls)
+        finals.append(
+            _finished(_deployment_run(make_intent, deployment_id, "Alone")[1], "the run", timeout=20)
+        )
+        deadline = time.monotonic() + 10
+        while not released:
+            assert time.monotonic() < deadline, "the run's slot was not released"
+            time.sleep(0.05)
+        time.sleep(1)  # a poll woken by the freed slot would have been made by now
+        assert any(n == 1 for _, n in polls[before:]), "the run's event had the pool polled"
+
+    _with_a_two_minute_poll(worker, create_one_and_wait)
+
+    assert finals and finals[0].state is not None and finals[0].state.is_completed(), finals
+    assert not [started for started, _ in polls if started >= released[0]], "the freed slot polled"
+
+
+def test_a_freed_slot_polls_after_a_full_poll_a_run_left_without_a_slot_or_a_deferred_wake_up(
+    unique: str,
+) -> None:
+    """What decides whether a freed slot polls: a poll under its limit saw every waiting run; one that filled
+    its limit, a returned run that found no free slot, or a wake-up that found every slot busy may have left
+    one behind; without the event stream, every freed slot polls."""
+    pool = f"warm-waiting-{unique}"
+    deployment_id = _execute_intent_deployment(pool, unique)
+
+    async def scenario() -> None:
+        async with WarmWorker(work_pool_name=pool, limit=2, wake_on_events=False) as worker:
+            assert worker._limiter is not None
+            busy = [UUID(int=n) for n in range(2)]  # another poll's runs, holding both slots
+            worker._events_live = True  # as while subscribed (a newer run would bring its own event)
+            run = await worker.client.create_flow_run_from_deployment(
+                deployment_id, parameters={"action_intent_id": "waiting-0"}
+            )
+            assert len(await worker._get_scheduled_flow_runs()) == 1  # under its limit of two
+            assert not worker._may_be_waiting(), "a poll under its limit saw every waiting run"
+            worker._events_live = False
+            assert worker._may_be_waiting(), "no event stream: every freed slot polls"
+            worker._events_live = True
+
+            await worker.client.create_flow_run_from_deployment(
+                deployment_id, parameters={"action_intent_id": "waiting-1"}
+            )
+            assert len(await worker._get_scheduled_flow_runs()) == 2  # filled its limit
+            assert worker._may_be_waiting(), "a poll that filled its limit may have left a run behind"
+            await worker.client.delete_flow_run(run.id)
+            returned = await worker._get_scheduled_flow_runs()
+            assert len(returned) == 1
+            assert not worker._may_be_waiting(), "a newer poll under its limit saw every waiting run"
+
+            for slot in busy:
+                worker._limiter.acquire_on_behalf_of_nowait(slot)
+            assert await worker._submit_scheduled_flow_runs(returned) == []
+            assert worker._may_be_waiting(), "a returned run that found no free slot waits for one"
+            for slot in busy:
+                worker._limiter.release_on_behalf_of(slot)
+            assert len(await worker._get_scheduled_flow_runs()) == 1
+            assert not worker._may_be_waiting()
+
+            for slot in busy:
+                worker._limiter.acquire_on_behalf_of_nowait(slot)
+            worker._wake_up()  # a run's event, every slot busy
+            deadline = time.monotonic() + 5
+            while not worker._may_be_waiting():
+                assert time.monotonic() < deadline, (
+                    "a wake-up with no free slot did not leave the run waiting"
+                )
+                await anyio.sleep(0.05)
+            for slot in busy:
+                worker._limiter.release_on_behalf_of(slot)
+
+    anyio.run(scenario)
+
+
 @flow(name="not-fulfill")
 def _foreign() -> None:
     """A flow that is none of fulfill's: the warm worker must not run it."""
