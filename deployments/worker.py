@@ -15,8 +15,8 @@ What it keeps of the process worker:
 * it is a Prefect worker: it takes runs only through Prefect's poll of its work pool, so a paused pool
   holds runs and the pool's and the worker's concurrency limits (``--limit``) hold as for any worker;
   but it does not wait for the next poll (``PREFECT_WORKER_QUERY_SECONDS``) to look: it subscribes to
-  Prefect's ``prefect.flow-run.Scheduled`` events of its pool and polls as soon as one arrives (tens of
-  milliseconds after the run was created), and again when a run's slot is freed (its executor finished
+  Prefect's ``prefect.flow-run.Scheduled`` events of its pool (and ``AwaitingRetry``, the UI's retry of a
+  run) and polls as soon as one arrives (tens of milliseconds after the run was created), and again when a run's slot is freed (its executor finished
   it) while a run may be waiting for one: since the newest poll that returned fewer runs than it asked
   for, a wake-up found every slot busy, a poll filled its limit or a run a poll returned found no free
   slot. A freed slot with nothing waiting polls nothing (every newer run brings its own event), which
@@ -110,8 +110,9 @@ PRELOAD = [
 ]
 #: An executor's exit code when the run is not one of fulfill's flows (it does not run it).
 NOT_A_FULFILL_FLOW = 3
-#: The event Prefect's server emits when a flow run enters Scheduled (a deployment run is created so).
-SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
+#: The events Prefect's server emits when a flow run becomes ready to be taken: Scheduled (a deployment run is
+#: created so; Prefect's CLI ``flow-run retry`` sets it too) and AwaitingRetry (the UI's "Retry" of a run).
+WAKE_EVENTS = ("prefect.flow-run.Scheduled", "prefect.flow-run.AwaitingRetry")
 #: After a wake-up, polls again at these delays while a run named by an event has not been returned:
 #: the server emits the event inside the transaction that creates the run, which may not have committed.
 REPOLL_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.4)
@@ -591,8 +592,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
             self._awaited.clear()
 
     def _scheduled_here(self, event: Event) -> UUID | None:
-        """The flow run an event says was scheduled into this worker's pool, else ``None``."""
-        if event.event != SCHEDULED_EVENT or not event.resource.id.startswith("prefect.flow-run."):
+        """The flow run an event says was scheduled (or retried) into this worker's pool, else ``None``."""
+        if event.event not in WAKE_EVENTS or not event.resource.id.startswith("prefect.flow-run."):
             return None
         in_pool = any(
             related.role == "work-pool" and related.name == self._work_pool_name for related in event.related
@@ -601,7 +602,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
 
     async def _listen(self) -> None:
         """Wake the poll for every run scheduled into this pool (Prefect's events stream)."""
-        only_scheduled = EventFilter(event=EventNameFilter(name=[SCHEDULED_EVENT]))
+        only_scheduled = EventFilter(event=EventNameFilter(name=list(WAKE_EVENTS)))
         while True:
             try:
                 async with get_events_subscriber(

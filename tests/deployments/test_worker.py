@@ -231,6 +231,31 @@ def test_a_scheduled_run_is_taken_on_its_event_not_at_the_next_poll(
         assert not waited, "without events the run waits for the next poll (two minutes away)"
 
 
+def test_a_run_retried_from_prefects_ui_is_taken_on_its_event_not_at_the_next_poll(
+    engine: Any, make_intent: Any, unique: str
+) -> None:
+    """The UI's "Retry" sets a run AwaitingRetry (a Scheduled-type state of another name, and event): with a
+    two-minute poll, only that event can start it."""
+    from prefect.states import AwaitingRetry, Failed
+
+    pool = f"warm-retry-{unique}"
+    deployment_id = _execute_intent_deployment(pool, unique)
+    _, run_id = _deployment_run(make_intent, deployment_id, "Retried from the UI")
+    with get_client(sync_client=True) as client:  # failed before any worker took it
+        client.set_flow_run_state(run_id, Failed(message="failed before the retry"), force=True)
+    worker = WarmWorker(work_pool_name=pool, limit=1)
+    finals: list[FlowRun] = []
+
+    def retry_and_wait() -> None:
+        with get_client(sync_client=True) as client:  # as the UI's retryFlowRun does
+            client.set_flow_run_state(run_id, AwaitingRetry(message="Retry from the UI"), force=True)
+        finals.append(_finished(run_id, "the retried run", timeout=10))
+
+    _with_a_two_minute_poll(worker, retry_and_wait)
+
+    assert finals[0].state is not None and finals[0].state.is_completed(), finals[0].state
+
+
 def test_a_worker_starts_its_limit_of_idle_executors_and_stops_them_at_teardown(unique: str) -> None:
     """The first runs after a start find executors ready (an executor's start is not paid inside a burst)."""
     pool = f"warm-idle-{unique}"
