@@ -16,13 +16,13 @@ What it keeps of the process worker:
   holds runs and the pool's and the worker's concurrency limits (``--limit``) hold as for any worker;
   but it does not wait for the next poll (``PREFECT_WORKER_QUERY_SECONDS``) to look: it subscribes to
   Prefect's ``prefect.flow-run.Scheduled`` events of its pool (and ``AwaitingRetry``, the UI's retry of a
-  run) and polls as soon as one arrives (tens of milliseconds after the run was created), and again when a run's slot is freed (its executor finished
-  it) while a run may be waiting for one: since the newest poll that returned fewer runs than it asked
-  for, a wake-up found every slot busy, a poll filled its limit or a run a poll returned found no free
-  slot. A freed slot with nothing waiting polls nothing (every newer run brings its own event), which
-  spares Prefect's server about one poll per intent when approvals do not queue; with the event stream
-  down, every freed slot polls. The timed poll stays, as the fallback when the event stream is down or
-  an event is lost;
+  run) and polls as soon as one arrives (tens of milliseconds after the run was created), and again when
+  a run's slot is freed (its executor finished it) while a run may be waiting for one: since the newest
+  poll that returned fewer runs than it asked for, a wake-up found every slot busy, a poll filled its
+  limit or a run a poll returned found no free slot. A freed slot with nothing waiting polls nothing
+  (every newer run brings its own event), which spares Prefect's server about one poll per intent when
+  approvals do not queue; with the event stream down, every freed slot polls. The timed poll stays, as
+  the fallback when the event stream is down or an event is lost;
 * a poll asks for no more runs than the worker can start (its free slots, and the runs it is handing
   over, which may still be Scheduled): Prefect's worker asks for every scheduled run of its queues (up
   to the server's default limit, 200) and starts as many as its limit allows, so under a backlog every
@@ -601,13 +601,11 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
         return UUID(event.resource.id.removeprefix("prefect.flow-run.")) if in_pool else None
 
     async def _listen(self) -> None:
-        """Wake the poll for every run scheduled into this pool (Prefect's events stream)."""
-        only_scheduled = EventFilter(event=EventNameFilter(name=list(WAKE_EVENTS)))
+        """Wake the poll for every run scheduled (or retried) into this pool (Prefect's events stream)."""
+        ready_runs = EventFilter(event=EventNameFilter(name=list(WAKE_EVENTS)))
         while True:
             try:
-                async with get_events_subscriber(
-                    filter=only_scheduled, reconnect_on_clean_close=True
-                ) as events:
+                async with get_events_subscriber(filter=ready_runs, reconnect_on_clean_close=True) as events:
                     self._events_live = True
                     async for event in events:
                         if (flow_run_id := self._scheduled_here(event)) is not None:
