@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from fulfill.executions import UNDO_DONE
 from fulfill.ledger import ChainReport, canonical_row, chain_hash
 from fulfill.states import Compensation, ExecutionStatus, FailureCode, StepStatus
 from fulfill.tables import Execution, LedgerEntry, LedgerPublic, StepRecord
@@ -35,11 +36,6 @@ FAILURE_EXPLANATIONS: dict[FailureCode, str] = {
     FailureCode.AMBIGUOUS_OUTCOME: "We could not confirm whether the change was made; a person will check.",
     FailureCode.CANCELLED_BY_USER: "Someone cancelled this action before it finished.",
     FailureCode.CONFLICT: "A different action arrived under the same id, so it was refused.",
-}
-COMPENSATION_EXPLANATIONS: dict[Compensation, str] = {
-    Compensation.NONE: "",
-    Compensation.COMPENSATED: "What had already been done was undone.",
-    Compensation.COMPENSATION_FAILED: "Undoing what had already been done failed; a person will check.",
 }
 _NOT_A_SENTENCE = re.compile(r"[{}<>\[\]\n\r\t`]|Traceback|Exception|Error:|SELECT |INSERT |https?://")
 
@@ -390,9 +386,11 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
             if failure.get("code") and explain_failure(failure["code"]) not in detail:
                 detail = f"{detail} {explain_failure(failure['code'])}"
             try:
-                undo = COMPENSATION_EXPLANATIONS[Compensation(failure.get("compensation") or "NONE")]
+                compensation = Compensation(failure.get("compensation") or "NONE")
             except ValueError:
-                undo = ""
+                compensation = Compensation.NONE
+            # The undo's sentence, unless the stored explanation already ends with it (the executor's).
+            undo = UNDO_DONE[compensation].strip() if compensation is not Compensation.NONE else ""
             if undo and undo not in detail:
                 detail = f"{detail} {undo}"
             refs = d.get("external_refs")

@@ -463,6 +463,9 @@ def test_permanent_error_fails_readably_and_undoes_the_opportunity(
     with transaction(engine) as session:
         rows = ledger.entries_for_intent(session, tenant, intent_id)
     assert SECRET_PROVIDER_TEXT not in json.dumps([row.details for row in rows])
+    outcome = ExecutionService(engine).get_timeline(intent_id, tenant).events[-1]
+    assert (outcome.stage, outcome.title) == ("outcome", "Failed")
+    assert outcome.detail == message, "the undo is said once, as in the status"
 
 
 # -- d. a credential never leaks anywhere ------------------------------------------------------
