@@ -389,7 +389,7 @@ def timeline_view(execution: Execution, rows: list[LedgerEntry]) -> Timeline:
                 compensation = Compensation(failure.get("compensation") or "NONE")
             except ValueError:
                 compensation = Compensation.NONE
-            # The undo's sentence, unless the stored explanation already ends with it (the executor's).
+            # The undo's sentence (the executor's), unless the stored explanation already holds it.
             undo = UNDO_DONE[compensation].strip() if compensation is not Compensation.NONE else ""
             if undo and undo not in detail:
                 detail = f"{detail} {undo}"
