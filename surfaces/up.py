@@ -47,7 +47,8 @@ PREFECT_SERVER_POOL_SIZE = 20
 #: waits to fill one (seconds). Prefect's default writes each event alone (three transactions per intent,
 #: the task run's Pending, Running and Completed); batched, Prefect's server spent 0.13 instead of 0.14
 #: CPU-seconds per intent under load (docs/benchmarks.md), and a task run reaches the UI at most a second
-#: after its state. Prefect's own bulk path; a larger batch for the event persister (Prefect's is 20) gained nothing.
+#: after its state. Prefect's own bulk path; a larger batch for the event persister (Prefect's is 20)
+#: gained nothing.
 PREFECT_TASK_RUN_RECORDER_BATCH = 50
 PREFECT_TASK_RUN_RECORDER_FLUSH_SECONDS = 1
 #: The Prefect server's settings `fulfill up` gives it unless the environment sets them.
