@@ -6,7 +6,8 @@ Prefect worker type of its own, ``fulfill-warm`` — keeps executor processes fo
 that imported the engine once. It runs fulfill's own flows — ``execute-intent`` and the maintenance
 flows (``reconcile``, ``expire-sweeper``, ``deliver-signals``, ``connector-health``), whose runs every
 30–300 s would otherwise cost an interpreter start each (about 0.4 of a core on 2 cores, measured) — and
-refuses any other flow. Each executor runs one flow run at a time, in its main thread, through
+refuses any other flow (``WarmWorker(flows=…)`` names other flows instead: the bench's bare baseline runs
+a bare flow this way, on a pool of its own). Each executor runs one flow run at a time, in its main thread, through
 Prefect's own ``run_flow``: the run's state changes, its logs in the UI, its state hooks and its SIGTERM
 handling are Prefect's, as under the process worker. After a run the executor waits for the next one.
 
@@ -57,13 +58,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import multiprocessing
 import os
 import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -108,6 +110,14 @@ PRELOAD = [
     "sqlalchemy.dialects.postgresql.psycopg",
     "deployments.worker",
 ]
+#: The flows a warm worker runs unless told otherwise (``module:attribute``): fulfill's own.
+FULFILL_FLOWS = (
+    "flows.execute_intent:execute_intent",
+    "flows.maintenance:reconcile",
+    "flows.maintenance:expire_sweeper",
+    "flows.maintenance:deliver_signals",
+    "flows.health:connector_health",
+)
 #: An executor's exit code when the run is not one of fulfill's flows (it does not run it).
 NOT_A_FULFILL_FLOW = 3
 #: The events Prefect's server emits when a flow run becomes ready to be taken: Scheduled (a deployment run is
@@ -284,9 +294,21 @@ def _no_suspension_watch(
     yield
 
 
+def _flow(entrypoint: str) -> Flow[..., Any]:
+    """The flow at ``entrypoint`` (``module:attribute``), imported."""
+    module, _, attribute = entrypoint.partition(":")
+    found = getattr(importlib.import_module(module), attribute)
+    if not isinstance(found, Flow):
+        raise TypeError(f"{entrypoint} is not a Prefect flow")
+    return found
+
+
 @contextlib.contextmanager
-def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[FlowRun | str], State[Any] | None]]:
-    """Run flow runs of fulfill's flows in this process as a warm executor does; yields ``run(flow_run)``.
+def warm_runs(
+    api: dict[str, Any] | None = None, flows: Sequence[str] = FULFILL_FLOWS
+) -> Iterator[Callable[[FlowRun | str], State[Any] | None]]:
+    """Run flow runs of ``flows`` (entrypoints; fulfill's own unless told otherwise: the bench's baseline
+    runs a bare flow) in this process as a warm executor does; yields ``run(flow_run)``.
 
     ``run`` executes a flow run (as the worker's poll returned it, or its id, then read) through
     Prefect's own ``run_flow`` and returns its final state, or ``None`` for a run of another flow (not
@@ -313,15 +335,9 @@ def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[FlowRun |
     from prefect.settings import temporary_settings
 
     from flows import result_storage
-    from flows.execute_intent import execute_intent
-    from flows.health import connector_health
     from flows.heartbeat import without_flow_heartbeat
-    from flows.maintenance import deliver_signals, expire_sweeper, reconcile
 
-    flows: dict[str, Flow[..., Any]] = {
-        flow.name: flow
-        for flow in (execute_intent, reconcile, expire_sweeper, deliver_signals, connector_health)
-    }
+    runnable = {flow.name: flow for flow in map(_flow, flows)}
     setattr(flow_engine, "observe_flow_run_suspension", _no_suspension_watch)  # noqa: B010 - not exported
     result_storage.read_once_a_minute()
     with (
@@ -336,7 +352,7 @@ def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[FlowRun |
                 flow_run = prefect.client.read_flow_run(UUID(flow_run))
             if flow_run.flow_id not in names:
                 names[flow_run.flow_id] = prefect.client.read_flow(flow_run.flow_id).name
-            flow = flows.get(names[flow_run.flow_id])
+            flow = runnable.get(names[flow_run.flow_id])
             if flow is None:
                 return None
             state = run_flow(
@@ -349,8 +365,10 @@ def warm_runs(api: dict[str, Any] | None = None) -> Iterator[Callable[[FlowRun |
         yield run
 
 
-def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) -> None:
-    """An executor: one flow run id per message, run in this (main) thread; answers 0 per run.
+def serve(
+    conn: Connection, api: dict[str, Any], environment: dict[str, str], flows: Sequence[str] = FULFILL_FLOWS
+) -> None:
+    """An executor of ``flows``: one flow run per message, run in this (main) thread; answers 0 per run.
 
     The fork server is one per worker process and keeps the environment it started with, so each
     executor takes the worker's current fulfill settings (``environment``) and Prefect API settings
@@ -363,7 +381,7 @@ def serve(conn: Connection, api: dict[str, Any], environment: dict[str, str]) ->
     os.environ.update(environment)
     reload_settings()
     _warm_up()
-    with warm_runs(api) as run:
+    with warm_runs(api, flows) as run:
         conn.send(os.getpid())
         while (flow_run := _next(conn)) is not None:
             if run(FlowRun.model_validate_json(flow_run)) is None:
@@ -404,9 +422,12 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
     _display_name = "fulfill warm worker"
     _documentation_url = "https://github.com/fulfill/fulfill/blob/main/docs/operations.md"
 
-    def __init__(self, *args: Any, wake_on_events: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, wake_on_events: bool = True, flows: Sequence[str] = FULFILL_FLOWS, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._wake_on_events = wake_on_events
+        self._flows = tuple(flows)  # entrypoints of the flows its executors run (:func:`warm_runs`)
         self._wake = anyio.Event()
         self._awaited: set[UUID] = set()
         self._executed: set[UUID] = set()  # runs an executor finished whose slot is not yet released
@@ -420,7 +441,8 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
         self._starting = 0  # idle executors being started (_start_executors)
         self._lock = threading.Lock()
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(PRELOAD)
+        modules = [entrypoint.partition(":")[0] for entrypoint in self._flows]
+        self._context.set_forkserver_preload([*modules, *(name for name in PRELOAD if name not in modules)])
 
     @classmethod
     def get_default_base_job_template(cls) -> dict[str, Any]:
@@ -467,7 +489,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
         """A new executor from the warm fork server, once it is ready."""
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
-            target=serve, args=(theirs, _api_settings(), _fulfill_environment()), daemon=True
+            target=serve, args=(theirs, _api_settings(), _fulfill_environment(), self._flows), daemon=True
         )
         process.start()
         theirs.close()

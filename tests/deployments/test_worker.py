@@ -437,7 +437,9 @@ def _foreign() -> None:
     """A flow that is none of fulfill's: the warm worker must not run it."""
 
 
-def test_maintenance_flows_run_warm_and_any_other_flow_is_refused(engine: Any, unique: str) -> None:
+def _sweeper_and_foreign(unique: str, **worker: Any) -> dict[str, FlowRun]:
+    """A run of fulfill's ``expire-sweeper`` and one of :func:`_foreign`, from deployments on a new warm pool,
+    taken by a warm worker (``worker``: its options) and waited for: their final runs, by name."""
     from flows.maintenance import expire_sweeper
 
     pool = f"warm-maint-{unique}"
@@ -458,17 +460,35 @@ def test_maintenance_flows_run_warm_and_any_other_flow_is_refused(engine: Any, u
 
     async def scenario() -> None:
         async with anyio.create_task_group() as group:
-            group.start_soon(WarmWorker(work_pool_name=pool, limit=2).start)
+            group.start_soon(WarmWorker(work_pool_name=pool, limit=2, **worker).start)
             await anyio.to_thread.run_sync(run_both)
             group.cancel_scope.cancel()
 
     anyio.run(scenario)
+    return finals
 
-    sweeper_state, foreign_state = finals["sweeper"].state, finals["foreign"].state
-    assert sweeper_state is not None and sweeper_state.is_completed(), sweeper_state
-    assert finals["sweeper"].infrastructure_pid not in (None, str(os.getpid())), "ran in an executor"
-    assert foreign_state is not None and foreign_state.is_crashed(), foreign_state
-    assert str(NOT_A_FULFILL_FLOW) in (foreign_state.message or "")
+
+def _ran_in_an_executor(run: FlowRun) -> None:
+    assert run.state is not None and run.state.is_completed(), run.state
+    assert run.infrastructure_pid not in (None, str(os.getpid())), "ran in an executor"
+
+
+def _refused(run: FlowRun) -> None:
+    assert run.state is not None and run.state.is_crashed(), run.state
+    assert str(NOT_A_FULFILL_FLOW) in (run.state.message or "")
+
+
+def test_maintenance_flows_run_warm_and_any_other_flow_is_refused(engine: Any, unique: str) -> None:
+    finals = _sweeper_and_foreign(unique)
+    _ran_in_an_executor(finals["sweeper"])
+    _refused(finals["foreign"])
+
+
+def test_a_warm_worker_given_other_flows_runs_those_and_refuses_fulfills(engine: Any, unique: str) -> None:
+    """``flows=`` (entrypoints) replaces fulfill's flows: how the bench runs its bare baseline warm."""
+    finals = _sweeper_and_foreign(unique, flows=(f"{__name__}:_foreign",))
+    _ran_in_an_executor(finals["foreign"])
+    _refused(finals["sweeper"])
 
 
 def test_a_runs_job_configuration_reads_its_flow_once_and_its_deployment_once_a_minute(
