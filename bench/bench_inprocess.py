@@ -104,45 +104,11 @@ def _timed(action: Callable[[], object]) -> float:
 
 def _against_server(args: argparse.Namespace, data: Path) -> dict[str, list[float]]:
     """Part 1: fulfill, the bare flow and the bare write, interleaved, in milliseconds."""
-    import sqlalchemy as sa
-    from prefect import flow, task
-
-    from fulfill.db import get_engine, transaction
-
-    service, intent = _prepare(data, args.database_url)
-    engine = get_engine()
-    metadata = sa.MetaData()
-    writes = sa.Table(
-        "bench_p1_writes",
-        metadata,
-        sa.Column("idempotency_key", sa.String(200), primary_key=True),
-        sa.Column("tenant_id", sa.String(200), nullable=False),
-        sa.Column("title", sa.Text, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    )
-    metadata.create_all(engine)
-
-    def write(key: str) -> None:
-        with transaction(engine) as session:
-            session.execute(
-                writes.insert().values(
-                    idempotency_key=key,
-                    tenant_id="bench",
-                    title="Bench task",
-                    created_at=datetime.now(tz=UTC),
-                )
-            )
-
-    @task(name="bare-write")
-    def bare_write(key: str) -> None:
-        write(key)
-
-    @flow(name="bare-flow", persist_result=False)
-    def bare_flow(key: str) -> None:
-        bare_write(key)
-
+    from bare import bare_flow, create_table, write
     from prefect.settings import temporary_settings
 
+    service, intent = _prepare(data, args.database_url)
+    create_table()
     timings: dict[str, list[float]] = {"fulfill": [], "bare flow": [], "bare write": []}
     with temporary_settings(updates={"flows.heartbeat_frequency": None}):
         service.execute_action_intent(intent(0))
