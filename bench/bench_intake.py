@@ -31,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
+from itertools import pairwise, zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +168,10 @@ class Approval:
     seen: datetime
 
 
-def _bare_burst(bare: BareRuns, size: int) -> float:
-    """Seconds until every run of a burst of ``size`` bare flow runs, created at once, has written its row."""
-    t0 = time.perf_counter()
+def _bare_burst(bare: BareRuns, size: int) -> tuple[float, list[str], float]:
+    """Seconds until every run of a burst of ``size`` bare flow runs, created at once, has written its row;
+    the runs' ids, and the burst's start (``time.time()``)."""
+    t0, t0_wall = time.perf_counter(), time.time()
     keys: list[str] = []
     threads = [threading.Thread(target=lambda: keys.append(bare.post())) for _ in range(size)]
     for thread in threads:
@@ -179,7 +180,12 @@ def _bare_burst(bare: BareRuns, size: int) -> float:
         thread.join()
     for key in keys:
         bare.wait_written(key, t0)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, [bare.flow_runs[key] for key in keys], t0_wall
+
+
+def _cells(moments: tuple[float, ...]) -> list[str]:
+    """A run's four moments (created, Pending, Running, Completed) as table cells; none for a missing run."""
+    return [f"{moment:.2f}" for moment in moments] or [""] * 4
 
 
 def _row(measure: str, took: list[float], bare: list[float], goal: str) -> str:
@@ -259,6 +265,7 @@ def main() -> None:
         bare_bursts: dict[int, list[float]] = {size: [] for size in bursts}
         burst_busy: dict[int, list[float]] = {size: [] for size in bursts}  # the machine's CPU in use
         timeline: list[tuple[float, ...]] = []
+        bare_timeline: list[tuple[float, ...]] = []
         for size in [size for size in bursts for _ in range(args.repeats)]:
             t0, t0_wall, cpu0 = time.perf_counter(), time.time(), machine_cpu()
             ids: list[str] = []
@@ -279,7 +286,10 @@ def main() -> None:
             if size == 10:
                 timeline = _burst_timeline(stack, [run_ids[i] for i in ids], t0_wall)
             if bare is not None:
-                bare_bursts[size].append(_bare_burst(bare, size))
+                took, bare_ids, bare_t0 = _bare_burst(bare, size)
+                bare_bursts[size].append(took)
+                if size == 10:
+                    bare_timeline = _burst_timeline(stack, bare_ids, bare_t0)
 
     prefect_db = (
         "PostgreSQL"
@@ -340,14 +350,21 @@ def main() -> None:
         "",
     ]
     if timeline:
+        columns = "created | Pending | Running | Completed"
         lines += [
-            "The last burst of 10, run by run (seconds from the first delivery posted; in order of creation):",
+            "The last burst of 10, run by run (seconds from the first delivery posted; in order of creation)"
+            + (
+                ", and the last burst of 10 bare flow runs after it, from their first creation posted:"
+                if bare_timeline
+                else ":"
+            ),
             "",
-            "| run | created | Pending | Running | Completed |",
-            "|---:|---:|---:|---:|---:|",
+            f"| run | {columns} |"
+            + (f" bare flow: {columns.replace(' | ', ' | bare: ')} |" if bare_timeline else ""),
+            "|---:|---:|---:|---:|---:|" + ("---:|---:|---:|---:|" if bare_timeline else ""),
             *[
-                f"| {n} | " + " | ".join(f"{moment:.2f}" for moment in row) + " |"
-                for n, row in enumerate(timeline, 1)
+                f"| {n} | " + " | ".join(_cells(row) + (_cells(bare_row) if bare_timeline else [])) + " |"
+                for n, (row, bare_row) in enumerate(zip_longest(timeline, bare_timeline, fillvalue=()), 1)
             ],
             "",
         ]
