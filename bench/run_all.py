@@ -11,7 +11,7 @@ PostgreSQL where the section says so. Then it replaces everything below the mark
 ``docs/benchmarks.md`` (``--doc``) with the sections, each with the exact command it ran: the
 hand-written part above the marker (the machine, the status API, what the figures mean) is kept.
 ``--quick`` runs fewer repetitions, for trying the bench itself; its figures are not for the docs.
-Takes about 30 minutes on the 2-core machine (P3 alone 16: six stacks).
+Takes 15–40 minutes on the 2-core machines, by their CPU (P3 about half: six stacks, each with its bare baseline).
 """
 
 from __future__ import annotations
