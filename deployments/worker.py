@@ -7,9 +7,10 @@ that imported the engine once. It runs fulfill's own flows — ``execute-intent`
 flows (``reconcile``, ``expire-sweeper``, ``deliver-signals``, ``connector-health``), whose runs every
 30–300 s would otherwise cost an interpreter start each (about 0.4 of a core on 2 cores, measured) — and
 refuses any other flow (``WarmWorker(flows=…)`` names other flows instead: the bench's bare baseline runs
-a bare flow this way, on a pool of its own). Each executor runs one flow run at a time, in its main thread, through
-Prefect's own ``run_flow``: the run's state changes, its logs in the UI, its state hooks and its SIGTERM
-handling are Prefect's, as under the process worker. After a run the executor waits for the next one.
+a bare flow this way, on a pool of its own). Each executor runs one flow run at a time, in its main
+thread, through Prefect's own ``run_flow``: the run's state changes, its logs in the UI, its state hooks
+and its SIGTERM handling are Prefect's, as under the process worker. After a run the executor waits for
+the next one.
 
 What it keeps of the process worker:
 
@@ -118,7 +119,7 @@ FULFILL_FLOWS = (
     "flows.maintenance:deliver_signals",
     "flows.health:connector_health",
 )
-#: An executor's exit code when the run is not one of fulfill's flows (it does not run it).
+#: An executor's exit code when the run is not of a flow it runs (fulfill's, by default; it does not run it).
 NOT_A_FULFILL_FLOW = 3
 #: The events Prefect's server emits when a flow run becomes ready to be taken: Scheduled (a deployment run is
 #: created so; Prefect's CLI ``flow-run retry`` sets it too) and AwaitingRetry (the UI's "Retry" of a run).
@@ -442,7 +443,7 @@ class WarmWorker(BaseWorker[WarmJobConfiguration, BaseVariables, WarmWorkerResul
         self._lock = threading.Lock()
         self._context = multiprocessing.get_context("forkserver")
         modules = [entrypoint.partition(":")[0] for entrypoint in self._flows]
-        self._context.set_forkserver_preload([*modules, *(name for name in PRELOAD if name not in modules)])
+        self._context.set_forkserver_preload(list(dict.fromkeys([*modules, *PRELOAD])))  # each once
 
     @classmethod
     def get_default_base_job_template(cls) -> dict[str, Any]:
