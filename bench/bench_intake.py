@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise, zip_longest
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bare import BareRuns, bare_runs
+from bare import bare_runs
 from common import fresh_prefect_database, load_note, machine, machine_cpu, percentile, publish
 from intents import bench_intent
 
@@ -168,19 +169,21 @@ class Approval:
     seen: datetime
 
 
-def _bare_burst(bare: BareRuns, size: int) -> tuple[float, list[str], float]:
-    """Seconds until every run of a burst of ``size`` bare flow runs, created at once, has written its row;
-    the runs' ids, and the burst's start (``time.time()``)."""
+def _burst(
+    post: Callable[[], str], wait: Callable[[str, float], float], size: int
+) -> tuple[float, list[str], float]:
+    """A burst of ``size`` posts at once (a thread each): seconds until ``wait`` saw every one done, what the
+    posts answered, and the burst's start (``time.time()``)."""
     t0, t0_wall = time.perf_counter(), time.time()
-    keys: list[str] = []
-    threads = [threading.Thread(target=lambda: keys.append(bare.post())) for _ in range(size)]
+    posted: list[str] = []
+    threads = [threading.Thread(target=lambda: posted.append(post())) for _ in range(size)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    for key in keys:
-        bare.wait_written(key, t0)
-    return time.perf_counter() - t0, [bare.flow_runs[key] for key in keys], t0_wall
+    for answer in posted:
+        wait(answer, t0)
+    return time.perf_counter() - t0, posted, t0_wall
 
 
 def _cells(moments: tuple[float, ...]) -> list[str]:
@@ -267,29 +270,20 @@ def main() -> None:
         timeline: list[tuple[float, ...]] = []
         bare_timeline: list[tuple[float, ...]] = []
         for size in [size for size in bursts for _ in range(args.repeats)]:
-            t0, t0_wall, cpu0 = time.perf_counter(), time.time(), machine_cpu()
-            ids: list[str] = []
-
-            def deliver(into: list[str] = ids) -> None:
-                into.append(post(stack.api_url))
-
-            threads = [threading.Thread(target=deliver) for _ in range(size)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            for intent_id in ids:
-                wait_succeeded(service, intent_id, t0)
-            burst_seconds[size].append(time.perf_counter() - t0)
+            cpu0 = machine_cpu()
+            took, ids, t0_wall = _burst(
+                lambda: post(stack.api_url), lambda i, t0: wait_succeeded(service, i, t0), size
+            )
+            burst_seconds[size].append(took)
             busy, total = (after - before for after, before in zip(machine_cpu(), cpu0, strict=True))
             burst_busy[size].append(busy / total if total else 0.0)
             if size == 10:
                 timeline = _burst_timeline(stack, [run_ids[i] for i in ids], t0_wall)
             if bare is not None:
-                took, bare_ids, bare_t0 = _bare_burst(bare, size)
+                took, bare_keys, t0_wall = _burst(bare.post, bare.wait_written, size)
                 bare_bursts[size].append(took)
                 if size == 10:
-                    bare_timeline = _burst_timeline(stack, bare_ids, bare_t0)
+                    bare_timeline = _burst_timeline(stack, [bare.flow_runs[k] for k in bare_keys], t0_wall)
 
     prefect_db = (
         "PostgreSQL"
